@@ -1,0 +1,126 @@
+"""Evaluation splits that never let a held-out event into training.
+
+Two protocols:
+- `leave_last_out`: per user, the last purchase basket is the test target, the one before it the
+  validation target. The model is fitted on everything the user did strictly before the target
+  basket (other users' events are kept whole, the usual leave-last-out convention).
+- `time_split`: one global cut-off; everything before it trains, each user's first basket after it is
+  the test target. Items first seen at or after the cut-off are cold items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from recs.data.baskets import basket_table
+from recs.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """`fit_events`: what a model may learn from when predicting `test`.
+    `tune_events`: what it may learn from when predicting `valid` (for hyper-parameter search).
+    `test` / `valid`: target frames (user_id, item_id, basket_id, time), one row per distinct item
+    of the held-out basket. `cold_items`: catalog items absent from `fit_events`.
+    """
+
+    fit_events: pl.DataFrame
+    tune_events: pl.DataFrame
+    test: pl.DataFrame
+    valid: pl.DataFrame
+    cold_items: frozenset[str]
+    protocol: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.protocol}: {self.fit_events.height} fit events, {self.test['user_id'].n_unique()} test users, "
+            f"{self.valid['user_id'].n_unique()} validation users, {len(self.cold_items)} cold items"
+        )
+
+
+def _targets(baskets: pl.DataFrame) -> pl.DataFrame:
+    return (
+        baskets.select("user_id", "basket_id", "time", "items")
+        .explode("items")
+        .rename({"items": "item_id"})
+        .select("user_id", "item_id", "basket_id", "time")
+    )
+
+
+def _before(events: pl.DataFrame, cut: pl.DataFrame) -> pl.DataFrame:
+    """Events of users in `cut` strictly before their cut time; other users' events whole."""
+    joined = events.join(cut.select("user_id", pl.col("time").alias("_cut")), on="user_id", how="left")
+    return joined.filter(pl.col("_cut").is_null() | (pl.col("timestamp") < pl.col("_cut"))).drop("_cut")
+
+
+def _cold(items: pl.Series | None, fit_events: pl.DataFrame, candidates: pl.Series) -> frozenset[str]:
+    seen = set(fit_events["item_id"].unique().to_list())
+    pool = items if items is not None else candidates
+    return frozenset(i for i in pool.unique().to_list() if i not in seen)
+
+
+def leave_last_out(
+    events: pl.DataFrame, item_ids: pl.Series | None = None, min_train_baskets: int = 1
+) -> Split:
+    """Per-user temporal leave-last-out over purchase baskets (needs `basket_id`, see assign_baskets).
+
+    A user is a test user when they have at least `min_train_baskets` baskets before the last one,
+    and a validation user when they also have that many before the second-to-last.
+    """
+    if "basket_id" not in events.columns:
+        raise DataError("events have no basket_id column: call recs.data.assign_baskets first")
+    baskets = basket_table(events).with_columns(
+        pl.col("time").rank("ordinal").over("user_id").alias("_n"),
+        pl.len().over("user_id").alias("_total"),
+    )
+    # Baskets at the same instant as the target would leak through `timestamp < cut`; ordinal ranks
+    # by time then basket_id keep the cut well defined.
+    test_b = baskets.filter((pl.col("_n") == pl.col("_total")) & (pl.col("_total") > min_train_baskets))
+    valid_b = baskets.filter(
+        (pl.col("_n") == pl.col("_total") - 1) & (pl.col("_total") > min_train_baskets + 1)
+    )
+    fit_events = _strictly_before_basket(events, test_b)
+    tune_events = _strictly_before_basket(fit_events, valid_b)
+    test = _targets(test_b)
+    return Split(
+        fit_events=fit_events,
+        tune_events=tune_events,
+        test=test,
+        valid=_targets(valid_b),
+        cold_items=_cold(item_ids, fit_events, test["item_id"]),
+        protocol="leave_last_out",
+    )
+
+
+def _strictly_before_basket(events: pl.DataFrame, target_baskets: pl.DataFrame) -> pl.DataFrame:
+    """Drop, for each target user, the target basket's rows and everything at or after its time."""
+    kept = _before(events, target_baskets)
+    return kept.filter(~pl.col("basket_id").is_in(target_baskets["basket_id"].implode()) | pl.col("basket_id").is_null())
+
+
+def time_split(events: pl.DataFrame, cutoff: datetime, item_ids: pl.Series | None = None) -> Split:
+    """Global cut-off: train on events before `cutoff`; each user's first basket at or after it is the
+    test target (users with no basket before the cut-off are kept: they are cold users). Validation is
+    each user's last basket before the cut-off."""
+    if "basket_id" not in events.columns:
+        raise DataError("events have no basket_id column: call recs.data.assign_baskets first")
+    if cutoff.tzinfo is None:
+        raise DataError("time_split cutoff must be timezone-aware (UTC)")
+    fit_events = events.filter(pl.col("timestamp") < cutoff)
+    after = basket_table(events.filter(pl.col("timestamp") >= cutoff))
+    test_b = after.group_by("user_id").agg(pl.all().sort_by("time").first())
+    before = basket_table(fit_events)
+    valid_b = before.group_by("user_id").agg(pl.all().sort_by("time").last())
+    tune_events = _strictly_before_basket(fit_events, valid_b)
+    test = _targets(test_b)
+    return Split(
+        fit_events=fit_events,
+        tune_events=tune_events,
+        test=test.sort("user_id", "item_id"),
+        valid=_targets(valid_b).sort("user_id", "item_id"),
+        cold_items=_cold(item_ids, fit_events, test["item_id"]),
+        protocol="time_split",
+    )
