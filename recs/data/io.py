@@ -1,0 +1,109 @@
+"""Reading raw tables (CSV, TSV, Parquet, JSONL) with polars, every problem named by file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from recs.errors import DataError
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".csv.gz", ".tsv.gz", ".jsonl.gz"):
+        if name.endswith(suffix):
+            raise DataError(f"{path}: compressed input is not supported; decompress it first")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    return suffix
+
+
+def check_utf8(path: Path) -> None:
+    """Raise DataError naming the line and column (byte offset) of the first non-UTF-8 byte."""
+    with path.open("rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path.name} line {line_no}, byte {err.start + 1}: not valid UTF-8 "
+                    f"(byte 0x{line[err.start]:02x}); re-encode the file as UTF-8"
+                ) from None
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read a table with every column as text for CSV/TSV (so validation sees the raw values) and
+    native types for Parquet/JSONL. Raises DataError for a missing, empty or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = _format_of(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path.name}: file is empty")
+    if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        check_utf8(path)
+    try:
+        if suffix in (".csv", ".tsv"):
+            frame = pl.read_csv(
+                path,
+                separator="\t" if suffix == ".tsv" else ",",
+                infer_schema=False,
+            )
+        elif suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{path.name}: file is empty") from None
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path.name}: cannot be parsed as {suffix[1:]}: {first_line}") from None
+    if frame.width == 0:
+        raise DataError(f"{path.name}: file is empty (no header)")
+    frame = frame.rename({c: c.strip() for c in frame.columns})
+    return frame
+
+
+def find_table(folder: Path, stem: str, required: bool = True) -> Path | None:
+    """`items` -> folder/items.{csv,tsv,parquet,jsonl}; exactly one may exist."""
+    found = [folder / f"{stem}{suffix}" for suffix in SUPPORTED_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: several {stem} files ({', '.join(p.name for p in found)}); keep one")
+    if not found:
+        if required:
+            raise DataError(
+                f"{folder}: no {stem} file (expected {stem}.csv, .tsv, .parquet or .jsonl)"
+            )
+        return None
+    return found[0]
+
+
+def write_table_atomic(frame: pl.DataFrame, path: Path) -> Path:
+    """Write CSV/Parquet/JSONL by extension through a temp file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _format_of(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".csv":
+            frame.write_csv(tmp)
+        elif suffix == ".tsv":
+            frame.write_csv(tmp, separator="\t")
+        elif suffix == ".parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_ndjson(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

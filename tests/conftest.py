@@ -1,0 +1,60 @@
+"""Shared fixtures: small shops written to temp folders, nothing downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ITEMS_CSV = """item_id,title,description,category,brand,price,in_stock
+T1,TrailPeak 2-Person Dome Tent,Waterproof polyester,Outdoors > Camping > Tents,TrailPeak,120.00,true
+T2,Summit 4-Person Tunnel Tent,Roomy family tent,Outdoors > Camping > Tents,Summit,240.00,true
+S1,Down Sleeping Bag,Warm to -5C,Outdoors > Camping > Sleeping Bags,TrailPeak,80.00,true
+L1,LED Camping Lantern,Rechargeable,Outdoors > Camping > Lights,Glow,20.00,false
+C1,Arabica Coffee Beans 1kg,Medium roast,Grocery > Coffee > Beans,BeanCo,15.00,true
+C2,Espresso Coffee Beans 500g,Dark roast,Grocery > Coffee > Beans,BeanCo,9.50,true
+M1,Ceramic Coffee Mug,350 ml,Kitchen > Tableware > Mugs,HomeLine,7.00,true
+P1,Smartphone X,6.1 inch screen,Electronics > Phones > Smartphones,Voltix,599.00,true
+P2,Phone Case for Smartphone X,Shockproof,Electronics > Phones > Cases,Voltix,19.00,true
+P3,USB-C Fast Charger,30W,Electronics > Phones > Chargers,Voltix,25.00,true
+"""
+
+# u1 re-buys coffee; u2 camps; u3 buys a phone then accessories; u4 has one order only.
+EVENTS_CSV = """user_id,item_id,timestamp,event,order_id,quantity
+u1,C1,2026-01-01T09:00:00Z,view,,
+u1,C1,2026-01-01T09:05:00Z,purchase,o1,1
+u1,M1,2026-01-01T09:05:00Z,purchase,o1,2
+u1,C1,2026-01-15T09:00:00Z,purchase,o2,1
+u1,C2,2026-01-29T09:00:00Z,purchase,o3,1
+u1,C1,2026-02-12T09:00:00Z,purchase,o4,1
+u2,T1,2026-01-02T10:00:00Z,view,,
+u2,T2,2026-01-02T10:01:00Z,view,,
+u2,T1,2026-01-02T10:05:00Z,purchase,o5,1
+u2,S1,2026-01-20T10:00:00Z,purchase,o6,1
+u2,L1,2026-02-01T10:00:00Z,purchase,o7,1
+u3,P1,2026-01-05T12:00:00Z,purchase,o8,1
+u3,P2,2026-01-05T12:00:00Z,purchase,o8,1
+u3,P3,2026-01-20T12:00:00Z,purchase,o9,1
+u3,C1,2026-02-10T12:00:00Z,purchase,o10,1
+u3,P2,2026-02-10T12:00:00Z,purchase,o10,1
+u4,M1,2026-01-10T08:00:00Z,purchase,o11,1
+"""
+
+BUNDLES_CSV = """bundle_id,item_id,title
+b1,T1,Weekend camping kit
+b1,S1,Weekend camping kit
+b1,L1,Weekend camping kit
+b2,P1,Phone starter pack
+b2,P2,Phone starter pack
+b2,P3,Phone starter pack
+"""
+
+
+@pytest.fixture()
+def shop_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "items.csv").write_text(ITEMS_CSV, encoding="utf-8")
+    (folder / "events.csv").write_text(EVENTS_CSV, encoding="utf-8")
+    (folder / "bundles.csv").write_text(BUNDLES_CSV, encoding="utf-8")
+    return folder
