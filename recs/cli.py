@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recs.config import DataConfig, OnBadRows
-from recs.errors import ConfigError, RecsError
+from recs.config import DataConfig
+from recs.errors import ConfigError, DataError, RecsError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="recs: e-commerce recommendations.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate, profile and generate shop data.")
@@ -165,6 +165,131 @@ def evaluate(
     if out is not None:
         json_path, md_path = write_results(out.stem, rows, out.parent)
         console.print(f"wrote {json_path} and {md_path}", highlight=False)
+
+
+@app.command("train")
+@handle_errors
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")],
+    model: Annotated[str, typer.Option("--model", help="Local Hugging Face BERT folder; default: all-MiniLM-L6-v2 (offline).")] = "default",
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    max_pairs: Annotated[int | None, typer.Option("--max-pairs", help="Training pairs sampled per epoch.")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
+    train_layers: Annotated[int | None, typer.Option("--train-layers", help="Fine-tune only the top N layers (-1: all).")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Fine-tune with LoRA adapters (peft).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    retrieval_config: Annotated[Path | None, typer.Option("--retrieval-config", help="TOML with a [retrieval] section (RetrievalConfig).")] = None,
+    on_bad_rows: OnBadRowsOption = "error",
+    config: ConfigOption = None,
+) -> None:
+    """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index)."""
+    from recs.data.load import load_dataset
+    from recs.retrieval.retriever import RetrievalConfig, Retriever
+
+    dataset, report = load_dataset(data, data_config(on_bad_rows, config))
+    for line in report.lines():
+        console.print(line, highlight=False)
+    base = RetrievalConfig.from_toml(retrieval_config, section="retrieval") if retrieval_config else RetrievalConfig()
+    train_updates: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        train_updates["epochs"] = epochs
+    if max_pairs is not None:
+        train_updates["max_pairs_per_epoch"] = max_pairs
+    if max_minutes is not None:
+        train_updates["max_minutes"] = max_minutes
+    if train_layers is not None:
+        train_updates["train_layers"] = None if train_layers < 0 else train_layers
+    if lora:
+        train_updates["lora"] = True
+    cfg = RetrievalConfig.parse_dict(
+        {
+            **base.model_dump(),
+            "towers": {**base.towers.model_dump(), "model": model},
+            "train": {**base.train.model_dump(), **train_updates},
+        }
+    )
+    console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {model}", highlight=False)
+    retriever = Retriever.fit(dataset.events, dataset.items, cfg, work_dir=out.parent / f".{out.name}.work")
+    retriever.save(out)
+    rep = retriever.report
+    if rep is not None and rep.history:
+        best = next((h for h in rep.history if h.get("epoch") == rep.best_epoch), rep.history[-1])
+        console.print(
+            f"trained {rep.steps} steps in {rep.seconds:.0f}s on {rep.pairs} pairs; best epoch {rep.best_epoch}: "
+            f"recall@10 {best.get('recall@10', 0):.4f}, ndcg@10 {best.get('ndcg@10', 0):.4f} (validation: last basket)",
+            highlight=False,
+        )
+    console.print(f"saved {out}", highlight=False)
+
+
+@app.command("build-index")
+@handle_errors
+def build_index(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train`.")],
+    items: Annotated[Path | None, typer.Option("--items", help="A new catalog file to encode (default: the trained one).")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="auto | flat | hnsw | ivfpq")] = "auto",
+) -> None:
+    """Encode the catalog with the item tower and (re)build the FAISS index inside the artifact."""
+    from recs.data.io import read_table
+    from recs.data.validate import REQUIRED_COLUMNS, missing_columns, validate_items
+    from recs.retrieval.retriever import Retriever
+
+    if kind not in ("auto", "flat", "hnsw", "ivfpq"):
+        raise ConfigError(f"--kind must be auto, flat, hnsw or ivfpq, got '{kind}'")
+    retriever = Retriever.load(model)
+    catalog = None
+    if items is not None:
+        raw = read_table(items)
+        problems = missing_columns(raw, REQUIRED_COLUMNS["items"], items.name)
+        catalog, row_problems, _ = validate_items(raw, items.name)
+        problems += row_problems
+        if problems:
+            raise DataError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    retriever.rebuild_index(items=catalog, kind=kind, show_progress=True)
+    retriever.save(model)
+    console.print(f"indexed {len(retriever.catalog)} items ({retriever.index!r}) into {model}", highlight=False)
+
+
+@app.command("query")
+@handle_errors
+def query(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder.")],
+    user: Annotated[str | None, typer.Option("--user", help="User id.")] = None,
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    category: Annotated[str | None, typer.Option("--category", help="Only this category (or below).")] = None,
+    in_stock: Annotated[bool, typer.Option("--in-stock", help="Only items in stock.")] = False,
+    exclude_bought: Annotated[bool, typer.Option("--exclude-bought", help="Leave out items the user bought.")] = False,
+    history: Annotated[str | None, typer.Option("--history", help="Item ids ID,ID,... for someone not in the data.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="A session or search query as the user tower's input.")] = None,
+    unknown_user: Annotated[str, typer.Option("--unknown-user", help="raise | warn | fallback (popularity).")] = "fallback",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    show_history: Annotated[bool, typer.Option("--show-history", help="Also print the user's recent history.")] = False,
+) -> None:
+    """Recommend items for a user (or a history / a text) and print them."""
+    from recs.serving.engine import Engine
+
+    if unknown_user not in ("raise", "warn", "fallback"):
+        raise ConfigError(f"--unknown-user must be raise, warn or fallback, got '{unknown_user}'")
+    if user is None and not history and not text:
+        raise ConfigError("give --user, --history or --text")
+    engine = Engine.load(model)
+    items_history = [h.strip() for h in history.split(",") if h.strip()] if history else None
+    results = engine.recommend(
+        user_id=user, k=k, history=items_history, text=text, category=category, in_stock=in_stock,
+        exclude_bought=exclude_bought, unknown_user=unknown_user,  # type: ignore[arg-type]
+    )
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in results]))
+        return
+    if show_history and user is not None and engine.retriever.known_user(user):
+        console.print(f"[bold]recent history of {user}:[/bold] {engine.retriever.context(user_id=user).state.text[:300]}", highlight=False)
+    table = Table(title=f"recommendations for {user or 'the given history/text'}")
+    for column in ("rank", "item id", "title", "price", "score", "source"):
+        table.add_column(column, justify="right" if column in ("rank", "price", "score") else "left")
+    for r in results:
+        table.add_row(str(r.rank), r.item_id, r.title[:60], "" if r.price is None else f"{r.price:.2f}", f"{r.score:.4f}", r.source)
+    console.print(table)
 
 
 def _fmt(value: Any) -> str:

@@ -58,3 +58,39 @@ def shop_dir(tmp_path: Path) -> Path:
     (folder / "events.csv").write_text(EVENTS_CSV, encoding="utf-8")
     (folder / "bundles.csv").write_text(BUNDLES_CSV, encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with MiniLM's tokenizer, built once per session (no download)."""
+    from recs.encoders import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model", hidden=32, layers=2)
+
+
+@pytest.fixture(scope="session")
+def small_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo shop (seeded), written once per session."""
+    from recs.data.demo import write_demo_shop
+
+    folder = tmp_path_factory.mktemp("demo-small") / "shop"
+    write_demo_shop(folder, seed=1, scale=0.25)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, small_demo_dir: Path) -> Path:
+    """Towers fine-tuned for a few steps on the small demo shop and saved; tests copy it."""
+    from recs.data import load_dataset
+    from recs.retrieval.retriever import RetrievalConfig, Retriever
+    from recs.retrieval.towers import TowerConfig
+    from recs.retrieval.trainer import TrainConfig
+
+    dataset, _ = load_dataset(small_demo_dir)
+    config = RetrievalConfig(
+        towers=TowerConfig(model=str(tiny_model_dir)),
+        train=TrainConfig(epochs=1, batch_size=32, max_pairs_per_epoch=256, valid_users=50),
+    )
+    work = tmp_path_factory.mktemp("train-work")
+    retriever = Retriever.fit(dataset.events, dataset.items, config, work_dir=work, show_progress=False)
+    return retriever.save(work.parent / "artifact")

@@ -13,7 +13,6 @@ from recs.data.schema import EVENTS_SCHEMA
 from recs.errors import DataError
 
 
-
 def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")

@@ -181,7 +181,7 @@ def parse_timestamp(frame: pl.DataFrame, column: str, out: _Collector) -> pl.Ser
             "unparseable timestamp",
             _quoted(text) + " is not an ISO-8601 time or epoch seconds",
         )
-    if not raw.dtype == pl.Utf8:
+    if raw.dtype != pl.Utf8:
         out.flag(parsed.is_null(), column, "missing timestamp", "timestamp is empty")
     return parsed.rename(column)
 

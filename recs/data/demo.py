@@ -1,0 +1,1192 @@
+"""A synthetic but realistic demo shop: catalog, behaviour log and curated bundles.
+
+The data is built so that the things `recs` claims to learn are really in it:
+
+- item TEXT carries meaning: titles and descriptions are composed from per-category vocabularies,
+  so items of one leaf category read alike and differ in brand, size, material and features; price
+  follows brand tier and size, and the description says "Premium" or "Budget-friendly" accordingly;
+- complementarity: orders mix an anchor item with items from complementary leaves (`COMPLEMENTS`),
+  and some complements follow in a later order;
+- re-buying: consumables (coffee beans, pet food, shampoo, ink ...) are re-bought at a personal
+  interval by the users who adopted them, durables are bought once;
+- users have 1-3 interests, a budget band and a Zipf-like activity; sessions run view -> click ->
+  cart -> purchase; item popularity is Zipf within a leaf;
+- ~10% of items are out of stock (no carts or purchases after they ran out), ~8% are cold items
+  first seen in the last three weeks (no event before `first_seen`, some bought after).
+
+Everything is vectorised numpy; one `numpy.random.Generator` seeded once makes every output
+byte-identical for a seed. No torch here (see DESIGN.md: nothing in `data/` imports torch).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "COLD_DAYS",
+    "COMPLEMENTS",
+    "CONSUMABLES",
+    "LEAVES",
+    "PERIOD_DAYS",
+    "PERIOD_START",
+    "generate_demo_shop",
+    "write_demo_shop",
+]
+
+PERIOD_START = datetime(2025, 9, 1, tzinfo=UTC)
+PERIOD_DAYS = 182  # about six months of behaviour
+COLD_DAYS = 21  # cold items appear in the last three weeks
+
+DAY = 86_400
+_START_EPOCH = int(PERIOD_START.timestamp())
+_END = PERIOD_DAYS * DAY  # all internal times are seconds since PERIOD_START
+_NEVER = np.iinfo(np.int64).max // 4
+
+# Sizes at scale=1; users, items and bundles scale linearly.
+_ITEMS_PER_SCALE = 800
+_USERS_PER_SCALE = 500
+_BUNDLES_PER_SCALE = 40
+_N_BANDS = 5  # budget bands (price quintiles within a leaf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Taxonomy and vocabularies
+# ---------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split("|"))
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    name: str  # leaf category, unique across the shop ("Tents")
+    middle: str  # middle level of the category path ("Camping")
+    nouns: tuple[str, ...]  # product types: "Dome Tent"
+    variants: tuple[str, ...]  # sizes / capacities, ordered cheap -> expensive where it matters
+    traits: tuple[str, ...]  # short title adjectives: "waterproof"
+    materials: tuple[str, ...]  # material, flavour or finish: "polyester"
+    features: tuple[str, ...]  # description phrases: "taped seams"
+    price: tuple[float, float]  # price range of the leaf
+    rebuy_days: tuple[int, int] | None = None  # consumable: range of personal re-buy intervals
+    theme: str = ""  # bundle theme when this leaf anchors a bundle
+    made: str = "Made of {}."  # description sentence for the material slot
+    uses: tuple[str, ...] = ()  # what it is for; the top's uses when empty
+
+
+def _leaf(
+    name: str,
+    middle: str,
+    nouns: str,
+    variants: str,
+    traits: str,
+    materials: str,
+    features: str,
+    price: tuple[float, float],
+    rebuy_days: tuple[int, int] | None = None,
+    theme: str = "",
+    made: str = "Made of {}.",
+    uses: str = "",
+) -> _Leaf:
+    return _Leaf(
+        name,
+        middle,
+        _words(nouns),
+        _words(variants),
+        _words(traits),
+        _words(materials),
+        _words(features),
+        price,
+        rebuy_days,
+        theme,
+        made,
+        _words(uses) if uses else (),
+    )
+
+
+@dataclass(frozen=True)
+class _Top:
+    name: str
+    brands: tuple[str, ...]  # ordered budget -> premium (brand tier drives price)
+    adjectives: tuple[str, ...]
+    uses: tuple[str, ...]
+    theme: str  # default bundle theme
+    leaves: tuple[_Leaf, ...]
+
+
+_TOPS: tuple[_Top, ...] = (
+    _Top(
+        "Outdoors",
+        _words("Campfire Co.|WildPath|Evergreen Outfitters|NorthRidge|TrailPeak|Summit Gear"),
+        _words("Rugged|Lightweight|Durable|Compact|Trail-ready|Weatherproof"),
+        _words("weekend camping trips|backpacking adventures|family campouts|music festivals"),
+        "camping kit",
+        (
+            _leaf("Tents", "Camping", "Dome Tent|Backpacking Tent|Tunnel Tent|Pop-Up Tent|Cabin Tent",
+                  "1-Person|2-Person|3-Person|4-Person|6-Person", "waterproof|ultralight|3-season|4-season|freestanding",
+                  "polyester|ripstop nylon|canvas|silnylon",
+                  "taped seams|a full-coverage rainfly|two vestibules|colour-coded poles|mesh ventilation panels|a footprint included",
+                  (80, 400), theme="camping kit"),
+            _leaf("Sleeping Bags", "Camping", "Mummy Sleeping Bag|Rectangular Sleeping Bag|Down Sleeping Bag|Double Sleeping Bag",
+                  "Summer|3-Season|30F-Rated|20F-Rated|Winter", "warm|packable|compressible|ultralight",
+                  "synthetic fill|duck down|goose down|hollow-fibre fill",
+                  "a draft collar|an anti-snag zipper|a compression sack|a contoured hood", (40, 250),
+                  made="Insulated with {}."),
+            _leaf("Lanterns", "Camping", "LED Camping Lantern|Rechargeable Lantern|Solar Lantern|Collapsible Lantern",
+                  "300-Lumen|500-Lumen|800-Lumen|1000-Lumen", "dimmable|water-resistant|rechargeable|battery-powered",
+                  "ABS plastic|aluminium|silicone",
+                  "a hanging hook|three light modes|a USB charging port|a 40-hour runtime", (12, 60)),
+            _leaf("Camping Stoves", "Camping", "Camping Stove|Backpacking Stove|Two-Burner Stove|Folding Stove",
+                  "Compact|Portable|Single-Burner|Dual-Burner", "windproof|piezo-ignition|lightweight|high-output",
+                  "stainless steel|aluminium|titanium",
+                  "a simmer control|a carrying case|a built-in windscreen|fuel canister compatibility", (25, 180),
+                  theme="camp kitchen set"),
+            _leaf("Tent Pegs", "Camping", "Tent Pegs|Tent Stakes|Ground Pegs",
+                  "6-Pack|8-Pack|10-Pack|12-Pack", "heavy-duty|ultralight|Y-beam|hooked",
+                  "aluminium|steel|titanium",
+                  "a storage pouch|reflective pull cords|a bright anodised finish", (5, 15)),
+        ),
+    ),
+    _Top(
+        "Electronics",
+        _words("Chargio|Zentra|Pixelly|Nexon|Auralis|Voltix"),
+        _words("Sleek|Fast|Smart|Premium|Everyday|Reliable"),
+        _words("everyday use|work and travel|commuting|gaming and streaming"),
+        "tech essentials",
+        (
+            _leaf("Smartphones", "Phones", "Smartphone|5G Smartphone|Camera Phone|Compact Phone",
+                  "64 GB|128 GB|256 GB|512 GB", "unlocked|dual-SIM|flagship|rugged",
+                  "aluminium frame|glass back|matte finish",
+                  "a 6.5-inch OLED display|a triple camera|all-day battery life|fast charging|face unlock",
+                  (150, 1200), theme="new phone essentials", made="Finished with a {}."),
+            _leaf("Phone Cases", "Phones", "Phone Case|Wallet Case|Rugged Case|Clear Case",
+                  "Slim|Shockproof|MagSafe|Folio", "drop-proof|anti-yellowing|grippy|slim",
+                  "silicone|TPU|leather|polycarbonate",
+                  "raised camera edges|precise button cutouts|wireless charging support|a card slot", (8, 45)),
+            _leaf("Chargers", "Accessories", "USB-C Charger|Wireless Charger|Car Charger|Charging Cable",
+                  "20W|30W|65W|100W", "fast|compact|dual-port|foldable-plug",
+                  "GaN|braided nylon|aluminium",
+                  "over-heat protection|universal compatibility|a 2 m cable|a travel-friendly design", (10, 60),
+                  made="Built with {}."),
+            _leaf("Screen Protectors", "Phones", "Screen Protector|Privacy Screen Protector|Tempered Glass Protector",
+                  "Single|2-Pack|3-Pack", "scratch-resistant|bubble-free|anti-glare|9H",
+                  "tempered glass|hydrogel film|PET film",
+                  "an installation frame|full-edge coverage|an oleophobic coating|case-friendly edges", (5, 25)),
+            _leaf("Headphones", "Audio", "Wireless Earbuds|Over-Ear Headphones|On-Ear Headphones|Sports Earbuds",
+                  "Bluetooth 5.3|Studio|Noise-Cancelling|Hi-Res", "wireless|sweat-proof|foldable|hi-fi",
+                  "memory foam cushions|aluminium|soft-touch plastic",
+                  "active noise cancellation|30-hour battery life|a built-in microphone|low-latency mode",
+                  (20, 350), theme="music lover set", made="Built with {}."),
+        ),
+    ),
+    _Top(
+        "Kitchen",
+        _words("Kitchara|Mornings|Copperleaf|OakHearth|ChefLine|Brewmaster"),
+        _words("Elegant|Sturdy|Classic|Modern|Professional|Handy"),
+        _words("everyday cooking|busy mornings|weekend brunches|entertaining guests"),
+        "kitchen set",
+        (
+            _leaf("Coffee Makers", "Coffee", "Drip Coffee Maker|Espresso Machine|French Press|Pour-Over Coffee Maker|Cold Brew Maker",
+                  "Single-Serve|4-Cup|8-Cup|12-Cup", "programmable|compact|thermal|automatic",
+                  "stainless steel|borosilicate glass|BPA-free plastic",
+                  "a reusable filter|a keep-warm plate|a 24-hour timer|a milk frother", (25, 450),
+                  theme="morning coffee set"),
+            _leaf("Mugs", "Drinkware", "Coffee Mug|Travel Mug|Tea Cup|Espresso Cup Set",
+                  "250 ml|350 ml|450 ml|Set of 4", "insulated|dishwasher-safe|handmade|stackable",
+                  "ceramic|stoneware|double-wall glass|enamel",
+                  "a comfortable handle|a spill-proof lid|a speckled glaze|microwave-safe construction", (6, 35)),
+            _leaf("Frying Pans", "Cookware", "Frying Pan|Skillet|Saute Pan|Wok",
+                  "20 cm|24 cm|28 cm|30 cm", "non-stick|induction-ready|oven-safe|pre-seasoned",
+                  "cast iron|hard-anodised aluminium|stainless steel|carbon steel",
+                  "a stay-cool handle|even heat distribution|a PFOA-free coating|a pouring lip", (18, 150),
+                  theme="home cook set"),
+            _leaf("Chef Knives", "Cutlery", "Chef Knife|Santoku Knife|Paring Knife|Bread Knife|Knife Set",
+                  "15 cm|20 cm|23 cm|3-Piece", "razor-sharp|forged|full-tang|balanced",
+                  "German steel|Damascus steel|ceramic|high-carbon steel",
+                  "an ergonomic handle|a protective sheath|a hand-honed edge|a safety bolster", (15, 220)),
+            _leaf("Cutting Boards", "Cutlery", "Cutting Board|Chopping Board|Butcher Block|Board Set",
+                  "Small|Medium|Large|Extra-Large", "reversible|non-slip|knife-friendly|thick",
+                  "bamboo|acacia wood|walnut|polypropylene",
+                  "a juice groove|rubber feet|a hanging hole|a food-safe oil finish", (10, 90)),
+        ),
+    ),
+    _Top(
+        "Home",
+        _words("PowerCell|Homely|Nestwell|Lumina|Printwise|Dreamweave"),
+        _words("Cosy|Practical|Reliable|Soft|Clean-lined|Long-lasting"),
+        _words("everyday home use|the home office|busy households|a tidy, comfortable home"),
+        "home essentials",
+        (
+            _leaf("Printers", "Office", "Inkjet Printer|Laser Printer|All-in-One Printer|Photo Printer",
+                  "Compact|Wireless|Duplex|Colour", "wi-fi|mobile-ready|fast|eco",
+                  "matte black finish|white finish|grey finish",
+                  "automatic double-sided printing|a 150-sheet tray|a scanner and copier|app printing", (60, 450),
+                  theme="home office bundle", made="Comes in a {}."),
+            _leaf("Printer Ink", "Office", "Ink Cartridge|Ink Cartridge Multipack|Toner Cartridge|Ink Bottle Set",
+                  "Black|Colour|XL Black|4-Colour", "high-yield|original|smudge-resistant|fade-resistant",
+                  "pigment ink|dye ink|toner powder",
+                  "up to 500 pages|sharp text|vivid photo colours|easy snap-in installation", (12, 70),
+                  rebuy_days=(35, 70), made="Uses {}."),
+            _leaf("Batteries", "Essentials", "AA Batteries|AAA Batteries|Rechargeable AA Batteries|9V Batteries|Coin Cell Batteries",
+                  "4-Pack|8-Pack|12-Pack|24-Pack", "long-lasting|rechargeable|leak-proof|high-capacity",
+                  "alkaline|NiMH|lithium",
+                  "a 10-year shelf life|reliable power for remotes|low self-discharge|recyclable packaging", (4, 25),
+                  rebuy_days=(30, 75), made="Made with {} cells."),
+            _leaf("Pillows", "Bedding", "Bed Pillow|Memory Foam Pillow|Down Pillow|Body Pillow",
+                  "Standard|Queen|King|Set of 2", "hypoallergenic|cooling|supportive|plush",
+                  "memory foam|goose down|microfibre|bamboo fabric",
+                  "a removable washable cover|adjustable loft|a breathable cover|side-sleeper support", (15, 120),
+                  theme="better sleep set"),
+            _leaf("Bed Sheets", "Bedding", "Sheet Set|Fitted Sheet|Duvet Cover Set|Flat Sheet",
+                  "Single|Double|Queen|King", "breathable|wrinkle-resistant|silky|crisp",
+                  "Egyptian cotton|linen|bamboo lyocell|percale cotton",
+                  "deep pockets|a 400 thread count|two pillowcases|a soft brushed finish", (20, 180)),
+        ),
+    ),
+    _Top(
+        "Fashion",
+        _words("Strada|Coastline|Urbanite|Velvet & Co.|Atelier Nord|Maison Lune"),
+        _words("Chic|Timeless|Elegant|Casual|Stylish|Effortless"),
+        _words("evenings out|the office|weekend outings|summer holidays"),
+        "outfit",
+        (
+            _leaf("Dresses", "Women", "Midi Dress|Maxi Dress|Wrap Dress|Shirt Dress|Cocktail Dress",
+                  "Floral|Striped|Solid|Polka-Dot|Sleeveless", "flowy|fitted|lightweight|elegant",
+                  "cotton|linen|silk|viscose|satin",
+                  "a flattering A-line cut|side pockets|a tie waist|an invisible back zip", (25, 220),
+                  theme="evening look"),
+            _leaf("Shoes", "Women", "Ankle Boots|Loafers|Heeled Sandals|Ballet Flats|Pumps",
+                  "Black|Tan|Nude|Burgundy|White", "comfortable|block-heel|cushioned|pointed-toe",
+                  "leather|suede|patent leather|vegan leather",
+                  "a padded insole|a non-slip sole|an adjustable strap|a hand-stitched upper", (35, 240)),
+            _leaf("Handbags", "Accessories", "Tote Bag|Crossbody Bag|Clutch|Shoulder Bag|Mini Bag",
+                  "Black|Camel|Cream|Olive|Red", "structured|roomy|quilted|minimalist",
+                  "leather|vegan leather|canvas|suede",
+                  "an adjustable strap|an inner zip pocket|gold-tone hardware|a magnetic closure", (25, 320)),
+            _leaf("Sunglasses", "Accessories", "Aviator Sunglasses|Cat-Eye Sunglasses|Round Sunglasses|Wayfarer Sunglasses",
+                  "Classic|Gradient|Mirrored|Polarised", "UV400|lightweight|oversized|retro",
+                  "acetate|metal|TR90|tortoiseshell acetate",
+                  "full UV protection|spring hinges|a hard case|scratch-resistant lenses", (15, 190)),
+            _leaf("Jackets", "Outerwear", "Trench Coat|Denim Jacket|Puffer Jacket|Blazer|Leather Jacket",
+                  "Cropped|Oversized|Longline|Tailored", "water-repellent|warm|lightweight|double-breasted",
+                  "cotton gabardine|denim|recycled down|wool blend|leather",
+                  "a detachable hood|a belted waist|deep pockets|a quilted lining", (45, 350),
+                  theme="autumn layers look"),
+        ),
+    ),
+    _Top(
+        "Beauty",
+        _words("Naturelle|Glowe|PureBloom|Lustre|Silkara|Derma Lab"),
+        _words("Gentle|Nourishing|Refreshing|Luxurious|Lightweight|Soothing"),
+        _words("daily routines|a self-care evening|sensitive skin|everyday beauty"),
+        "care set",
+        (
+            _leaf("Shampoo", "Hair Care", "Shampoo|Clarifying Shampoo|Volumising Shampoo|Anti-Dandruff Shampoo",
+                  "250 ml|400 ml|500 ml|1 L", "sulphate-free|moisturising|colour-safe|vegan",
+                  "argan oil|tea tree|coconut|keratin",
+                  "a fresh scent|a silicone-free formula|a pH-balanced formula|salon-grade cleansing", (4, 28),
+                  rebuy_days=(21, 45), theme="hair care set", made="Enriched with {}.",
+                  uses="daily routines|dry or damaged hair|colour-treated hair|salon results at home"),
+            _leaf("Conditioner", "Hair Care", "Conditioner|Leave-In Conditioner|Hair Mask|Detangling Conditioner",
+                  "250 ml|400 ml|500 ml|1 L", "repairing|hydrating|frizz-control|lightweight",
+                  "argan oil|shea butter|coconut|keratin",
+                  "softer, shinier hair|heat protection|a detangling formula|a paraben-free formula", (4, 30),
+                  rebuy_days=(21, 50), made="Enriched with {}.",
+                  uses="daily routines|dry or damaged hair|colour-treated hair|salon results at home"),
+            _leaf("Face Moisturiser", "Skin Care", "Face Moisturiser|Day Cream|Night Cream|Hydrating Gel",
+                  "30 ml|50 ml|75 ml|100 ml", "fragrance-free|non-comedogenic|SPF 30|anti-ageing",
+                  "hyaluronic acid|niacinamide|vitamin C|ceramides",
+                  "48-hour hydration|a fast-absorbing texture|dermatologist testing|a refillable jar", (8, 70),
+                  rebuy_days=(30, 60), theme="skin care routine",
+                  made="Formulated with {}."),
+            _leaf("Hair Dryers", "Hair Care", "Hair Dryer|Travel Hair Dryer|Ionic Hair Dryer|Diffuser Hair Dryer",
+                  "Compact|1800W|2000W|2200W", "ionic|quiet|fast-drying|foldable",
+                  "ceramic|tourmaline|titanium",
+                  "three heat settings|a cool-shot button|a concentrator nozzle|a diffuser attachment", (20, 300),
+                  theme="salon at home set", made="With {} heating technology."),
+            _leaf("Makeup Brushes", "Makeup", "Makeup Brush Set|Foundation Brush|Blending Sponge Set|Powder Brush",
+                  "Mini|Classic|Pro|Deluxe", "soft|cruelty-free|dense|travel-size",
+                  "synthetic bristles|wooden handles|bamboo handles",
+                  "a travel pouch|streak-free blending|easy cleaning|a stand-up case", (6, 60),
+                  made="Built with {}."),
+        ),
+    ),
+    _Top(
+        "Grocery",
+        _words("Crunchy|Sunny Grove|Harvest Table|Nonna's|Leaf & Kettle|BeanRoast"),
+        _words("Fresh|Rich|Organic|Authentic|Delicious|Wholesome"),
+        _words("quick weeknight dinners|healthy snacking|stocking the pantry|family meals"),
+        "pantry box",
+        (
+            _leaf("Coffee Beans", "Coffee & Tea", "Whole Bean Coffee|Ground Coffee|Espresso Beans|Decaf Coffee",
+                  "250 g|500 g|1 kg", "dark roast|medium roast|light roast|single-origin",
+                  "100% arabica|arabica-robusta|Colombian|Ethiopian",
+                  "notes of chocolate and caramel|fair-trade sourcing|small-batch roasting|a resealable valve bag",
+                  (6, 30), rebuy_days=(14, 35), made="Roasted from {} beans.",
+                  uses="your morning cup|a slow Sunday breakfast|the office kitchen|espresso at home"),
+            _leaf("Tea", "Coffee & Tea", "Green Tea|Black Tea|Herbal Tea|Chai Tea|Loose Leaf Tea",
+                  "20 Bags|40 Bags|80 Bags|100 g Tin", "organic|caffeine-free|aromatic|premium",
+                  "sencha|earl grey|chamomile|peppermint|rooibos",
+                  "biodegradable tea bags|hand-picked leaves|a calming blend|a bright citrus note", (3, 20),
+                  rebuy_days=(20, 45), theme="tea time box", made="A {} blend.",
+                  uses="a calm afternoon|your morning cup|the office kitchen|cosy evenings"),
+            _leaf("Pasta", "Pantry", "Spaghetti|Penne|Fusilli|Linguine|Tagliatelle",
+                  "500 g|1 kg|3-Pack", "bronze-cut|whole-wheat|gluten-free|organic",
+                  "durum wheat|spelt|chickpea|free-range egg",
+                  "a rough texture that holds sauce|slow drying|Italian origin|8-minute cooking", (2, 12),
+                  rebuy_days=(10, 30), theme="Italian dinner box", made="Made with {}."),
+            _leaf("Olive Oil", "Pantry", "Extra Virgin Olive Oil|Olive Oil|Olive Oil Spray|Infused Olive Oil",
+                  "250 ml|500 ml|750 ml|1 L", "cold-pressed|first-harvest|peppery|mild",
+                  "Greek|Italian|Spanish|Portuguese",
+                  "a dark glass bottle|low acidity|single-estate olives|a fruity aroma", (5, 35),
+                  rebuy_days=(30, 60), made="Pressed from {} olives."),
+            _leaf("Snacks", "Pantry", "Granola Bars|Trail Mix|Protein Bars|Kettle Chips|Rice Crackers",
+                  "6-Pack|12-Pack|Family Size|Snack Box", "crunchy|high-protein|low-sugar|salted",
+                  "almond|dark chocolate|peanut butter|sea salt|oat",
+                  "no artificial flavours|individually wrapped portions|whole grains|a gluten-free recipe", (3, 18),
+                  rebuy_days=(7, 21), made="Made with {}."),
+        ),
+    ),
+    _Top(
+        "Pets",
+        _words("Furever|PetNest|HappyTail|BarkBox Basics|Whisker & Co.|Pawsome"),
+        _words("Healthy|Durable|Comfortable|Premium|Tasty|Vet-approved"),
+        _words("happy, healthy pets|everyday pet care|busy pet parents|indoor and outdoor pets"),
+        "pet care kit",
+        (
+            _leaf("Dog Food", "Dogs", "Dry Dog Food|Wet Dog Food|Puppy Food|Senior Dog Food",
+                  "12-Can Pack|2 kg|6 kg|12 kg", "grain-free|high-protein|sensitive-stomach|natural",
+                  "chicken|salmon|lamb|beef|turkey",
+                  "added vitamins and minerals|real meat as the first ingredient|no artificial preservatives|omega-3 for a shiny coat",
+                  (10, 80), rebuy_days=(14, 35), theme="new dog starter kit", made="A recipe with real {}."),
+            _leaf("Dog Bowls", "Dogs", "Dog Bowl|Slow Feeder Bowl|Elevated Dog Bowl|Travel Water Bowl",
+                  "Small|Medium|Large|Double", "non-slip|dishwasher-safe|spill-proof|collapsible",
+                  "stainless steel|ceramic|silicone|bamboo",
+                  "a rubber base|a slow-feeding maze|a raised stand|a foldable design", (6, 45)),
+            _leaf("Leashes", "Dogs", "Dog Leash|Retractable Leash|Harness and Leash Set|Training Lead",
+                  "1.5 m|2 m|5 m|Hands-Free", "reflective|padded|heavy-duty|adjustable",
+                  "nylon|rope|leather|biothane",
+                  "a padded handle|reflective stitching|a strong metal clip|a waste-bag holder", (8, 50),
+                  theme="dog walking kit"),
+            _leaf("Cat Food", "Cats", "Dry Cat Food|Wet Cat Food|Kitten Food|Indoor Cat Food",
+                  "24-Pouch Pack|1.5 kg|4 kg|10 kg", "grain-free|high-protein|hairball-control|natural",
+                  "chicken|salmon|tuna|turkey|duck",
+                  "taurine for healthy eyes|real fish as the first ingredient|urinary tract support|no artificial colours",
+                  (8, 65), rebuy_days=(14, 35), theme="happy cat kit", made="A recipe with real {}."),
+            _leaf("Cat Litter", "Cats", "Clumping Cat Litter|Silica Cat Litter|Natural Cat Litter|Pine Cat Litter",
+                  "5 L|10 L|15 L|20 L", "odour-control|low-dust|unscented|lightweight",
+                  "bentonite clay|silica gel|recycled paper|pine|tofu",
+                  "fast clumping|almost dust-free pouring|long-lasting odour control|easy scooping", (6, 35),
+                  rebuy_days=(14, 30)),
+        ),
+    ),
+    _Top(
+        "Sports",
+        _words("Hydra|Stride|ZenFlow|FitCore|IronWorks|Apex Athletics"),
+        _words("High-performance|Durable|Comfortable|Ergonomic|Versatile|Pro"),
+        _words("home workouts|the gym|running and training|yoga and pilates"),
+        "training set",
+        (
+            _leaf("Yoga Mats", "Fitness", "Yoga Mat|Travel Yoga Mat|Exercise Mat|Pilates Mat",
+                  "4 mm|6 mm|8 mm|Extra-Long", "non-slip|eco-friendly|extra-thick|foldable",
+                  "natural rubber|TPE|cork|PVC-free foam",
+                  "alignment lines|a carrying strap|a moisture-resistant surface|joint-friendly cushioning", (15, 120),
+                  theme="yoga starter set"),
+            _leaf("Dumbbells", "Fitness", "Dumbbell Set|Adjustable Dumbbells|Hex Dumbbells|Kettlebell",
+                  "4 kg|2 x 5 kg|2 x 10 kg|20 kg", "adjustable|rubber-coated|knurled|compact",
+                  "cast iron|chrome|neoprene|steel",
+                  "quick weight changes|a storage tray|a knurled grip|a floor-friendly coating", (20, 350),
+                  theme="home gym set"),
+            _leaf("Running Shoes", "Running", "Running Shoes|Trail Running Shoes|Racing Flats|Training Shoes",
+                  "Men's|Women's|Unisex|Wide-Fit", "cushioned|lightweight|breathable|responsive",
+                  "knit mesh|recycled mesh|Gore-Tex|engineered mesh",
+                  "a carbon plate|a grippy outsole|an 8 mm drop|a reflective heel tab", (50, 220),
+                  theme="runner's kit", made="With a {} upper."),
+            _leaf("Protein Powder", "Nutrition", "Whey Protein|Plant Protein|Casein Protein|Protein Isolate",
+                  "500 g|1 kg|2 kg|2.5 kg", "low-sugar|high-protein|vegan|fast-absorbing",
+                  "chocolate|vanilla|strawberry|cookies and cream|salted caramel",
+                  "25 g protein per serving|added BCAAs|easy mixing|no artificial sweeteners", (15, 70),
+                  rebuy_days=(21, 45), made="In {} flavour."),
+            _leaf("Water Bottles", "Running", "Water Bottle|Insulated Bottle|Sports Bottle|Shaker Bottle",
+                  "500 ml|750 ml|1 L|1.5 L", "leak-proof|insulated|BPA-free|wide-mouth",
+                  "stainless steel|Tritan plastic|glass|silicone",
+                  "24-hour cold retention|a carry loop|a straw lid|dishwasher-safe parts", (8, 45)),
+        ),
+    ),
+)
+
+# Complementary leaf pairs (bought together, not substitutes). Symmetrised into COMPLEMENTS.
+_COMPLEMENT_EDGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Tents", ("Sleeping Bags", "Lanterns", "Camping Stoves", "Tent Pegs")),
+    ("Sleeping Bags", ("Lanterns",)),
+    ("Camping Stoves", ("Lanterns", "Frying Pans", "Mugs")),
+    ("Lanterns", ("Batteries",)),
+    ("Smartphones", ("Phone Cases", "Chargers", "Screen Protectors", "Headphones")),
+    ("Phone Cases", ("Screen Protectors",)),
+    ("Headphones", ("Chargers",)),
+    ("Printers", ("Printer Ink",)),
+    ("Pillows", ("Bed Sheets",)),
+    ("Coffee Makers", ("Coffee Beans", "Mugs")),
+    ("Tea", ("Mugs", "Snacks")),
+    ("Frying Pans", ("Olive Oil", "Chef Knives", "Cutting Boards")),
+    ("Chef Knives", ("Cutting Boards",)),
+    ("Pasta", ("Olive Oil",)),
+    ("Dresses", ("Shoes", "Handbags", "Sunglasses")),
+    ("Jackets", ("Shoes", "Sunglasses", "Handbags")),
+    ("Shampoo", ("Conditioner", "Hair Dryers")),
+    ("Conditioner", ("Hair Dryers",)),
+    ("Face Moisturiser", ("Makeup Brushes",)),
+    ("Dog Food", ("Dog Bowls", "Leashes")),
+    ("Dog Bowls", ("Leashes",)),
+    ("Cat Food", ("Cat Litter",)),
+    ("Yoga Mats", ("Water Bottles", "Dumbbells")),
+    ("Dumbbells", ("Protein Powder",)),
+    ("Running Shoes", ("Water Bottles",)),
+    ("Protein Powder", ("Water Bottles",)),
+    ("Snacks", ("Water Bottles",)),
+)
+
+_ALL: tuple[tuple[_Top, _Leaf], ...] = tuple((top, leaf) for top in _TOPS for leaf in top.leaves)
+_PATH: dict[str, str] = {leaf.name: f"{top.name} > {leaf.middle} > {leaf.name}" for top, leaf in _ALL}
+
+# Every leaf category path, in taxonomy order (the `category` column of items.csv).
+LEAVES: tuple[str, ...] = tuple(_PATH[leaf.name] for _, leaf in _ALL)
+
+
+def _symmetrise() -> dict[str, tuple[str, ...]]:
+    neighbours: dict[str, list[str]] = {path: [] for path in LEAVES}
+    for a, bs in _COMPLEMENT_EDGES:
+        for b in bs:
+            for x, y in ((a, b), (b, a)):
+                if _PATH[y] not in neighbours[_PATH[x]]:
+                    neighbours[_PATH[x]].append(_PATH[y])
+    return {path: tuple(sorted(ns)) for path, ns in neighbours.items()}
+
+
+# Leaf category path -> complementary leaf category paths (symmetric; keys are items' `category`).
+COMPLEMENTS: dict[str, tuple[str, ...]] = _symmetrise()
+# Leaf category paths of consumables (re-bought at a personal interval).
+CONSUMABLES: tuple[str, ...] = tuple(_PATH[leaf.name] for _, leaf in _ALL if leaf.rebuy_days)
+
+_BUNDLE_PREFIXES = _words("Weekend|Starter|Everyday|Deluxe|Essential|Gift-ready|Complete")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers
+# ---------------------------------------------------------------------------------------------
+
+
+class _GroupedCategorical:
+    """Draws one entry from a chosen group; groups are contiguous runs of entries.
+
+    Each group's CDF is shifted by its group number and all are concatenated, so one
+    `searchsorted(cdf, group + u)` draws for a whole batch of (possibly different) groups.
+    """
+
+    def __init__(self, weights: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        cdf = np.empty(len(weights), dtype=np.float64)
+        for g, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            cum = np.cumsum(weights[s:e], dtype=np.float64)
+            cdf[s:e] = g + cum / cum[-1]
+            cdf[e - 1] = g + 1.0
+        self.cdf, self.starts, self.ends = cdf, starts, ends
+
+    def draw(self, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        idx = np.searchsorted(self.cdf, group + rng.random(len(group)), side="right")
+        # g + u can round up to g + 1 when u is within an ulp of 1: keep the draw inside its group.
+        return np.clip(idx, self.starts[group], self.ends[group] - 1)
+
+
+def _draw_rows(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per row of a non-negative (n, k) weight matrix."""
+    cum = np.cumsum(weights, axis=1)
+    u = rng.random(len(weights)) * cum[:, -1]
+    return np.minimum((cum <= u[:, None]).sum(axis=1), weights.shape[1] - 1)
+
+
+def _uniform_int(low: np.ndarray | int, high: np.ndarray | int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Integers uniform in [low, high) (high > low), vectorised over array bounds."""
+    low = np.broadcast_to(np.asarray(low, dtype=np.int64), (n,))
+    high = np.broadcast_to(np.asarray(high, dtype=np.int64), (n,))
+    return low + (rng.random(n) * (high - low)).astype(np.int64)
+
+
+# Share of sessions starting in each hour of the day (UTC): quiet nights, evening peak.
+_HOUR_WEIGHTS = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2.2, 2.6, 2.8, 3.0, 3.2, 3.0, 2.8, 2.8, 3.0, 3.4, 4.0, 4.6, 4.8, 4.2, 3.0, 1.8]
+)
+_HOUR_CDF = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
+
+
+def _session_times(low: np.ndarray, high: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A time in [low, high) seconds on a random day, at a realistic hour of that day."""
+    n = len(low)
+    day_lo = low // DAY
+    day_hi = np.maximum((high - 1) // DAY, day_lo)
+    day = _uniform_int(day_lo, day_hi + 1, rng, n)
+    hour = np.minimum(np.searchsorted(_HOUR_CDF, rng.random(n), side="right"), 23)
+    t = day * DAY + hour * 3600 + (rng.random(n) * 3600).astype(np.int64)
+    # Days at the edges may put the hour outside the window: clamp (rare, keeps bounds exact).
+    return np.clip(t, low, np.maximum(high - 1, low))
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Catalog:
+    leaf: np.ndarray  # leaf index per item; items are stored leaf-contiguous
+    leaf_start: np.ndarray
+    leaf_end: np.ndarray
+    code: np.ndarray  # public numeric id (I00042), a permutation so ids do not reveal the leaf
+    price: np.ndarray
+    quantile: np.ndarray  # price position within the leaf, 0 cheap .. 1 expensive
+    pop: np.ndarray  # Zipf popularity within the leaf
+    available_from: np.ndarray  # seconds; first_seen at midnight
+    sellable_until: np.ndarray  # seconds; out-of-stock items stopped selling here
+    in_stock: np.ndarray
+    cold: np.ndarray
+    title: list[str]
+    description: list[str]
+    brand: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.leaf)
+
+
+def _build_catalog(rng: np.random.Generator, scale: float) -> _Catalog:
+    n_leaves = len(_ALL)
+    share = rng.dirichlet(np.full(n_leaves, 12.0))
+    sizes = np.maximum(4, np.round(_ITEMS_PER_SCALE * scale * share)).astype(np.int64)
+    leaf_end = np.cumsum(sizes)
+    leaf_start = leaf_end - sizes
+    n = int(leaf_end[-1])
+    leaf = np.repeat(np.arange(n_leaves), sizes)
+
+    # Zipf popularity within each leaf, on a random rank order.
+    rank = np.empty(n, dtype=np.int64)
+    for s, e in zip(leaf_start, leaf_end, strict=True):
+        rank[s:e] = rng.permutation(e - s)
+    pop = 1.0 / (rank + 1.0) ** 1.05
+
+    # Price: brand tier and a random part decide the position in the leaf's (log) price range.
+    brand_idx = rng.integers(0, 6, size=n)
+    quantile = np.clip(0.55 * brand_idx / 5 + 0.45 * rng.random(n), 0.0, 1.0)
+    lo = np.array([leaf_.price[0] for _, leaf_ in _ALL])[leaf]
+    hi = np.array([leaf_.price[1] for _, leaf_ in _ALL])[leaf]
+    raw = lo * (hi / lo) ** quantile
+    # Shop-style prices: x.99 above 10, cents below; never <= 0.
+    price = np.where(raw >= 10, np.floor(raw) + 0.99, np.round(raw, 2))
+    price = np.maximum(np.round(price, 2), 0.99)
+
+    # first_seen: most items existed before the period, ~10% launched during it, ~8% are cold.
+    u = rng.random(n)
+    cold = u < 0.08
+    launched = (u >= 0.08) & (u < 0.18)
+    first_day = -rng.integers(1, 730, size=n)
+    first_day = np.where(launched, rng.integers(0, PERIOD_DAYS - COLD_DAYS - 14, size=n), first_day)
+    first_day = np.where(cold, rng.integers(PERIOD_DAYS - COLD_DAYS, PERIOD_DAYS - 3, size=n), first_day)
+    available_from = first_day.astype(np.int64) * DAY
+
+    # ~10% out of stock (never a cold item); they stopped selling 10-45 days before the end.
+    in_stock = ~((rng.random(n) < 0.11) & ~cold)
+    stop = _END - rng.integers(10, 46, size=n).astype(np.int64) * DAY
+    sellable_until = np.where(in_stock, _NEVER, np.maximum(stop, available_from + 7 * DAY))
+
+    title, description, brand = _texts(rng, leaf, brand_idx, quantile)
+    code = rng.permutation(n)
+    return _Catalog(
+        leaf=leaf,
+        leaf_start=leaf_start,
+        leaf_end=leaf_end,
+        code=code,
+        price=price,
+        quantile=quantile,
+        pop=pop,
+        available_from=available_from,
+        sellable_until=sellable_until,
+        in_stock=in_stock,
+        cold=cold,
+        title=title,
+        description=description,
+        brand=brand,
+    )
+
+
+def _article(word: str) -> str:
+    return "An" if word[0].lower() in "aeiou" else "A"
+
+
+def _pick(options: tuple[str, ...], u: float) -> str:
+    return options[min(int(u * len(options)), len(options) - 1)]
+
+
+def _texts(
+    rng: np.random.Generator, leaf: np.ndarray, brand_idx: np.ndarray, quantile: np.ndarray
+) -> tuple[list[str], list[str], list[str]]:
+    """Titles like "TrailPeak 2-Person Dome Tent, waterproof polyester" and a matching description."""
+    n = len(leaf)
+    u = rng.random((n, 8))
+    # Bigger variants cost more: the variant follows the price quantile, with some noise.
+    variant_u = np.clip(quantile + rng.normal(0, 0.15, n), 0, 0.999)
+    titles: list[str] = []
+    descriptions: list[str] = []
+    brands: list[str] = []
+    for i in range(n):
+        top, lf = _ALL[leaf[i]]
+        b = top.brands[brand_idx[i]]
+        noun = _pick(lf.nouns, u[i, 0])
+        variant = _pick(lf.variants, variant_u[i])
+        trait = _pick(lf.traits, u[i, 1])
+        material = _pick(lf.materials, u[i, 2])
+        f1 = _pick(lf.features, u[i, 3])
+        f2 = _pick(tuple(f for f in lf.features if f != f1), u[i, 4])
+        use = _pick(lf.uses or top.uses, u[i, 5])
+        q = quantile[i]
+        tier = "Premium" if q > 0.75 else "Budget-friendly" if q < 0.25 else _pick(top.adjectives, u[i, 6])
+        titles.append(f"{b} {variant} {noun}, {trait} {material}")
+        descriptions.append(
+            f"{tier} {variant} {noun} by {b.rstrip('.')}. {lf.made.format(material)} "
+            f"Features {f1} and {f2}. {_article(trait)} {trait} choice for {use}."
+        )
+        brands.append(b)
+    return titles, descriptions, brands
+
+
+# ---------------------------------------------------------------------------------------------
+# Users and item sampling
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Users:
+    interest: np.ndarray  # (n_users, n_tops) weights, rows sum to 1
+    band: np.ndarray  # budget band 0..4
+    join: np.ndarray  # seconds; first possible activity
+    activity: np.ndarray  # >= 1, heavy-tailed
+
+    @property
+    def n(self) -> int:
+        return len(self.band)
+
+
+def _build_users(rng: np.random.Generator, scale: float) -> _Users:
+    n = max(20, round(_USERS_PER_SCALE * scale))
+    n_tops = len(_TOPS)
+    top_pop = 1.0 / (1.0 + rng.permutation(n_tops)) ** 0.7  # skewed category popularity
+    k = rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20], size=n)
+    keys = np.log(top_pop) + rng.gumbel(size=(n, n_tops))  # Gumbel top-k: k tops without replacement
+    rank = np.argsort(np.argsort(-keys, axis=1), axis=1)
+    interest = np.where(rank < k[:, None], rng.exponential(size=(n, n_tops)) + 0.3, 0.0)
+    interest /= interest.sum(axis=1, keepdims=True)
+    band = np.minimum((rng.beta(2.0, 2.0, size=n) * _N_BANDS).astype(np.int64), _N_BANDS - 1)
+    late = rng.random(n) < 0.3
+    join = np.where(late, (rng.random(n) * 0.5 * _END).astype(np.int64), 0)
+    activity = 1.0 + rng.pareto(2.2, size=n)  # Zipf-like: most users light, a few very active
+    return _Users(interest=interest, band=band, join=join, activity=activity)
+
+
+class _ItemSampler:
+    """Draws items of a leaf for a user's budget band, valid at a time (rejection on availability).
+
+    `view` weights are flatter (people look around), `buy` weights follow popularity and budget
+    closely. New arrivals (cold items) are promoted, so they get bought soon after first_seen.
+    """
+
+    def __init__(self, cat: _Catalog) -> None:
+        self.cat = cat
+        centres = (np.arange(_N_BANDS) + 0.5) / _N_BANDS
+        novelty = np.where(cat.cold, 3.0, 1.0)
+        self.tables: dict[tuple[bool, int], _GroupedCategorical] = {}
+        for buy, sigma, alpha in ((False, 0.45, 0.6), (True, 0.2, 1.0)):
+            for b, c in enumerate(centres):
+                w = cat.pop**alpha * (np.exp(-((cat.quantile - c) ** 2) / (2 * sigma**2)) + 0.03) * novelty
+                self.tables[(buy, b)] = _GroupedCategorical(w, cat.leaf_start, cat.leaf_end)
+
+    def valid(self, item: np.ndarray, t: np.ndarray, buy: bool) -> np.ndarray:
+        ok = self.cat.available_from[item] <= t
+        if buy:
+            ok &= t < self.cat.sellable_until[item]
+        return ok
+
+    def draw(
+        self, leaf: np.ndarray, band: np.ndarray, t: np.ndarray, buy: bool, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Item index per row, or -1 where no valid item was found."""
+        out = np.full(len(leaf), -1, dtype=np.int64)
+        pending = np.arange(len(leaf))
+        for _ in range(25):
+            if len(pending) == 0:
+                break
+            got = np.empty(len(pending), dtype=np.int64)
+            for b in range(_N_BANDS):
+                m = band[pending] == b
+                if m.any():
+                    got[m] = self.tables[(buy, b)].draw(leaf[pending[m]], rng)
+            ok = self.valid(got, t[pending], buy)
+            out[pending[ok]] = got[ok]
+            pending = pending[~ok]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour
+# ---------------------------------------------------------------------------------------------
+
+_VIEW, _CLICK, _CART, _PURCHASE = 0, 1, 2, 3
+
+
+class _Log:
+    """Collects event columns as numpy chunks; orders get provisional ids renumbered at the end."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[np.ndarray, ...]] = []
+        self.next_order = 0
+
+    def add(
+        self,
+        user: np.ndarray,
+        item: np.ndarray,
+        t: np.ndarray,
+        kind: int | np.ndarray,
+        order: np.ndarray | None = None,
+        qty: np.ndarray | None = None,
+    ) -> None:
+        n = len(user)
+        kind_arr = np.broadcast_to(np.asarray(kind, dtype=np.int8), (n,)).copy()
+        order = np.full(n, -1, dtype=np.int64) if order is None else order.astype(np.int64)
+        qty = np.zeros(n, dtype=np.int64) if qty is None else qty.astype(np.int64)
+        self.chunks.append((user.astype(np.int64), item.astype(np.int64), t.astype(np.int64), kind_arr, order, qty))
+
+    def new_orders(self, n: int) -> np.ndarray:
+        ids = np.arange(self.next_order, self.next_order + n, dtype=np.int64)
+        self.next_order += n
+        return ids
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return tuple(np.concatenate([c[i] for c in self.chunks]) for i in range(6))
+
+
+@dataclass
+class _Ctx:
+    rng: np.random.Generator
+    cat: _Catalog
+    users: _Users
+    sampler: _ItemSampler
+    log: _Log
+    comp_table: np.ndarray  # (n_leaves, max_complements) leaf indices, -1 padded
+    comp_count: np.ndarray
+    leaf_cdf: _GroupedCategorical  # leaf within a top (leaf popularity)
+    consumable: np.ndarray  # bool per leaf
+
+
+def _complement_tables() -> tuple[np.ndarray, np.ndarray]:
+    index = {path: i for i, path in enumerate(LEAVES)}
+    width = max(len(v) for v in COMPLEMENTS.values())
+    table = np.full((len(LEAVES), width), -1, dtype=np.int64)
+    count = np.zeros(len(LEAVES), dtype=np.int64)
+    for path, comps in COMPLEMENTS.items():
+        row = [index[c] for c in comps]
+        table[index[path], : len(row)] = row
+        count[index[path]] = len(row)
+    return table, count
+
+
+def _pick_complement_leaves(ctx: _Ctx, leaf: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Up to k distinct complementary leaves per row: (row index, leaf) pairs."""
+    cand = ctx.comp_table[leaf]
+    keys = np.where(cand >= 0, ctx.rng.random(cand.shape), 2.0)
+    order = np.argsort(keys, axis=1, kind="stable")
+    shuffled = np.take_along_axis(cand, order, axis=1)
+    take = np.arange(cand.shape[1])[None, :] < np.minimum(k, ctx.comp_count[leaf])[:, None]
+    rows = np.broadcast_to(np.arange(len(leaf))[:, None], cand.shape)
+    return rows[take], shuffled[take]
+
+
+def _interest_leaves(ctx: _Ctx, user: np.ndarray, explore: float) -> np.ndarray:
+    """A leaf per row: a top from the user's interests (or, with prob `explore`, any top)."""
+    w = ctx.users.interest[user]
+    w = (1 - explore) * w + explore / w.shape[1]
+    top = _draw_rows(w, ctx.rng)
+    return ctx.leaf_cdf.draw(top, ctx.rng)
+
+
+def _quantities(ctx: _Ctx, item: np.ndarray) -> np.ndarray:
+    consumable = ctx.consumable[ctx.cat.leaf[item]]
+    u = ctx.rng.random(len(item))
+    several = np.where(consumable, (u > 0.7).astype(np.int64) + (u > 0.92), (u > 0.96).astype(np.int64))
+    return 1 + several
+
+
+def _orders(ctx: _Ctx, user: np.ndarray, t: np.ndarray, anchor_leaf: np.ndarray, n_comp: np.ndarray) -> np.ndarray:
+    """Purchase sessions: browse substitutes of the anchor, buy it with complements.
+
+    Returns the anchor leaf per placed order (for follow-ups), -1 where no order was placed.
+    """
+    rng, cat, log, band = ctx.rng, ctx.cat, ctx.log, ctx.users.band[user]
+    n = len(user)
+    duration = _uniform_int(5 * 60, 45 * 60, rng, n)
+    start = np.maximum(t - duration, ctx.users.join[user])
+    # Items are drawn valid at session start, so every event of the session is after first_seen.
+    anchor = ctx.sampler.draw(anchor_leaf, band, start, buy=True, rng=rng)
+    anchor = np.where(ctx.sampler.valid(np.maximum(anchor, 0), t, buy=True), anchor, -1)
+    placed = anchor >= 0
+    order_id = np.full(n, -1, dtype=np.int64)
+    order_id[placed] = log.new_orders(int(placed.sum()))
+
+    # Members: the anchor, complements from complementary leaves, rarely a second substitute.
+    rows, comp_leaf = _pick_complement_leaves(ctx, anchor_leaf, n_comp)
+    comp_item = ctx.sampler.draw(comp_leaf, band[rows], start[rows], buy=True, rng=rng)
+    extra_rows = np.flatnonzero((rng.random(n) < 0.04) & (n_comp < 4))  # orders stay at <= 5 items
+    extra_item = ctx.sampler.draw(anchor_leaf[extra_rows], band[extra_rows], start[extra_rows], buy=True, rng=rng)
+    m_row = np.concatenate([np.arange(n), rows, extra_rows])
+    m_item = np.concatenate([anchor, comp_item, extra_item])
+    m_role = np.concatenate([np.zeros(n), np.ones(len(rows)), np.full(len(extra_rows), 2)]).astype(np.int64)
+    keep = (m_item >= 0) & placed[m_row]
+    keep &= ctx.sampler.valid(np.maximum(m_item, 0), t[m_row], buy=True)
+    m_row, m_item, m_role = m_row[keep], m_item[keep], m_role[keep]
+    # One line per item in an order.
+    _, first = np.unique(m_row * (cat.n + 1) + m_item, return_index=True)
+    first.sort()
+    m_row, m_item, m_role = m_row[first], m_item[first], m_role[first]
+
+    # Funnel per member: view (anchor always), click, cart, then the purchase at t.
+    span = t[m_row] - start[m_row]
+    u = rng.random((len(m_row), 3))
+    v_t = start[m_row] + (u[:, 0] * 0.5 * span).astype(np.int64)
+    c_t = v_t + (u[:, 1] * 0.2 * span).astype(np.int64)
+    k_t = start[m_row] + ((0.75 + 0.2 * u[:, 2]) * span).astype(np.int64)
+    viewed = (m_role != 1) | (rng.random(len(m_row)) < 0.6)
+    clicked = viewed & ((m_role == 0) | (rng.random(len(m_row)) < 0.5))
+    mu = user[m_row]
+    log.add(mu[viewed], m_item[viewed], v_t[viewed], _VIEW)
+    log.add(mu[clicked], m_item[clicked], c_t[clicked], _CLICK)
+    log.add(mu, m_item, k_t, _CART)
+    log.add(mu, m_item, t[m_row], _PURCHASE, order=order_id[m_row], qty=_quantities(ctx, m_item))
+
+    # Browsed substitutes in the anchor's leaf, some clicked: the session's context.
+    n_browse = rng.poisson(1.6, size=n) * placed
+    b_row = np.repeat(np.arange(n), n_browse)
+    b_item = ctx.sampler.draw(anchor_leaf[b_row], band[b_row], start[b_row], buy=False, rng=rng)
+    ok = b_item >= 0
+    b_row, b_item = b_row[ok], b_item[ok]
+    span = t[b_row] - start[b_row]
+    b_t = start[b_row] + (rng.random(len(b_row)) * 0.6 * span).astype(np.int64)
+    log.add(user[b_row], b_item, b_t, _VIEW)
+    click = rng.random(len(b_row)) < 0.35
+    log.add(user[b_row][click], b_item[click], (b_t + 0.1 * span)[click].astype(np.int64), _CLICK)
+    return np.where(placed, anchor_leaf, -1)
+
+
+def _discovery(ctx: _Ctx) -> None:
+    """Orders driven by interests: an anchor item, its complements, sometimes a follow-up order."""
+    rng, users = ctx.rng, ctx.users
+    count = np.clip(rng.poisson(1.4 * users.activity) + 1, 1, 60)
+    user = np.repeat(np.arange(users.n), count)
+    t = _session_times(users.join[user] + 3600, np.full(len(user), _END), rng)
+    leaf = _interest_leaves(ctx, user, explore=0.08)
+    n_comp = rng.choice([0, 1, 2, 3, 4], p=[0.3, 0.35, 0.2, 0.1, 0.05], size=len(user))
+    placed_leaf = _orders(ctx, user, t, leaf, n_comp)
+
+    # The tent today, the lantern next week: a later order from a complementary leaf.
+    follow = np.flatnonzero((placed_leaf >= 0) & (rng.random(len(user)) < 0.3))
+    rows, comp_leaf = _pick_complement_leaves(ctx, placed_leaf[follow], np.ones(len(follow), dtype=np.int64))
+    f_user = user[follow][rows]
+    f_t = t[follow][rows] + _uniform_int(DAY, 21 * DAY, rng, len(rows))
+    inside = f_t < _END
+    f_n_comp = (rng.random(len(rows)) < 0.25).astype(np.int64)
+    _orders(ctx, f_user[inside], f_t[inside], comp_leaf[inside], f_n_comp[inside])
+
+
+def _routines(ctx: _Ctx) -> None:
+    """Consumables re-bought at a personal interval; sometimes the user switches product."""
+    rng, cat, users, log = ctx.rng, ctx.cat, ctx.users, ctx.log
+    leaf_top = np.array([_TOPS.index(top) for top, _ in _ALL])
+    consumable_leaves = np.flatnonzero(ctx.consumable)
+    # A consumable fits a user whose interests include its top or a complementary leaf's top.
+    related = np.zeros((len(consumable_leaves), len(_TOPS)))
+    for j, lf in enumerate(consumable_leaves):
+        related[j, leaf_top[lf]] = 1
+        for c in ctx.comp_table[lf][ctx.comp_table[lf] >= 0]:
+            related[j, leaf_top[c]] = 1
+    affinity = (users.interest @ related.T) > 0  # (n_users, n_consumables)
+    adopt_p = np.where(affinity, 0.3, 0.01) * np.minimum(users.activity, 2.5)[:, None] / 1.5
+    keys = np.where(rng.random(affinity.shape) < adopt_p, rng.random(affinity.shape), 2.0)
+    top3 = np.argsort(keys, axis=1, kind="stable")[:, :3]
+    chosen = np.take_along_axis(keys, top3, axis=1) < 2.0
+    r_user = np.broadcast_to(np.arange(users.n)[:, None], top3.shape)[chosen]
+    r_leaf = consumable_leaves[top3[chosen]]
+    if len(r_user) == 0:
+        return
+
+    lo = np.array([lf.rebuy_days[0] if lf.rebuy_days else 0 for _, lf in _ALL])[r_leaf]
+    hi = np.array([lf.rebuy_days[1] if lf.rebuy_days else 0 for _, lf in _ALL])[r_leaf]
+    interval = (lo + rng.random(len(r_user)) * (hi - lo)) * DAY
+    steps = int(np.ceil(PERIOD_DAYS / 7)) + 2
+    gaps = interval[:, None] * np.clip(1 + rng.normal(0, 0.15, (len(r_user), steps)), 0.5, 1.6)
+    first = users.join[r_user] + rng.random(len(r_user)) * (_END - users.join[r_user]) * 0.5
+    times = (first[:, None] + np.cumsum(gaps, axis=1) - gaps[:, :1]).astype(np.int64)
+    alive = np.cumprod(rng.random(times.shape) > 0.04, axis=1).astype(bool)  # some users stop
+    # Same product each time, except an occasional switch (a new-to-user purchase in the leaf).
+    switch = rng.random(times.shape) < 0.1
+    switch[:, 0] = True
+    segment_start = np.maximum.accumulate(np.where(switch, np.arange(steps)[None, :], 0), axis=1)
+    r_band = np.broadcast_to(users.band[r_user][:, None], times.shape)
+    cells_leaf = np.broadcast_to(r_leaf[:, None], times.shape)
+    clamped = np.minimum(times, _END - 1)
+    candidates = ctx.sampler.draw(cells_leaf.ravel(), r_band.ravel(), clamped.ravel(), buy=True, rng=rng)
+    candidates = candidates.reshape(times.shape)
+    item = np.take_along_axis(candidates, segment_start, axis=1)
+    # When the usual product runs out of stock, the user switches to another one of the leaf.
+    gone = ~ctx.sampler.valid(np.maximum(item, 0), clamped, buy=True) & (candidates >= 0)
+    segment_start = np.maximum.accumulate(np.where(switch | gone, np.arange(steps)[None, :], 0), axis=1)
+    item = np.take_along_axis(candidates, segment_start, axis=1)
+
+    ok = (times < _END) & alive & (item >= 0)
+    ok &= ctx.sampler.valid(np.maximum(item, 0), times, buy=True)
+    user = np.broadcast_to(r_user[:, None], times.shape)[ok]
+    item, t = item[ok], times[ok]
+    order = log.new_orders(len(user))
+    # A quick reorder: sometimes a look at the product page, a cart, the purchase.
+    looked = rng.random(len(user)) < 0.4
+    view_t = t - _uniform_int(120, 900, rng, len(user))
+    looked &= view_t >= cat.available_from[item]
+    log.add(user[looked], item[looked], view_t[looked], _VIEW)
+    log.add(user, item, t - _uniform_int(30, 110, rng, len(user)), _CART)
+    log.add(user, item, t, _PURCHASE, order=order, qty=_quantities(ctx, item))
+
+
+def _browsing(ctx: _Ctx) -> None:
+    """Sessions without a purchase: views in the user's interests (and their complements)."""
+    rng, users, log = ctx.rng, ctx.users, ctx.log
+    count = rng.poisson(1.6 * users.activity)
+    s_user = np.repeat(np.arange(users.n), count)
+    start = _session_times(users.join[s_user], np.full(len(s_user), _END - 3600), rng)
+    leaf = _interest_leaves(ctx, s_user, explore=0.15)
+    n_views = 1 + rng.poisson(2.0, size=len(s_user))
+    v_session = np.repeat(np.arange(len(s_user)), n_views)
+    v_leaf = leaf[v_session]
+    # A third of the views wander to a complementary leaf ("customers also looked at").
+    wander = np.flatnonzero(rng.random(len(v_session)) < 0.3)
+    rows, comp_leaf = _pick_complement_leaves(ctx, v_leaf[wander], np.ones(len(wander), dtype=np.int64))
+    v_leaf[wander[rows]] = comp_leaf
+    v_user = s_user[v_session]
+    v_t = start[v_session] + _uniform_int(0, 1800, rng, len(v_session))
+    item = ctx.sampler.draw(v_leaf, users.band[v_user], start[v_session], buy=False, rng=rng)
+    ok = item >= 0
+    v_user, item, v_t = v_user[ok], item[ok], v_t[ok]
+    log.add(v_user, item, v_t, _VIEW)
+    click = rng.random(len(item)) < 0.3
+    c_t = v_t + _uniform_int(5, 120, rng, len(item))
+    log.add(v_user[click], item[click], c_t[click], _CLICK)
+    # Abandoned carts (only for items still on sale).
+    cart = click & (rng.random(len(item)) < 0.2)
+    k_t = c_t + _uniform_int(10, 300, rng, len(item))
+    cart &= ctx.sampler.valid(item, k_t, buy=True)
+    log.add(v_user[cart], item[cart], k_t[cart], _CART)
+
+
+def _bundles(ctx: _Ctx, scale: float) -> pl.DataFrame:
+    """Curated bundles: a popular in-stock anchor plus 1-4 items from complementary leaves."""
+    rng, cat = ctx.rng, ctx.cat
+    n = max(4, round(_BUNDLES_PER_SCALE * scale))
+    # Anchors favour leaves with many complements (tents, phones, dresses ...).
+    leaf_w = ctx.comp_count.astype(np.float64) ** 1.5
+    leaf = _draw_rows(np.broadcast_to(leaf_w, (n, len(leaf_w))), rng)
+    band = rng.integers(0, _N_BANDS, size=n)
+    now = np.full(n, _END - 1)
+    anchor = ctx.sampler.draw(leaf, band, now, buy=True, rng=rng)
+    size = np.minimum(rng.integers(1, 5, size=n), ctx.comp_count[leaf])
+    rows, comp_leaf = _pick_complement_leaves(ctx, leaf, size)
+    comp = ctx.sampler.draw(comp_leaf, band[rows], now[rows], buy=True, rng=rng)
+    prefix = rng.integers(0, len(_BUNDLE_PREFIXES), size=n)
+    members_of: list[list[int]] = [[int(a)] if a >= 0 else [] for a in anchor]
+    for r, c in zip(rows, comp, strict=True):
+        if c >= 0 and members_of[r] and c not in members_of[r]:
+            members_of[r].append(int(c))
+
+    bundle_ids: list[str] = []
+    items: list[int] = []
+    titles: list[str] = []
+    width = max(4, len(str(n)))
+    made = 0
+    for b, members in enumerate(members_of):
+        if len(members) < 2:  # no valid anchor or no complement on sale: not a bundle
+            continue
+        made += 1
+        top, lf = _ALL[leaf[b]]
+        title = f"{_BUNDLE_PREFIXES[prefix[b]]} {lf.theme or top.theme}"
+        for m in members:
+            bundle_ids.append(f"B{made:0{width}d}")
+            items.append(int(cat.code[m]))
+            titles.append(title)
+    return pl.DataFrame({"bundle_id": bundle_ids, "item_code": np.array(items, dtype=np.int64), "title": titles})
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def _ids(prefix: str, codes: pl.Expr, n: int, min_width: int) -> pl.Expr:
+    """Zero-padded string ids ("I00042"), wide enough for `n` codes so they sort like numbers."""
+    width = max(min_width, len(str(max(n - 1, 0))))
+    return pl.concat_str([pl.lit(prefix), codes.cast(pl.Utf8).str.zfill(width)])
+
+
+def generate_demo_shop(seed: int = 0, scale: float = 1.0) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(items, events, bundles) of a synthetic shop; deterministic for a seed.
+
+    At scale=1: ~800 items, 500 users, a few tens of thousands of events over six months from
+    2025-09-01. `scale` multiplies users, items and bundles. Timestamps and dates are ISO strings,
+    as written to CSV; events are sorted by (user_id, timestamp, funnel step, item_id).
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    rng = np.random.default_rng(seed)
+    cat = _build_catalog(rng, scale)
+    users = _build_users(rng, scale)
+    comp_table, comp_count = _complement_tables()
+
+    # Leaf popularity within each top: some leaves (phones, dog food) draw more traffic.
+    leaf_top = np.array([_TOPS.index(top) for top, _ in _ALL])
+    top_start = np.searchsorted(leaf_top, np.arange(len(_TOPS)))
+    top_end = np.append(top_start[1:], len(_ALL))
+    leaf_w = rng.dirichlet(np.full(len(_ALL), 3.0)) + 0.02
+    ctx = _Ctx(
+        rng=rng,
+        cat=cat,
+        users=users,
+        sampler=_ItemSampler(cat),
+        log=_Log(),
+        comp_table=comp_table,
+        comp_count=comp_count,
+        leaf_cdf=_GroupedCategorical(leaf_w, top_start, top_end),
+        consumable=np.array([lf.rebuy_days is not None for _, lf in _ALL]),
+    )
+    _discovery(ctx)
+    _routines(ctx)
+    _browsing(ctx)
+
+    items = _items_frame(cat)
+    events = _events_frame(ctx)
+    bundles = _bundles(ctx, scale)
+    bundles = bundles.select(
+        "bundle_id", _ids("I", pl.col("item_code"), cat.n, 5).alias("item_id"), "title"
+    )
+    return items, events, bundles
+
+
+def _items_frame(cat: _Catalog) -> pl.DataFrame:
+    first_seen = (
+        pl.from_epoch(pl.Series(_START_EPOCH + cat.available_from), time_unit="s").dt.strftime("%Y-%m-%d")
+    )
+    frame = pl.DataFrame(
+        {
+            "code": cat.code,
+            "title": cat.title,
+            "description": cat.description,
+            "category": [LEAVES[i] for i in cat.leaf],
+            "brand": cat.brand,
+            "price": cat.price,
+            "in_stock": cat.in_stock,
+            "first_seen": first_seen,
+        }
+    )
+    return frame.sort("code").select(_ids("I", pl.col("code"), cat.n, 5).alias("item_id"), pl.exclude("code"))
+
+
+def _events_frame(ctx: _Ctx) -> pl.DataFrame:
+    user, item, t, kind, order, qty = ctx.log.columns()
+    # Durables are bought once: a later purchase of the same durable by the same user is dropped
+    # (its views and cart stay, as a second look that did not convert).
+    durable_buy = (kind == _PURCHASE) & ~ctx.consumable[ctx.cat.leaf[item]]
+    rows = np.flatnonzero(durable_buy)
+    rows = rows[np.lexsort((t[rows], item[rows], user[rows]))]
+    again = (user[rows][1:] == user[rows][:-1]) & (item[rows][1:] == item[rows][:-1])
+    ok = np.ones(len(t), dtype=bool)
+    ok[rows[1:][again]] = False
+    # Safety net for the contract: nothing before an item's first_seen, nothing after the period.
+    ok &= (t >= ctx.cat.available_from[item]) & (t >= 0) & (t < _END)
+    user, item, t, kind, order, qty = (a[ok] for a in (user, item, t, kind, order, qty))
+    code = ctx.cat.code[item]
+    # Deterministic order; drop exact duplicates (same user, item, second and step).
+    idx = np.lexsort((order, code, kind, t, user))
+    user, code, t, kind, order, qty = (a[idx] for a in (user, code, t, kind, order, qty))
+    dup = np.zeros(len(idx), dtype=bool)
+    dup[1:] = (user[1:] == user[:-1]) & (code[1:] == code[:-1]) & (t[1:] == t[:-1]) & (kind[1:] == kind[:-1])
+    user, code, t, kind, order, qty = (a[~dup] for a in (user, code, t, kind, order, qty))
+
+    # Order ids in chronological order of placement.
+    is_purchase = kind == _PURCHASE
+    placed = np.unique(order[is_purchase])
+    first_time = np.full(ctx.log.next_order, _NEVER, dtype=np.int64)
+    np.minimum.at(first_time, order[is_purchase], t[is_purchase])
+    first_user = np.zeros(ctx.log.next_order, dtype=np.int64)
+    first_user[order[is_purchase]] = user[is_purchase]
+    chrono = placed[np.lexsort((placed, first_user[placed], first_time[placed]))]
+    number = np.full(ctx.log.next_order, -1, dtype=np.int64)
+    number[chrono] = np.arange(1, len(chrono) + 1)
+    order_number = np.where(is_purchase, number[np.maximum(order, 0)], -1)
+
+    kinds = pl.Series(["view", "click", "cart", "purchase"])
+    frame = pl.DataFrame(
+        {
+            "user": user,
+            "code": code,
+            "epoch": _START_EPOCH + t,
+            "kind": kind.astype(np.int64),
+            "order": order_number,
+            "qty": qty,
+        }
+    )
+    return frame.select(
+        _ids("U", pl.col("user"), ctx.users.n, 4).alias("user_id"),
+        _ids("I", pl.col("code"), ctx.cat.n, 5).alias("item_id"),
+        pl.from_epoch("epoch", time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
+        pl.col("kind").replace_strict(list(range(4)), kinds.to_list(), return_dtype=pl.Utf8).alias("event"),
+        pl.when(pl.col("order") >= 0)
+        .then(_ids("O", pl.col("order"), len(chrono) + 1, 6))
+        .otherwise(None)
+        .alias("order_id"),
+        pl.when(pl.col("order") >= 0).then(pl.col("qty")).otherwise(None).alias("quantity"),
+    )
+
+
+def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        frame.write_csv(tmp, float_precision=2)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are plain shareable data files
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_demo_shop(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
+    """Generate the demo shop and write items.csv, events.csv, bundles.csv into `out_dir`.
+
+    Each file is written to a temp file in `out_dir` and renamed into place, so a crash never
+    leaves a half-written file. Returns {"items": path, "events": path, "bundles": path}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items, events, bundles = generate_demo_shop(seed=seed, scale=scale)
+    paths = {name: out_dir / f"{name}.csv" for name in ("items", "events", "bundles")}
+    for name, frame in (("items", items), ("events", events), ("bundles", bundles)):
+        _write_atomic(frame, paths[name])
+    return paths

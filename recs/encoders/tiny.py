@@ -1,0 +1,34 @@
+"""A tiny random BERT for tests and smoke runs: MiniLM's own tokenizer, 2 small layers, seconds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from recs.encoders.backbone import default_model_path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def build_tiny_bert(out_dir: str | Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+    """Write a randomly initialised BERT (safetensors) and MiniLM's tokenizer to `out_dir`."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = default_model_path()
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(out, safe_serialization=True)
+    return out

@@ -1,0 +1,1 @@
+"""Retrieval: towers, contrastive losses, trainer, FAISS ItemIndex, candidate generation."""

@@ -1,0 +1,150 @@
+"""Candidates from every source, each carrying the features of every source that found it.
+
+Sources: the two-tower's nearest items, the user's own purchase history (buy-again), co-purchase
+neighbours of that history, and popularity. Until a learned ranker orders them, they are merged by
+weighted reciprocal-rank fusion (RRF): score = sum over sources of weight_s / (RRF_K + rank_s),
+rank_s being the candidate's 1-based rank within source s (sources that did not find it add 0).
+RRF needs no score calibration across sources, which is why it is the documented default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from recs.config import StrictModel
+
+SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "popularity")
+FEATURES: tuple[str, ...] = (
+    "two_tower_score",
+    "two_tower_rank",
+    "times_bought",
+    "days_since_bought",
+    "rebuy_interval_days",
+    "rebuy_due",
+    "cooc_score",
+    "popularity",
+    "from_two_tower",
+    "from_history",
+    "from_cooc",
+    "from_popularity",
+)
+NEVER_DAYS = 3650.0  # "days since bought" for an item never bought: far, finite (no NaN downstream)
+
+
+class CandidateConfig(StrictModel):
+    n_two_tower: int = 200
+    n_history: int = 100
+    n_cooc: int = 100
+    n_popularity: int = 20
+    rrf_k: float = 10.0
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "popularity": 0.2}
+    )
+
+
+@dataclass
+class UserHistory:
+    """A user's purchases: catalog rows and times (epoch seconds), chronological."""
+
+    rows: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def empty(cls) -> UserHistory:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass
+class CandidateSet:
+    item_rows: np.ndarray  # (n,) catalog rows
+    features: dict[str, np.ndarray]  # name -> (n,) float32, finite
+    merged_score: np.ndarray  # (n,) float32, RRF
+    cooc_source: np.ndarray  # (n,) history row that pulled the item in most, -1 if none
+
+    def __len__(self) -> int:
+        return len(self.item_rows)
+
+    def order(self) -> np.ndarray:
+        return np.lexsort((self.item_rows, -self.merged_score))
+
+
+def history_features(history: UserHistory, now: float) -> dict[int, tuple[float, float, float]]:
+    """item row -> (times bought, days since last bought, mean days between purchases or 0)."""
+    out: dict[int, tuple[float, float, float]] = {}
+    if len(history.rows) == 0:
+        return out
+    for row in np.unique(history.rows):
+        times = np.sort(history.times[history.rows == row])
+        # Lines of one basket share a time: count distinct purchase instants.
+        distinct = np.unique(times)
+        interval = float(np.diff(distinct).mean() / 86400.0) if len(distinct) > 1 else 0.0
+        out[int(row)] = (float(len(distinct)), max(0.0, (now - distinct[-1]) / 86400.0), interval)
+    return out
+
+
+def generate_candidates(
+    two_tower_rows: np.ndarray,
+    two_tower_scores_all: np.ndarray,
+    history: UserHistory,
+    now: float,
+    neighbour_rows: np.ndarray,
+    neighbour_scores: np.ndarray,
+    popularity: np.ndarray,
+    popular_rows: np.ndarray,
+    config: CandidateConfig,
+    allowed: np.ndarray | None = None,
+) -> CandidateSet:
+    """`two_tower_rows`: the index's top items for the user (best first); `two_tower_scores_all`:
+    the user's score for every catalog row (so every candidate gets its two-tower feature);
+    `allowed`: optional boolean mask over the catalog (filters), applied to every source."""
+    from recs.retrieval.copurchase import neighbour_scores as cooc_of
+
+    hist = history_features(history, now)
+    ranks: dict[str, dict[int, int]] = {s: {} for s in SOURCES}
+    for rank, row in enumerate(two_tower_rows[: config.n_two_tower].tolist(), start=1):
+        ranks["two_tower"][row] = rank
+    by_habit = sorted(hist, key=lambda r: (-hist[r][0], hist[r][1], r))[: config.n_history]
+    for rank, row in enumerate(by_habit, start=1):
+        ranks["history"][row] = rank
+    cooc: dict[int, tuple[float, int]] = {}
+    if len(history.rows):
+        recent = list(dict.fromkeys(history.rows[::-1].tolist()))[:50]  # most recent distinct first
+        weights = np.power(0.5, np.arange(len(recent)) / 5.0)
+        cooc = cooc_of(np.asarray(recent), weights, neighbour_rows, neighbour_scores)
+        by_cooc = sorted(cooc, key=lambda r: (-cooc[r][0], r))[: config.n_cooc]
+        for rank, row in enumerate(by_cooc, start=1):
+            ranks["cooc"][row] = rank
+    for rank, row in enumerate(popular_rows[: config.n_popularity].tolist(), start=1):
+        ranks["popularity"][row] = rank
+
+    rows = sorted(set().union(*(set(r) for r in ranks.values())))
+    if allowed is not None:
+        rows = [r for r in rows if allowed[r]]
+    rows_arr = np.asarray(rows, dtype=np.int64)
+    n = len(rows_arr)
+    feats = {name: np.zeros(n, dtype=np.float32) for name in FEATURES}
+    merged = np.zeros(n, dtype=np.float32)
+    cooc_source = np.full(n, -1, dtype=np.int64)
+    log_pop = np.log1p(popularity).astype(np.float32)
+    for j, row in enumerate(rows):
+        times, days, interval = hist.get(row, (0.0, NEVER_DAYS, 0.0))
+        feats["two_tower_score"][j] = two_tower_scores_all[row]
+        feats["two_tower_rank"][j] = ranks["two_tower"].get(row, config.n_two_tower + 1)
+        feats["times_bought"][j] = times
+        feats["days_since_bought"][j] = days
+        feats["rebuy_interval_days"][j] = interval
+        feats["rebuy_due"][j] = min(days / interval, 10.0) if interval > 0 else 0.0
+        feats["cooc_score"][j] = cooc.get(row, (0.0, -1))[0]
+        cooc_source[j] = cooc.get(row, (0.0, -1))[1]
+        feats["popularity"][j] = log_pop[row]
+        for source in SOURCES:
+            rank = ranks[source].get(row)
+            feats[f"from_{source}"][j] = 0.0 if rank is None else 1.0
+            if rank is not None:
+                merged[j] += config.weights.get(source, 0.0) / (config.rrf_k + rank)
+    for name in feats:
+        feats[name] = np.nan_to_num(feats[name], nan=0.0, posinf=0.0, neginf=0.0)
+    return CandidateSet(rows_arr, feats, merged, cooc_source)

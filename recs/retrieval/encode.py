@@ -1,0 +1,78 @@
+"""Batched, gradient-free encoding of item and user texts with the towers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from recs.progress import progress_bar
+from recs.retrieval.towers import TwoTowerModel
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_tokens: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    batch = tokenizer(
+        list(texts), truncation=True, max_length=max_tokens, padding=True, return_tensors="pt"
+    )
+    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+
+
+@torch.no_grad()
+def encode_items(
+    model: TwoTowerModel,
+    tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 128,
+    device: str = "cpu",
+    show_progress: bool = False,
+) -> np.ndarray:
+    return _encode(model, tokenizer, texts, "item", None, batch_size, device, show_progress)
+
+
+@torch.no_grad()
+def encode_users(
+    model: TwoTowerModel,
+    tokenizer,
+    texts: Sequence[str],
+    history_means: np.ndarray | None,
+    batch_size: int = 128,
+    device: str = "cpu",
+    show_progress: bool = False,
+) -> np.ndarray:
+    return _encode(model, tokenizer, texts, "user", history_means, batch_size, device, show_progress)
+
+
+def _encode(
+    model: TwoTowerModel,
+    tokenizer,
+    texts: Sequence[str],
+    tower: Literal["item", "user"],
+    history_means: np.ndarray | None,
+    batch_size: int,
+    device: str,
+    show_progress: bool,
+) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(texts), model.dim), dtype=np.float32)
+    max_tokens = model.config.max_item_tokens if tower == "item" else model.config.max_user_tokens
+    # Sorting by length keeps padding (wasted compute) small within each batch.
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    starts = range(0, len(texts), batch_size)
+    with progress_bar(f"encoding {tower}s", total=len(texts), enabled=show_progress) as advance:
+        for start in starts:
+            rows = order[start : start + batch_size]
+            batch = tokenize(tokenizer, [texts[i] or " " for i in rows], max_tokens, device)
+            if tower == "item":
+                vectors = model.encode_items(**batch)
+            else:
+                hist = None
+                if history_means is not None:
+                    hist = torch.from_numpy(history_means[rows]).to(device)
+                vectors = model.encode_users(**batch, history_mean=hist)
+            out[rows] = vectors.float().cpu().numpy()
+            advance(len(rows))
+    model.train(was_training)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,0 +1,847 @@
+"""`ItemIndex`: a FAISS index over item vectors with string ids, metadata filters and updates.
+
+Scores are inner products of L2-normalised float32 vectors (cosine similarity).
+
+Kinds
+-----
+``flat``   exact (`IndexIDMap2(IndexFlatIP)`); searched on GPU when faiss has one.
+``hnsw``   `IndexIDMap2(IndexHNSWFlat)`, M=32, efConstruction=200, efSearch 128 by default.
+           FAISS cannot remove from HNSW graphs, so `remove` leaves a tombstone that every
+           search excludes through an IDSelector; `compact()` rebuilds without them (run
+           automatically once tombstones exceed `compact_threshold` of the index).
+``ivfpq``  `IndexIVFPQ` over a flat inner-product quantizer (nlist ~ 4*sqrt(n), `pq_m`
+           sub-quantizers of 8 bits, trained on the first vectors added), with its own ids
+           and a hashtable direct map (remove / reconstruct). PQ codes alone rank poorly
+           (recall@10 ~ 0.7), so by default `refine_factor * k` candidates are re-scored
+           with an 8-bit scalar-quantised copy of the vectors (`refine="sq8"`; also
+           ``"fp16"``, ``"flat"`` or None). Below `IVFPQ_MIN_ITEMS` items it falls back to
+           flat (see `notes`).
+``auto``   flat below 50k items, hnsw below 1M, ivfpq above (decided at the first `add`).
+
+Ids: every added item gets a fresh int64 id (`update` too); int ids are never reused, so
+a tombstone can never hide a newer vector. Filters (category prefix, in stock, excluded
+items, tombstones) run inside FAISS as IDSelectors (bitmap over int ids, AND NOT a batch of
+excluded ids). When a filter leaves at most `exact_search_below` items, those items are
+scored exactly instead (an approximate index would find few of them). FAISS's -1 padding
+never reaches the caller.
+
+`save(dir)` writes ``index.faiss`` (+ ``refine.faiss`` for ivfpq with refine), ``ids.json``
+and ``index_config.json``: no pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from recs import device
+from recs.errors import ArtifactError, ConfigError, UnknownItemError
+
+__all__ = ["INDEX_FORMAT_VERSION", "INDEX_KINDS", "IVFPQ_MIN_ITEMS", "ItemIndex"]
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT_VERSION = 1
+INDEX_KINDS = ("flat", "hnsw", "ivfpq", "auto")
+AUTO_FLAT_BELOW = 50_000
+AUTO_HNSW_BELOW = 1_000_000
+IVFPQ_MIN_ITEMS = 1_000  # fewer items cannot train 256 PQ centroids + a useful IVF
+REFINE_KINDS = ("sq8", "fp16", "flat")
+GPU_MAX_K = 2048  # faiss GPU k-selection limit
+
+INDEX_FILE = "index.faiss"
+REFINE_FILE = "refine.faiss"
+IDS_FILE = "ids.json"
+CONFIG_FILE = "index_config.json"
+
+
+def _norm_category(path: str) -> str:
+    """'Home >  Kitchen>Knives ' -> 'home > kitchen > knives' (case-insensitive segments)."""
+    parts = [p.strip().casefold() for p in str(path).split(">")]
+    return " > ".join(p for p in parts if p)
+
+
+def _as_str_ids(item_ids: Iterable[Any], what: str = "item id") -> list[str]:
+    if isinstance(item_ids, str):
+        item_ids = [item_ids]
+    out = []
+    for x in item_ids:
+        if not isinstance(x, str):
+            raise ConfigError(f"{what}s must be strings, got {x!r} ({type(x).__name__})")
+        out.append(str(x))
+    return out
+
+
+def _pick_pq_m(dim: int) -> int:
+    """Sub-quantizer count: divides dim, sub-vectors of about 4 dims."""
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    return min(divisors, key=lambda m: (abs(dim / m - 4), -m))
+
+
+class ItemIndex:
+    """Nearest-item search over normalised item vectors (see module doc)."""
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "auto",
+        *,
+        hnsw_m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        nlist: int | None = None,
+        pq_m: int | None = None,
+        nbits: int = 8,
+        nprobe: int | None = None,
+        refine: str | None = "sq8",
+        refine_factor: int = 4,
+        exact_search_below: int = 2048,
+        compact_threshold: float | None = 0.3,
+        use_gpu: bool | None = None,
+    ):
+        if not isinstance(dim, int) or dim <= 0:
+            raise ConfigError(f"index dim must be a positive int, got {dim!r}")
+        if kind not in INDEX_KINDS:
+            raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        if pq_m is not None and (pq_m <= 0 or dim % pq_m):
+            raise ConfigError(f"pq_m={pq_m} must divide the vector dim {dim}")
+        if refine is not None and refine not in REFINE_KINDS:
+            raise ConfigError(f"refine must be one of {REFINE_KINDS} or None, got {refine!r}")
+        for name, value in (
+            ("hnsw_m", hnsw_m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+            ("nbits", nbits),
+            ("refine_factor", refine_factor),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if compact_threshold is not None and not 0 < compact_threshold <= 1:
+            raise ConfigError(
+                f"compact_threshold must be in (0, 1] or None, got {compact_threshold}"
+            )
+        self.dim = dim
+        self.requested_kind = kind
+        self.kind: str | None = None if kind in ("auto", "ivfpq") else kind
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.nlist = nlist
+        self.pq_m = pq_m
+        self.nbits = nbits
+        self.nprobe = nprobe
+        self.refine = refine
+        self.refine_factor = refine_factor
+        self.exact_search_below = int(exact_search_below)
+        self.compact_threshold = compact_threshold
+        self.use_gpu = use_gpu
+        self.notes: list[str] = []
+
+        self._index: Any = None  # faiss index (CPU)
+        self._refine_index: Any = None  # ivfpq re-scoring store (IDMap2 over SQ/flat)
+        self._id_to_int: dict[str, int] = {}
+        self._names = np.empty(0, dtype=object)  # int id -> str (None when retired)
+        self._alive = np.zeros(0, dtype=bool)  # int id -> currently searchable
+        self._in_stock = np.zeros(0, dtype=bool)
+        self._cat_code = np.zeros(0, dtype=np.int32)  # int id -> category code, -1 none
+        self._cat_vocab: list[str] = []
+        self._cat_lookup: dict[str, int] = {}
+        self._cat_norm: list[str] = []
+        self._n_tombstones = 0
+        self._mask_cache: dict[tuple[str | None, bool], tuple[np.ndarray, int]] = {}
+        self._gpu: Any = None  # (resources, gpu index, position -> int id)
+        self._gpu_broken = False
+        if self.kind is not None:
+            self._index = self._new_index(self.kind, None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        kind: str = "auto",
+        categories: Sequence[str | None] | None = None,
+        in_stock: Sequence[bool] | None = None,
+        **options: Any,
+    ) -> ItemIndex:
+        """Create an index sized for these items and add them."""
+        arr = np.asarray(vectors)
+        if arr.ndim != 2:
+            raise ConfigError(f"vectors must be 2-D (n, dim), got shape {arr.shape}")
+        index = cls(int(arr.shape[1]), kind, **options)
+        index.add(item_ids, arr, categories=categories, in_stock=in_stock)
+        return index
+
+    def _resolve_kind(self, n: int) -> str:
+        kind = self.requested_kind
+        if kind == "auto":
+            kind = "flat" if n < AUTO_FLAT_BELOW else "hnsw" if n < AUTO_HNSW_BELOW else "ivfpq"
+        if kind == "ivfpq" and n < IVFPQ_MIN_ITEMS:
+            note = (
+                f"ivfpq needs at least {IVFPQ_MIN_ITEMS} items to train, got {n}: "
+                "using an exact flat index instead"
+            )
+            self.notes.append(note)
+            log.info(note)
+            kind = "flat"
+        return kind
+
+    def _new_index(self, kind: str, train: np.ndarray | None) -> Any:
+        d = self.dim
+        if kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        if kind == "hnsw":
+            hnsw = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = self.ef_construction
+            hnsw.hnsw.efSearch = self.ef_search
+            return faiss.IndexIDMap2(hnsw)
+        assert kind == "ivfpq" and train is not None
+        n = len(train)
+        nlist = self.nlist or round(4 * math.sqrt(n))
+        nlist = max(1, min(nlist, n // 39))  # >= 39 training points per list
+        if self.nlist and nlist != self.nlist:
+            self.notes.append(
+                f"nlist lowered from {self.nlist} to {nlist} for {n} training vectors"
+            )
+        self.nlist = nlist
+        self.pq_m = self.pq_m or _pick_pq_m(d)
+        if self.nprobe is None:
+            self.nprobe = min(nlist, max(16, nlist // 32))
+        quantizer = faiss.IndexFlatIP(d)
+        ivf = faiss.IndexIVFPQ(
+            quantizer, d, nlist, self.pq_m, self.nbits, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf.pq.cp.min_points_per_centroid = 1  # small catalogs: the refine step repairs PQ error
+        ivf.nprobe = self.nprobe
+        ivf.train(train)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if self.refine is not None:
+            if self.refine == "flat":
+                store = faiss.IndexFlatIP(d)
+            else:
+                qtype = (
+                    faiss.ScalarQuantizer.QT_8bit
+                    if self.refine == "sq8"
+                    else faiss.ScalarQuantizer.QT_fp16
+                )
+                store = faiss.IndexScalarQuantizer(d, qtype, faiss.METRIC_INNER_PRODUCT)
+                store.train(train)
+            self._refine_index = faiss.IndexIDMap2(store)
+        return ivf
+
+    # ------------------------------------------------------------------ sizes and ids
+    def __len__(self) -> int:
+        return len(self._id_to_int)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._id_to_int
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Searchable item ids, in insertion order of their current vectors."""
+        return [str(s) for s in self._names[np.flatnonzero(self._alive)]]
+
+    @property
+    def n_tombstones(self) -> int:
+        return self._n_tombstones
+
+    @property
+    def is_trained(self) -> bool:
+        return self._index is not None
+
+    def __repr__(self) -> str:
+        return f"ItemIndex(kind={self.kind or self.requested_kind!r}, dim={self.dim}, items={len(self)})"
+
+    # ------------------------------------------------------------------ mutation
+    def _prepare_vectors(self, item_ids: list[str], vectors: Any) -> np.ndarray:
+        arr = np.array(vectors, dtype=np.float32, copy=True)
+        if arr.ndim == 1 and len(item_ids) == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ConfigError(f"vectors must have shape (n, {self.dim}), got {arr.shape}")
+        if arr.shape[0] != len(item_ids):
+            raise ConfigError(f"{len(item_ids)} item ids but {arr.shape[0]} vectors")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = [item_ids[i] for i in np.flatnonzero(~finite)]
+            raise ConfigError(
+                f"NaN or inf in the vector of item {bad[0]!r}"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+            )
+        norms = np.linalg.norm(arr, axis=1)
+        zero = norms < 1e-12
+        if zero.any():
+            raise ConfigError(f"zero vector for item {item_ids[int(np.flatnonzero(zero)[0])]!r}")
+        arr /= norms[:, None]
+        return arr
+
+    def _check_meta(
+        self, n: int, categories: Any, in_stock: Any
+    ) -> tuple[list | None, np.ndarray | None]:
+        cats = None
+        if categories is not None:
+            cats = list(categories)
+            if len(cats) != n:
+                raise ConfigError(f"{n} items but {len(cats)} categories")
+            for c in cats:
+                if c is not None and not isinstance(c, str):
+                    raise ConfigError(f"categories must be strings or None, got {c!r}")
+        stock = None
+        if in_stock is not None:
+            stock = np.asarray(in_stock)
+            if stock.shape != (n,):
+                raise ConfigError(f"{n} items but in_stock has shape {stock.shape}")
+            if stock.dtype != bool:
+                if not all(isinstance(s, bool | np.bool_) for s in stock.tolist()):
+                    raise ConfigError("in_stock values must be booleans")
+                stock = stock.astype(bool)
+        return cats, stock
+
+    def _cat_codes(self, cats: list[str | None]) -> np.ndarray:
+        codes = np.empty(len(cats), dtype=np.int32)
+        for i, c in enumerate(cats):
+            if c is None or not _norm_category(c):
+                codes[i] = -1
+                continue
+            code = self._cat_lookup.get(c)
+            if code is None:
+                code = len(self._cat_vocab)
+                self._cat_lookup[c] = code
+                self._cat_vocab.append(c)
+                self._cat_norm.append(_norm_category(c))
+            codes[i] = code
+        return codes
+
+    def _changed(self) -> None:
+        self._mask_cache.clear()
+        self._gpu = None
+
+    def add(
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        categories: Sequence[str | None] | None = None,
+        in_stock: Sequence[bool] | None = None,
+    ) -> None:
+        """Add new items. `in_stock` defaults to True, `categories` to none."""
+        ids = _as_str_ids(item_ids)
+        if not ids:
+            return
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ConfigError(f"item id {dup!r} appears twice in one add()")
+        present = [i for i in ids if i in self._id_to_int]
+        if present:
+            raise ConfigError(f"item {present[0]!r} is already in the index; use update()")
+        vecs = self._prepare_vectors(ids, vectors)
+        cats, stock = self._check_meta(len(ids), categories, in_stock)
+        if self._index is None:
+            self.kind = self._resolve_kind(len(ids))
+            self._index = self._new_index(self.kind, vecs if self.kind == "ivfpq" else None)
+
+        start = len(self._names)
+        int_ids = np.arange(start, start + len(ids), dtype=np.int64)
+        self._index.add_with_ids(vecs, int_ids)
+        if self._refine_index is not None:
+            self._refine_index.add_with_ids(vecs, int_ids)
+        self._names = np.concatenate([self._names, np.array(ids, dtype=object)])
+        self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
+        self._in_stock = np.concatenate(
+            [self._in_stock, stock if stock is not None else np.ones(len(ids), dtype=bool)]
+        )
+        codes = self._cat_codes(cats) if cats is not None else np.full(len(ids), -1, np.int32)
+        self._cat_code = np.concatenate([self._cat_code, codes])
+        for s, i in zip(ids, int_ids.tolist(), strict=True):
+            self._id_to_int[s] = i
+        self._changed()
+
+    def _int_ids_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        ids = _as_str_ids(item_ids)
+        missing = [i for i in ids if i not in self._id_to_int]
+        if missing:
+            raise UnknownItemError(
+                f"item {missing[0]!r} is not in the index"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        return np.fromiter((self._id_to_int[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def remove(self, item_ids: Sequence[str]) -> None:
+        """Remove items; they are never returned again (UnknownItemError if absent)."""
+        ids = list(dict.fromkeys(_as_str_ids(item_ids)))
+        if not ids:
+            return
+        int_ids = self._int_ids_of(ids)
+        self._drop(int_ids)
+        for s in ids:
+            del self._id_to_int[s]
+        self._changed()
+        self._maybe_compact()
+
+    def _drop(self, int_ids: np.ndarray) -> None:
+        if self.kind == "hnsw":
+            self._n_tombstones += len(int_ids)  # FAISS HNSW cannot remove_ids
+        else:
+            # An ndarray (not an IDSelectorBatch): faiss then picks IDSelectorArray for
+            # an IVF with a hashtable direct map, the only selector that one accepts.
+            removed = self._index.remove_ids(np.ascontiguousarray(int_ids, dtype=np.int64))
+            if removed != len(int_ids):
+                raise RuntimeError(f"faiss removed {removed} of {len(int_ids)} vectors")
+        if self._refine_index is not None:
+            self._refine_index.remove_ids(np.ascontiguousarray(int_ids, dtype=np.int64))
+        self._alive[int_ids] = False
+        self._names[int_ids] = None
+
+    def update(
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        categories: Sequence[str | None] | None = None,
+        in_stock: Sequence[bool] | None = None,
+    ) -> None:
+        """Replace the vectors of existing items (remove + add, fresh int ids).
+
+        Metadata not given is kept from the old entry.
+        """
+        ids = _as_str_ids(item_ids)
+        if len(set(ids)) != len(ids):
+            raise ConfigError("duplicate item ids in update()")
+        old = self._int_ids_of(ids)
+        self._prepare_vectors(ids, vectors)  # validate before touching anything
+        self._check_meta(len(ids), categories, in_stock)
+        if categories is None:
+            categories = [self._cat_vocab[c] if c >= 0 else None for c in self._cat_code[old]]
+        if in_stock is None:
+            in_stock = self._in_stock[old].copy()
+        self._drop(old)
+        for s in ids:
+            del self._id_to_int[s]
+        self.add(ids, vectors, categories=categories, in_stock=in_stock)
+        self._maybe_compact()
+
+    def set_metadata(
+        self,
+        item_ids: Sequence[str],
+        *,
+        categories: Sequence[str | None] | None = None,
+        in_stock: Sequence[bool] | None = None,
+    ) -> None:
+        """Change category / stock of existing items without touching their vectors."""
+        int_ids = self._int_ids_of(item_ids)
+        cats, stock = self._check_meta(len(int_ids), categories, in_stock)
+        if cats is not None:
+            self._cat_code[int_ids] = self._cat_codes(cats)
+        if stock is not None:
+            self._in_stock[int_ids] = stock
+        self._changed()
+
+    def _maybe_compact(self) -> None:
+        if (
+            self.kind == "hnsw"
+            and self.compact_threshold is not None
+            and self._index is not None
+            and self._n_tombstones > self.compact_threshold * max(1, self._index.ntotal)
+        ):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild an HNSW graph without its tombstones (no-op for other kinds)."""
+        if self.kind != "hnsw" or self._n_tombstones == 0:
+            return
+        alive = np.flatnonzero(self._alive).astype(np.int64)
+        vecs = self._reconstruct(alive) if len(alive) else np.zeros((0, self.dim), np.float32)
+        index = self._new_index("hnsw", None)
+        if len(alive):
+            index.add_with_ids(vecs, alive)
+        self._index = index
+        self._n_tombstones = 0
+        self._changed()
+
+    # ------------------------------------------------------------------ vectors
+    def _reconstruct(self, int_ids: np.ndarray) -> np.ndarray:
+        source = self._refine_index if self._refine_index is not None else self._index
+        if len(int_ids) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(
+            source.reconstruct_batch(np.ascontiguousarray(int_ids, dtype=np.int64)),
+            dtype=np.float32,
+        ).reshape(len(int_ids), self.dim)
+
+    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Stored (normalised) vectors; approximate for ivfpq (its sq8/fp16/PQ copy)."""
+        return self._reconstruct(self._int_ids_of(item_ids))
+
+    def categories(self, item_ids: Sequence[str]) -> list[str | None]:
+        codes = self._cat_code[self._int_ids_of(item_ids)]
+        return [self._cat_vocab[c] if c >= 0 else None for c in codes]
+
+    def in_stock(self, item_ids: Sequence[str]) -> np.ndarray:
+        return self._in_stock[self._int_ids_of(item_ids)].copy()
+
+    # ------------------------------------------------------------------ search
+    def _base_mask(self, category: str | None, in_stock_only: bool) -> tuple[np.ndarray, int]:
+        """Bool mask over int ids allowed by the shared filters, and its count (cached)."""
+        key = (_norm_category(category) if category is not None else None, in_stock_only)
+        hit = self._mask_cache.get(key)
+        if hit is not None:
+            return hit
+        mask = self._alive.copy()
+        if in_stock_only:
+            mask &= self._in_stock
+        if key[0] is not None:
+            want = key[0]
+            codes = [
+                c
+                for c, norm in enumerate(self._cat_norm)
+                if norm == want or norm.startswith(want + " > ")
+            ]
+            mask &= np.isin(self._cat_code, np.asarray(codes, dtype=np.int32))
+        result = (mask, int(mask.sum()))
+        self._mask_cache[key] = result
+        return result
+
+    def _prepare_queries(self, query_vectors: Any) -> np.ndarray:
+        q = np.array(query_vectors, dtype=np.float32, copy=True)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ConfigError(
+                f"query vectors must have shape (n, {self.dim}) or ({self.dim},), "
+                f"got {np.shape(query_vectors)}"
+            )
+        finite = np.isfinite(q).all(axis=1)
+        if not finite.all():
+            raise ConfigError(f"NaN or inf in query vector {int(np.flatnonzero(~finite)[0])}")
+        norms = np.linalg.norm(q, axis=1)
+        if (norms < 1e-12).any():
+            raise ConfigError(f"zero query vector at row {int(np.flatnonzero(norms < 1e-12)[0])}")
+        q /= norms[:, None]
+        return q
+
+    def _exclusions(self, exclude: Any, n_queries: int) -> list[np.ndarray]:
+        """Per query, the int ids to exclude (unknown ids are ignored)."""
+        empty = np.zeros(0, dtype=np.int64)
+        if exclude is None:
+            return [empty] * n_queries
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        items = list(exclude)
+        if not items:
+            return [empty] * n_queries
+
+        def to_ints(ids: Iterable[Any]) -> np.ndarray:
+            ids = _as_str_ids(ids, "excluded item id")
+            found = [self._id_to_int[i] for i in ids if i in self._id_to_int]
+            return np.unique(np.asarray(found, dtype=np.int64))
+
+        if all(isinstance(x, str) for x in items):
+            shared = to_ints(items)
+            return [shared] * n_queries
+        if any(isinstance(x, str) for x in items):
+            raise ConfigError("exclude must be a list of item ids or a list of lists, not a mix")
+        if len(items) != n_queries:
+            raise ConfigError(f"exclude has {len(items)} lists for {n_queries} queries")
+        return [to_ints(x if x is not None else []) for x in items]
+
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        *,
+        category: str | None = None,
+        in_stock_only: bool = False,
+        exclude: Sequence[Sequence[str]] | Sequence[str] | None = None,
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
+        """Top-k items per query: (ids, scores), scores float32 descending, no padding.
+
+        `category` keeps items whose category path equals it or starts with it
+        ("Outdoors" matches "Outdoors > Camping > Tents"; case-insensitive).
+        `exclude` is one list shared by all queries or one list per query.
+        """
+        if not isinstance(k, int | np.integer) or k <= 0:
+            raise ConfigError(f"k must be a positive int, got {k!r}")
+        if category is not None and not _norm_category(category):
+            raise ConfigError(f"empty category filter {category!r}; pass None for no filter")
+        q = self._prepare_queries(query_vectors)
+        n = len(q)
+        excl = self._exclusions(exclude, n)
+        out_ids: list[list[str]] = [[] for _ in range(n)]
+        out_scores: list[np.ndarray] = [np.zeros(0, np.float32) for _ in range(n)]
+        if self._index is None or len(self) == 0:
+            return out_ids, out_scores
+
+        filtered = category is not None or in_stock_only or self._n_tombstones > 0
+        base_mask, allowed = (
+            self._base_mask(category, in_stock_only) if filtered else (self._alive, len(self))
+        )
+        if allowed == 0:
+            return out_ids, out_scores
+        any_excl = any(len(e) for e in excl)
+
+        if (filtered or any_excl) and allowed <= self.exact_search_below:
+            labels, scores = self._search_exact(q, int(k), base_mask, excl)
+        else:
+            labels, scores = self._search_faiss(
+                q, int(k), base_mask if filtered else None, allowed, excl
+            )
+        for i in range(n):
+            lab, sc = labels[i], scores[i]
+            keep = (lab >= 0) & np.isfinite(sc)
+            lab, sc = lab[keep], sc[keep]
+            order = np.argsort(-sc, kind="stable")
+            out_ids[i] = [str(s) for s in self._names[lab[order]]]
+            out_scores[i] = sc[order].astype(np.float32)
+        return out_ids, out_scores
+
+    def _search_exact(
+        self, q: np.ndarray, k: int, mask: np.ndarray, excl: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        cand = np.flatnonzero(mask).astype(np.int64)
+        vecs = self._reconstruct(cand)
+        scores = q @ vecs.T
+        labels_out, scores_out = [], []
+        for i in range(len(q)):
+            s = scores[i]
+            if len(excl[i]):
+                s = s.copy()
+                s[np.isin(cand, excl[i])] = -np.inf
+            kk = min(k, len(cand))
+            top = np.argpartition(-s, kk - 1)[:kk] if kk < len(cand) else np.arange(len(cand))
+            labels_out.append(cand[top])
+            scores_out.append(s[top].astype(np.float32))
+        return labels_out, scores_out
+
+    def _selector(self, mask: np.ndarray | None, excluded: np.ndarray) -> tuple[Any, list[Any]]:
+        """IDSelector for (mask AND NOT excluded); also the objects to keep alive."""
+        keep: list[Any] = []
+        sel = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            sel = faiss.IDSelectorBitmap(bits)
+            keep += [bits, sel]
+        if len(excluded):
+            batch = faiss.IDSelectorBatch(excluded)
+            not_excl = faiss.IDSelectorNot(batch)
+            keep += [excluded, batch, not_excl]
+            sel = not_excl if sel is None else faiss.IDSelectorAnd(sel, not_excl)
+            keep.append(sel)
+        return sel, keep
+
+    def _params(self, sel: Any) -> Any:
+        if self.kind == "hnsw":
+            return (
+                faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
+                if sel is not None
+                else faiss.SearchParametersHNSW(efSearch=self.ef_search)
+            )
+        if self.kind == "ivfpq":
+            return (
+                faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+                if sel is not None
+                else faiss.SearchParametersIVF(nprobe=self.nprobe)
+            )
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def _search_faiss(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None, allowed: int, excl: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(k, allowed))
+        fetch = k * self.refine_factor if self._refine_index is not None else k
+        fetch = min(fetch, self._index.ntotal)
+        labels = np.full((len(q), fetch), -1, dtype=np.int64)
+        scores = np.full((len(q), fetch), -np.inf, dtype=np.float32)
+        groups: dict[bytes, list[int]] = {}
+        for i, e in enumerate(excl):
+            groups.setdefault(e.tobytes(), []).append(i)
+        for rows in groups.values():
+            sel, _keep = self._selector(mask, excl[rows[0]])
+            qs = q[rows]
+            if sel is None and self.kind == "flat":
+                d, lab = self._search_flat_maybe_gpu(qs, fetch)
+            else:
+                d, lab = self._index.search(qs, fetch, params=self._params(sel))
+            labels[rows], scores[rows] = lab, d
+        if self._refine_index is not None:
+            labels, scores = self._rescore(q, labels, k)
+        return labels, scores
+
+    def _rescore(self, q: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """ivfpq: re-score PQ candidates with the refine store's vectors; keep the top k."""
+        kk = min(k, labels.shape[1])
+        valid = labels >= 0
+        uniq = np.unique(labels[valid])
+        if len(uniq) == 0:
+            return labels[:, :kk], np.full((len(q), kk), -np.inf, np.float32)
+        vecs = self._reconstruct(uniq)
+        pos = np.searchsorted(uniq, np.where(valid, labels, uniq[0]))
+        scores = np.empty(labels.shape, dtype=np.float32)
+        for s in range(0, len(q), 256):  # bound the (rows, fetch, dim) temporary
+            rows = slice(s, s + 256)
+            scores[rows] = np.einsum("nd,nfd->nf", q[rows], vecs[pos[rows]])
+        scores[~valid] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+        return np.take_along_axis(labels, top, 1), np.take_along_axis(scores, top, 1)
+
+    # ------------------------------------------------------------------ GPU (flat only)
+    def _gpu_wanted(self) -> bool:
+        return self.use_gpu is not False and not self._gpu_broken and device.faiss_has_gpu()
+
+    def _search_flat_maybe_gpu(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k <= GPU_MAX_K and self._gpu_wanted():
+            try:
+                if self._gpu is None:
+                    res = faiss.StandardGpuResources()
+                    inner = faiss.downcast_index(self._index.index)
+                    gpu_index = faiss.index_cpu_to_gpu(res, 0, inner)
+                    pos_to_id = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+                    self._gpu = (res, gpu_index, pos_to_id)
+                _res, gpu_index, pos_to_id = self._gpu
+                d, pos = gpu_index.search(q, k)
+                lab = np.where(pos >= 0, pos_to_id[np.clip(pos, 0, None)], -1)
+                return d, lab
+            except Exception as exc:  # a broken GPU path must not break search
+                self._gpu_broken = True
+                self._gpu = None
+                log.warning("faiss GPU search failed (%s); using the CPU from now on", exc)
+        return self._index.search(q, k)
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self) -> dict[str, Any]:
+        return {
+            "format_version": INDEX_FORMAT_VERSION,
+            "kind": self.kind,
+            "requested_kind": self.requested_kind,
+            "dim": self.dim,
+            "metric": "inner_product",
+            "normalized": True,
+            "params": {
+                "hnsw_m": self.hnsw_m,
+                "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search,
+                "nlist": self.nlist,
+                "pq_m": self.pq_m,
+                "nbits": self.nbits,
+                "nprobe": self.nprobe,
+                "refine": self.refine,
+                "refine_factor": self.refine_factor,
+                "exact_search_below": self.exact_search_below,
+                "compact_threshold": self.compact_threshold,
+            },
+            "n_items": len(self),
+            "n_tombstones": self._n_tombstones,
+            "has_refine": self._refine_index is not None,
+            "notes": list(self.notes),
+            "faiss_version": getattr(faiss, "__version__", "unknown"),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write index.faiss, ids.json, index_config.json (+ refine.faiss) into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        alive = np.flatnonzero(self._alive)
+        ids = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "next_id": len(self._names),
+            "item_ids": [str(s) for s in self._names[alive]],
+            "int_ids": alive.tolist(),
+            "category_vocab": list(self._cat_vocab),
+            "category_codes": self._cat_code[alive].tolist(),
+            "in_stock": self._in_stock[alive].tolist(),
+        }
+        if self._index is not None:
+            faiss.write_index(self._index, str(out / INDEX_FILE))
+        if self._refine_index is not None:
+            faiss.write_index(self._refine_index, str(out / REFINE_FILE))
+        (out / IDS_FILE).write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        (out / CONFIG_FILE).write_text(
+            json.dumps(self._config(), indent=2) + "\n", encoding="utf-8"
+        )
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, use_gpu: bool | None = None) -> ItemIndex:
+        src = Path(directory)
+        try:
+            config = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
+            ids = json.loads((src / IDS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"{src} is not a saved ItemIndex: missing {exc.filename}") from exc
+        except ValueError as exc:
+            raise ArtifactError(f"{src}: unreadable index metadata ({exc})") from exc
+        version = config.get("format_version")
+        if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{src}: index format version {version!r} is newer than this recs "
+                f"reads ({INDEX_FORMAT_VERSION}); upgrade recs"
+            )
+        params = dict(config.get("params", {}))
+        known = {
+            "hnsw_m",
+            "ef_construction",
+            "ef_search",
+            "nlist",
+            "pq_m",
+            "nbits",
+            "nprobe",
+            "refine",
+            "refine_factor",
+            "exact_search_below",
+            "compact_threshold",
+        }
+        params = {key: v for key, v in params.items() if key in known}
+        kind = config.get("kind")
+        if kind not in ("flat", "hnsw", "ivfpq", None):
+            raise ArtifactError(f"{src}: unknown index kind {kind!r}")
+        try:
+            index = cls(
+                int(config["dim"]), config.get("requested_kind", "auto"), use_gpu=use_gpu, **params
+            )
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{src}: invalid index_config.json ({exc})") from exc
+        index.notes = list(config.get("notes", []))
+        index.kind = kind
+        index._index = None
+        if kind is not None:
+            if not (src / INDEX_FILE).is_file():
+                raise ArtifactError(f"{src}: missing {INDEX_FILE}")
+            index._index = faiss.read_index(str(src / INDEX_FILE))
+            if index._index.d != index.dim:
+                raise ArtifactError(
+                    f"{src}: {INDEX_FILE} has dim {index._index.d}, config says {index.dim}"
+                )
+            if config.get("has_refine"):
+                if not (src / REFINE_FILE).is_file():
+                    raise ArtifactError(f"{src}: missing {REFINE_FILE}")
+                index._refine_index = faiss.read_index(str(src / REFINE_FILE))
+
+        next_id = int(ids["next_id"])
+        int_ids = np.asarray(ids["int_ids"], dtype=np.int64)
+        names = list(ids["item_ids"])
+        if len(int_ids) != len(names) or (len(int_ids) and int_ids.max() >= next_id):
+            raise ArtifactError(f"{src}: inconsistent {IDS_FILE}")
+        index._names = np.full(next_id, None, dtype=object)
+        index._names[int_ids] = np.array(names, dtype=object)
+        index._alive = np.zeros(next_id, dtype=bool)
+        index._alive[int_ids] = True
+        index._in_stock = np.zeros(next_id, dtype=bool)
+        index._in_stock[int_ids] = np.asarray(ids["in_stock"], dtype=bool)
+        index._cat_code = np.full(next_id, -1, dtype=np.int32)
+        index._cat_code[int_ids] = np.asarray(ids["category_codes"], dtype=np.int32)
+        index._cat_vocab = list(ids["category_vocab"])
+        index._cat_lookup = {c: i for i, c in enumerate(index._cat_vocab)}
+        index._cat_norm = [_norm_category(c) for c in index._cat_vocab]
+        index._id_to_int = dict(zip(names, int_ids.tolist(), strict=True))
+        ntotal = index._index.ntotal if index._index is not None else 0
+        index._n_tombstones = ntotal - len(names)
+        if index._n_tombstones < 0 or (kind != "hnsw" and index._n_tombstones):
+            raise ArtifactError(f"{src}: {INDEX_FILE} holds {ntotal} vectors for {len(names)} ids")
+        return index

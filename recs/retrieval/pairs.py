@@ -1,0 +1,147 @@
+"""Training examples for the towers: (history before t -> items of the basket at t)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recs.data.text import render_user
+
+# Targets come from purchases; when a shop logs none, carts then clicks stand in for them.
+_TARGET_EVENTS: tuple[str, ...] = ("purchase", "cart", "click")
+
+
+@dataclass
+class Catalog:
+    """Item ids and texts in a fixed row order; every vector array follows this order."""
+
+    item_ids: list[str]
+    texts: list[str]  # what the item tower reads
+    titles: list[str]  # what a user history mentions
+    row_of: dict[str, int]
+
+    @classmethod
+    def from_items(cls, items: pl.DataFrame, render: Callable[[pl.DataFrame], list[str]]) -> Catalog:
+        ids = items["item_id"].to_list()
+        return cls(
+            item_ids=ids,
+            texts=render(items),
+            titles=items["title"].to_list(),
+            row_of={item: i for i, item in enumerate(ids)},
+        )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class UserState:
+    """What the user tower reads: the history text and the history item rows (chronological)."""
+
+    text: str
+    history_rows: list[int]
+
+
+@dataclass
+class TrainingExamples:
+    states: list[UserState]  # one per target basket
+    pair_state: np.ndarray  # (P,) index into states
+    pair_item: np.ndarray  # (P,) catalog row of the positive item
+    basket_items: list[frozenset[int]]  # per state: every positive of that basket (accidental hits)
+
+    def __len__(self) -> int:
+        return len(self.pair_item)
+
+
+def target_event_kind(events: pl.DataFrame) -> str:
+    present = set(events["event"].unique().to_list()) if events.height else set()
+    for kind in _TARGET_EVENTS:
+        if kind in present:
+            return kind
+    return "purchase"
+
+
+def _user_state(
+    rows: list[tuple[str, str, int]], titles: list[str], max_events: int, max_chars: int
+) -> UserState:
+    recent = rows[-max_events:]
+    history = [(event, titles[item]) for event, _, item in recent]
+    seen: dict[int, None] = {}
+    for _, _, item in recent:
+        seen.pop(item, None)
+        seen[item] = None  # keeps the most recent position of each item
+    return UserState(render_user(history, max_chars=max_chars), list(seen))
+
+
+def user_states(
+    events: pl.DataFrame, catalog: Catalog, max_events: int = 50, max_chars: int = 512
+) -> dict[str, UserState]:
+    """Each user's state after all their events (what the model reads to recommend now)."""
+    return {user: state_from_events(group, catalog, max_events, max_chars) for user, group in _by_user(events, catalog)}
+
+
+def _by_user(events: pl.DataFrame, catalog: Catalog) -> list[tuple[str, pl.DataFrame]]:
+    known = events.filter(pl.col("item_id").is_in(list(catalog.row_of))).sort(["user_id", "timestamp"])
+    return [(str(key[0]), group) for key, group in known.group_by("user_id", maintain_order=True)]
+
+
+def state_from_events(
+    user_events: pl.DataFrame, catalog: Catalog, max_events: int = 50, max_chars: int = 512
+) -> UserState:
+    """State from one user's events (chronological or not; unknown items are skipped)."""
+    known = user_events.filter(pl.col("item_id").is_in(list(catalog.row_of))).sort("timestamp")
+    rows = [(e, "", catalog.row_of[i]) for e, i in zip(known["event"], known["item_id"], strict=True)]
+    return _user_state(rows, catalog.titles, max_events, max_chars)
+
+
+def build_examples(
+    events: pl.DataFrame, catalog: Catalog, max_events: int = 50, max_chars: int = 512
+) -> TrainingExamples:
+    """One state per target basket that has some history before it; one pair per distinct item."""
+    kind = target_event_kind(events)
+    titles = catalog.titles
+    known = events.filter(pl.col("item_id").is_in(list(catalog.row_of)))
+    # Without basket ids (carts, clicks), each target event is its own basket.
+    known = known.with_columns(
+        pl.when(pl.col("basket_id").is_not_null())
+        .then(pl.col("basket_id"))
+        .otherwise(pl.concat_str([pl.lit("e:"), pl.int_range(pl.len()).cast(pl.Utf8)]))
+        .alias("_basket")
+    ).sort(["user_id", "timestamp", "_basket", "item_id"])
+    states: list[UserState] = []
+    baskets: list[frozenset[int]] = []
+    pair_state: list[int] = []
+    pair_item: list[int] = []
+    for _, group in known.group_by("user_id", maintain_order=True):
+        event_kinds = group["event"].to_list()
+        items = [catalog.row_of[i] for i in group["item_id"].to_list()]
+        basket_ids = group["_basket"].to_list()
+        times = group["timestamp"].to_list()
+        rows = list(zip(event_kinds, basket_ids, items, strict=True))
+        start = 0
+        while start < len(rows):
+            end = start
+            while end < len(rows) and basket_ids[end] == basket_ids[start]:
+                end += 1
+            if event_kinds[start] == kind:
+                # History: strictly earlier events only (a basket's own lines are not history).
+                cut = start
+                while cut > 0 and times[cut - 1] >= times[start]:
+                    cut -= 1
+                if cut > 0:
+                    positives = frozenset(items[start:end])
+                    states.append(_user_state(rows[:cut], titles, max_events, max_chars))
+                    baskets.append(positives)
+                    for item in sorted(positives):
+                        pair_state.append(len(states) - 1)
+                        pair_item.append(item)
+            start = end
+    return TrainingExamples(
+        states=states,
+        pair_state=np.asarray(pair_state, dtype=np.int64),
+        pair_item=np.asarray(pair_item, dtype=np.int64),
+        basket_items=baskets,
+    )
