@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 RECS := $(VENV)/bin/recs
 STAMP := $(VENV)/.installed
 DEMO := build/demo
+# 2 epochs of at most 8000 pairs: a few minutes on 2 CPU cores. On a GPU: --epochs 5 --train-layers -1
+DEMO_TRAIN_FLAGS ?= --epochs 2
 
 .PHONY: setup setup-gpu demo test lint bench clean
 
@@ -23,11 +25,18 @@ setup-gpu: $(STAMP)
 	$(PY) -m pip uninstall --yes faiss-cpu onnxruntime
 	$(PY) -m pip install --quiet -e ".[gpu]"
 
+# The main job on the embedded demo shop: generate, validate, train, index, query, evaluate.
 demo: $(STAMP)
 	$(RECS) data demo --out $(DEMO)/shop --seed 0
 	$(RECS) data validate $(DEMO)/shop/items.csv $(DEMO)/shop/events.csv $(DEMO)/shop/bundles.csv
-	$(RECS) data profile --data $(DEMO)/shop --user $$($(PY) -c "import polars as pl; print(pl.read_csv('$(DEMO)/shop/events.csv')['user_id'][0])")
-	$(RECS) evaluate --data $(DEMO)/shop --model popularity,repeat,cooc,als,bm25 --k 10,50 --out $(DEMO)/baselines.json
+	$(RECS) train --data $(DEMO)/shop --out $(DEMO)/model $(DEMO_TRAIN_FLAGS)
+	$(RECS) build-index --model $(DEMO)/model
+	for user in U0001 U0042 U0123; do \
+	  $(RECS) data profile --data $(DEMO)/shop --user $$user && \
+	  $(RECS) query --model $(DEMO)/model --user $$user --k 10 --show-history || exit 1; \
+	done
+	$(RECS) query --model $(DEMO)/model --text "camping trip this weekend" --k 5
+	$(RECS) evaluate --data $(DEMO)/shop --artifact $(DEMO)/model --k 10,50 --out $(DEMO)/evaluation.json
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recs tests benchmarks

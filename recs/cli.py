@@ -139,10 +139,14 @@ def evaluate(
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10,50.")] = "10,50",
     out: Annotated[Path | None, typer.Option("--out", help="Write results JSON here (and .md beside it).")] = None,
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip ALS hyper-parameter search.")] = False,
+    artifact: Annotated[Path | None, typer.Option("--artifact", help="Also evaluate this trained model (two_tower and candidates).")] = None,
     on_bad_rows: OnBadRowsOption = "error",
     config: ConfigOption = None,
 ) -> None:
-    """Evaluate baselines with the next-basket protocol (last basket of each user = test)."""
+    """Evaluate baselines (and a trained model) with the next-basket protocol (last basket = test).
+
+    A model from `recs train` held each user's last basket out of training (it was its validation
+    set), so its figures here are on baskets it never trained on."""
     from recs.data.load import load_dataset
     from recs.data.splits import leave_last_out
     from recs.evaluation.baselines import BASELINES
@@ -157,7 +161,9 @@ def evaluate(
     dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     console.print(split.describe(), highlight=False)
-    rows = evaluate_baselines(names, dataset.items, split, ks, tune_als=not no_tune)
+    rows = evaluate_baselines(names, dataset.items, split, ks, tune_als=not no_tune, dataset=data.name)
+    if artifact is not None:
+        rows += evaluate_artifact(artifact, dataset.items, split, ks, data.name)
     for row in rows:
         row.setdefault("dataset", data.name)
     metrics = [f"{m}@{kk}" for kk in ks for m in ("recall", "ndcg")]
@@ -290,6 +296,21 @@ def query(
     for r in results:
         table.add_row(str(r.rank), r.item_id, r.title[:60], "" if r.price is None else f"{r.price:.2f}", f"{r.score:.4f}", r.source)
     console.print(table)
+
+
+def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
+    from recs.evaluation.protocol import evaluate as evaluate_model
+    from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender
+    from recs.retrieval.retriever import Retriever
+
+    retriever = Retriever.load(artifact)
+    rows: list[dict[str, Any]] = []
+    for recommender in (TwoTowerRecommender(retriever=retriever), CandidatesRecommender(retriever=retriever)):
+        recommender.fit(split.fit_events, items)
+        for slice_name, metrics in evaluate_model(recommender, split, items, ks=ks).items():
+            rows.append({"dataset": dataset_name, "method": recommender.name, "slice": slice_name,
+                         "metrics": metrics, "notes": f"artifact {artifact}"})
+    return rows
 
 
 def _fmt(value: Any) -> str:

@@ -1,0 +1,61 @@
+"""Evaluation: full-ranking metrics, the Recommender interface, baselines, protocol, reports."""
+
+from __future__ import annotations
+
+from recs.evaluation.baselines import (
+    BASELINES,
+    ALSRecommender,
+    BM25Recommender,
+    CoocRecommender,
+    PopularityRecommender,
+    RepeatRecommender,
+    make_baseline,
+)
+from recs.evaluation.metrics import (
+    coverage,
+    hit_matrix,
+    hit_rate_at_k,
+    intra_list_diversity,
+    mean_ranking_metrics,
+    mrr,
+    ndcg_at_k,
+    popularity_bias,
+    popularity_percentiles,
+    recall_at_k,
+)
+from recs.evaluation.protocol import SLICES, evaluate, evaluate_baselines
+from recs.evaluation.recommender import Recommendations, Recommender, UnknownUserPolicy
+from recs.evaluation.report import format_table, plot_metrics, write_results
+from recs.evaluation.tuning import DEFAULT_ALS_GRID, tune, tune_als
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_ALS_GRID",
+    "SLICES",
+    "ALSRecommender",
+    "BM25Recommender",
+    "CoocRecommender",
+    "PopularityRecommender",
+    "Recommendations",
+    "Recommender",
+    "RepeatRecommender",
+    "UnknownUserPolicy",
+    "coverage",
+    "evaluate",
+    "evaluate_baselines",
+    "format_table",
+    "hit_matrix",
+    "hit_rate_at_k",
+    "intra_list_diversity",
+    "make_baseline",
+    "mean_ranking_metrics",
+    "mrr",
+    "ndcg_at_k",
+    "plot_metrics",
+    "popularity_bias",
+    "popularity_percentiles",
+    "recall_at_k",
+    "tune",
+    "tune_als",
+    "write_results",
+]

@@ -1,0 +1,237 @@
+"""The evaluation protocol: next-basket prediction, full ranking over the catalog.
+
+For each test user, the relevant set is the distinct items of their held-out basket. Items they
+bought before are NOT excluded (re-buying is most of what shops see). Test items absent from the
+fitted events stay in the relevant set: an ID-based model can only miss them, a text model may
+hit them (that is the point of the `cold_items` slice). Slices:
+- `all`: every relevant item;
+- `new_to_user`: relevant items the user never purchased in `split.fit_events`;
+- `cold_items`: relevant items in `split.cold_items` (absent from the fitted events).
+A user whose relevant set is empty in a slice is skipped for that slice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recs.data.splits import Split
+from recs.errors import ConfigError, DataError
+from recs.evaluation.baselines import make_baseline
+from recs.evaluation.metrics import (
+    coverage,
+    hit_matrix,
+    intra_list_diversity,
+    mean_ranking_metrics,
+    popularity_bias,
+    popularity_percentiles,
+)
+from recs.evaluation.recommender import Recommender
+
+__all__ = ["SLICES", "check_ks", "evaluate", "evaluate_baselines", "training_popularity"]
+
+SLICES: tuple[str, ...] = ("all", "new_to_user", "cold_items")
+
+
+def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    """Distinct positive cut-offs, ascending; ConfigError otherwise."""
+    if isinstance(ks, (int, str)) or not len(ks):
+        raise ConfigError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
+    out: set[int] = set()
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"every k must be a positive integer, got {k!r}")
+        out.add(int(k))
+    return tuple(sorted(out))
+
+
+def _check_slices(slices: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(slices, str) or not len(slices):
+        raise ConfigError(f"slices must be a non-empty sequence of names, got {slices!r}")
+    unknown = [s for s in slices if s not in SLICES]
+    if unknown:
+        raise ConfigError(
+            f"unknown slice(s) {', '.join(map(repr, unknown))} (known: {', '.join(SLICES)})"
+        )
+    return tuple(dict.fromkeys(slices))
+
+
+def training_popularity(fit_events: pl.DataFrame, item_ids: Sequence[str]) -> np.ndarray:
+    """Purchase rows per catalog item in the fitted events (all events if there is no purchase)."""
+    events = fit_events
+    if "event" in events.columns and events.filter(pl.col("event") == "purchase").height:
+        events = events.filter(pl.col("event") == "purchase")
+    counts = dict(events.group_by("item_id").len().iter_rows())
+    return np.array([counts.get(i, 0) for i in item_ids], dtype=np.float64)
+
+
+def _relevant_sets(
+    split: Split, users: list[str], slices: tuple[str, ...]
+) -> dict[str, list[frozenset[str]]]:
+    by_user = {
+        u: frozenset(items)
+        for u, items in split.test.group_by("user_id").agg(pl.col("item_id").unique()).iter_rows()
+    }
+    out: dict[str, list[frozenset[str]]] = {}
+    for s in slices:
+        if s == "all":
+            out[s] = [by_user[u] for u in users]
+        elif s == "new_to_user":
+            fit = split.fit_events
+            if "event" in fit.columns:
+                fit = fit.filter(pl.col("event") == "purchase")
+            bought = {
+                u: set(items)
+                for u, items in fit.filter(pl.col("user_id").is_in(users))
+                .group_by("user_id")
+                .agg(pl.col("item_id").unique())
+                .iter_rows()
+            }
+            out[s] = [by_user[u] - bought.get(u, set()) for u in users]
+        else:  # cold_items
+            out[s] = [by_user[u] & split.cold_items for u in users]
+    return out
+
+
+def evaluate(
+    model: Recommender,
+    split: Split,
+    items: pl.DataFrame,
+    ks: Sequence[int] = (10, 50),
+    slices: Sequence[str] = SLICES,
+    batch_size: int = 1024,
+) -> dict[str, dict[str, float]]:
+    """Metrics of a model already fitted on `split.fit_events`, per slice.
+
+    Returns slice -> {"recall@k", "ndcg@k", "mrr@k", "hit_rate@k", "coverage@k",
+    "popularity_bias@k", "diversity@k" (only when items have categories), "users"} for each k.
+    Each user is recommended once, with max(ks) items; every metric is computed from that list.
+    A slice with no user has all metrics 0.0 and users 0. Test users the model does not know
+    (cold users of a time split) follow its `unknown_user` policy: "raise" aborts the run.
+    """
+    ks = check_ks(ks)
+    slices = _check_slices(slices)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if "item_id" not in items.columns:
+        raise DataError("items: missing column 'item_id'")
+    missing = {"user_id", "item_id"} - set(split.test.columns)
+    if missing:
+        raise DataError(f"split.test: missing column(s) {', '.join(sorted(missing))}")
+
+    item_ids = items["item_id"].cast(pl.Utf8).to_list()
+    users = sorted(split.test["user_id"].unique().to_list())
+    k_max = max(ks)
+    ranked: list[list[str]] = []
+    for start in range(0, len(users), batch_size):
+        ranked.extend(model.recommend(users[start : start + batch_size], k=k_max).item_ids)
+
+    categories: dict[str, str] = {}
+    if "category" in items.columns:
+        categories = {
+            i: c
+            for i, c in items.select(pl.col("item_id").cast(pl.Utf8), "category").iter_rows()
+            if c
+        }
+    percentile = dict(
+        zip(
+            item_ids,
+            popularity_percentiles(training_popularity(split.fit_events, item_ids)),
+            strict=True,
+        )
+    )
+
+    out: dict[str, dict[str, float]] = {}
+    for s, relevant in _relevant_sets(split, users, slices).items():
+        counted = [r for r, rel in zip(ranked, relevant, strict=True) if rel]
+        hits, n_rel = hit_matrix(ranked, relevant, k_max)
+        metrics = mean_ranking_metrics(hits, n_rel, ks)
+        for k in ks:
+            metrics[f"coverage@{k}"] = coverage(counted, len(item_ids), k)
+            metrics[f"popularity_bias@{k}"] = popularity_bias(counted, percentile, k)
+            diversity = intra_list_diversity(counted, categories, k) if categories else None
+            if diversity is not None:
+                metrics[f"diversity@{k}"] = diversity
+        users_counted = metrics.pop("users")
+        out[s] = {**_ordered(metrics, ks), "users": users_counted}
+    return out
+
+
+_ORDER = ("recall", "ndcg", "mrr", "hit_rate", "coverage", "diversity", "popularity_bias")
+
+
+def _ordered(metrics: Mapping[str, float], ks: tuple[int, ...]) -> dict[str, float]:
+    # A stable, readable key order: metric family first, then k.
+    return {f"{m}@{k}": metrics[f"{m}@{k}"] for m in _ORDER for k in ks if f"{m}@{k}" in metrics}
+
+
+def evaluate_baselines(
+    names: Sequence[str],
+    dataset_items: pl.DataFrame,
+    split: Split,
+    ks: Sequence[int] = (10, 50),
+    tune_als: bool = True,
+    *,
+    slices: Sequence[str] = SLICES,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset: str | None = None,
+    batch_size: int = 1024,
+) -> list[dict[str, Any]]:
+    """Fit each named baseline on `split.fit_events` and evaluate it.
+
+    Returns rows {"dataset", "method", "slice", "metrics", "notes"} (the results format). `params`
+    gives constructor parameters per method. With `tune_als`, ALS is first tuned on the validation
+    split (fit on `split.tune_events`, NDCG@10 on `split.valid`); the chosen parameters go in the
+    notes (tuning is skipped, and said so, when there are no validation users).
+    """
+    ks = check_ks(ks)
+    slices = _check_slices(slices)
+    params = dict(params or {})
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        method_params = dict(params.get(name, {}))
+        notes = [
+            f"next-basket {split.protocol}, full ranking over {dataset_items.height} items",
+            split.describe(),
+        ]
+        if name == "als" and tune_als:
+            # Imported here: tuning itself runs `evaluate`.
+            from recs.evaluation.tuning import tune_als as run_tuning
+
+            try:
+                result = run_tuning(
+                    split, dataset_items, fixed=method_params, batch_size=batch_size
+                )
+            except DataError as e:
+                notes.append(f"not tuned: {e}")
+            else:
+                method_params = dict(result["params"])
+                notes.append(
+                    f"tuned on validation ({len(result['trials'])} trials, "
+                    f"{result['metric']}={result['score']:.4f})"
+                )
+        model = make_baseline(name, **method_params)
+        start = time.perf_counter()
+        model.fit(split.fit_events, dataset_items)
+        fit_s = time.perf_counter() - start
+        if model.get_params():
+            notes.append("params: " + ", ".join(f"{k}={v}" for k, v in model.get_params().items()))
+        notes.append(f"fit {fit_s:.1f}s")
+        result_by_slice = evaluate(
+            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size
+        )
+        for s, metrics in result_by_slice.items():
+            rows.append(
+                {
+                    "dataset": dataset or "unknown",
+                    "method": name,
+                    "slice": s,
+                    "metrics": metrics,
+                    "notes": "; ".join(notes),
+                }
+            )
+    return rows

@@ -1,0 +1,232 @@
+"""The evaluation protocol and tuning on a hand-checkable leave-last-out split.
+
+Fixture (all purchases, catalog a..e):
+  u1: o1 day0 {a, b}; o2 day1 {a}; o3 day2 {a, c}   -> test {a, c}, validation {a}
+  u2: o4 day0 {b};    o5 day3 {b, e}                -> test {b, e}
+  u3: o6 day1 {a}                                   -> one basket: fit only
+Fit counts: a 3, b 2, c/d/e 0 -> popularity order a, b, c, d, e. Cold items: c, d, e.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from recs.data.baskets import assign_baskets
+from recs.data.schema import EVENTS_SCHEMA
+from recs.data.splits import Split, leave_last_out
+from recs.errors import ConfigError, DataError
+from recs.evaluation import evaluate, evaluate_baselines, make_baseline, tune, tune_als
+from recs.evaluation.tuning import grid_points, validation_split
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+LOG3 = math.log2(3)
+NDCG_HIT_AT_1 = 1 / (1 + 1 / LOG3)  # 1 hit at rank 1 of 2 relevant, k = 2
+NDCG_HIT_AT_2 = (1 / LOG3) / (1 + 1 / LOG3)  # 1 hit at rank 2 of 2 relevant, k = 2
+
+
+def _split() -> tuple[Split, pl.DataFrame]:
+    baskets = [
+        ("u1", "o1", 0, "ab"),
+        ("u1", "o2", 1, "a"),
+        ("u1", "o3", 2, "ac"),
+        ("u2", "o4", 0, "b"),
+        ("u2", "o5", 3, "be"),
+        ("u3", "o6", 1, "a"),
+    ]
+    rows = [
+        {
+            "user_id": user,
+            "item_id": item,
+            "timestamp": T0 + timedelta(days=day),
+            "event": "purchase",
+            "order_id": order,
+            "quantity": 1.0,
+            "rating": None,
+        }
+        for user, order, day, basket in baskets
+        for item in basket
+    ]
+    # A view after u1's last basket: not a basket, must not leak into the targets.
+    rows.append(
+        {
+            **rows[0],
+            "item_id": "d",
+            "event": "view",
+            "order_id": None,
+            "timestamp": T0 + timedelta(days=9),
+        }
+    )
+    schema = {k: v for k, v in EVENTS_SCHEMA.items() if k != "basket_id"}
+    events = assign_baskets(pl.DataFrame(rows, schema=schema))
+    items = pl.DataFrame(
+        {
+            "item_id": list("abcde"),
+            "title": ["apple", "bread", "cheese", "dates", "eggs"],
+            "category": ["Fruit", "Bakery", "Dairy", "Fruit", None],
+        }
+    )
+    return leave_last_out(events, items["item_id"]), items
+
+
+@pytest.fixture(scope="module")
+def split_items() -> tuple[Split, pl.DataFrame]:
+    return _split()
+
+
+def test_fixture_split(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, _ = split_items
+    test = {u: set(g["item_id"]) for (u,), g in split.test.group_by("user_id")}
+    assert test == {"u1": {"a", "c"}, "u2": {"b", "e"}}
+    assert split.cold_items == frozenset({"c", "d", "e"})
+    assert set(split.valid["user_id"]) == {"u1"}
+
+
+def test_popularity_numbers(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    model = make_baseline("popularity").fit(split.fit_events, items)
+    got = evaluate(model, split, items, ks=(1, 2))
+    # Everyone gets [a, b]: u1 {a, c} hits at rank 1, u2 {b, e} at rank 2.
+    everyone = got["all"]
+    assert everyone["users"] == 2
+    assert everyone["recall@1"] == pytest.approx((1.0 + 0.0) / 2)  # 1 / min(2, 1)
+    assert everyone["recall@2"] == pytest.approx(0.5)
+    assert everyone["ndcg@2"] == pytest.approx((NDCG_HIT_AT_1 + NDCG_HIT_AT_2) / 2)
+    assert everyone["mrr@2"] == pytest.approx((1.0 + 0.5) / 2)
+    assert everyone["hit_rate@2"] == 1.0
+    assert everyone["coverage@1"] == pytest.approx(1 / 5)
+    assert everyone["coverage@2"] == pytest.approx(2 / 5)
+    # Percentiles of counts [3, 2, 0, 0, 0]: a 0.9, b 0.7.
+    assert everyone["popularity_bias@1"] == pytest.approx(0.9)
+    assert everyone["popularity_bias@2"] == pytest.approx(0.8)
+    assert everyone["diversity@2"] == pytest.approx(1.0)  # Fruit vs Bakery
+    # New to the user: u1 {c}, u2 {e}; cold: the same two. [a, b] misses both.
+    for name in ("new_to_user", "cold_items"):
+        assert got[name]["users"] == 2
+        assert got[name]["recall@2"] == 0.0 and got[name]["ndcg@2"] == 0.0
+    assert list(got) == ["all", "new_to_user", "cold_items"]
+
+
+def test_repeat_numbers(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    model = make_baseline("repeat").fit(split.fit_events, items)
+    got = evaluate(model, split, items, ks=(2,), slices=("all",))
+    # u1: [a (x2), b]; u2: [b, a] -> both hit at rank 1; re-bought items are not excluded.
+    assert set(got) == {"all"}
+    assert got["all"]["recall@2"] == pytest.approx(0.5)
+    assert got["all"]["ndcg@2"] == pytest.approx(NDCG_HIT_AT_1)
+    assert got["all"]["mrr@2"] == 1.0
+    assert got["all"]["users"] == 2
+
+
+def test_metric_names_and_finiteness(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    for name in ("popularity", "repeat", "cooc", "bm25", "als"):
+        params = {"factors": 4, "iterations": 3, "num_threads": 1} if name == "als" else {}
+        model = make_baseline(name, **params).fit(split.fit_events, items)
+        got = evaluate(model, split, items, ks=(10, 50), batch_size=1)
+        for metrics in got.values():
+            for k in (10, 50):
+                for m in (
+                    "recall",
+                    "ndcg",
+                    "mrr",
+                    "hit_rate",
+                    "coverage",
+                    "diversity",
+                    "popularity_bias",
+                ):
+                    assert f"{m}@{k}" in metrics
+            assert all(math.isfinite(v) for v in metrics.values())
+        # 10 slots over a 5-item catalog: every list holds every item.
+        assert got["all"]["hit_rate@10"] == 1.0
+        assert got["all"]["coverage@10"] == 1.0
+
+
+def test_empty_slice_and_test(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    model = make_baseline("popularity").fit(split.fit_events, items)
+    no_cold = Split(
+        fit_events=split.fit_events,
+        tune_events=split.tune_events,
+        test=split.test,
+        valid=split.valid,
+        cold_items=frozenset(),
+        protocol="x",
+    )
+    got = evaluate(model, no_cold, items, ks=(2,), slices=("cold_items",))
+    assert got["cold_items"]["users"] == 0
+    assert got["cold_items"]["recall@2"] == 0.0
+    empty = Split(
+        split.fit_events, split.tune_events, split.test.clear(), split.valid, frozenset(), "x"
+    )
+    assert evaluate(model, empty, items, ks=(2,))["all"]["users"] == 0
+
+
+def test_bad_arguments(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    model = make_baseline("popularity").fit(split.fit_events, items)
+    with pytest.raises(ConfigError):
+        evaluate(model, split, items, ks=())
+    with pytest.raises(ConfigError):
+        evaluate(model, split, items, ks=(0,))
+    with pytest.raises(ConfigError, match="slice"):
+        evaluate(model, split, items, slices=("warm",))
+    with pytest.raises(ConfigError):
+        evaluate(model, split, items, batch_size=0)
+
+
+def test_evaluate_baselines_rows(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    rows = evaluate_baselines(
+        ["popularity", "repeat", "als"],
+        items,
+        split,
+        ks=(2,),
+        tune_als=True,
+        dataset="fixture",
+        params={"als": {"num_threads": 1}},
+    )
+    assert [(r["method"], r["slice"]) for r in rows] == [
+        (m, s)
+        for m in ("popularity", "repeat", "als")
+        for s in ("all", "new_to_user", "cold_items")
+    ]
+    assert all(set(r) == {"dataset", "method", "slice", "metrics", "notes"} for r in rows)
+    assert rows[0]["dataset"] == "fixture"
+    assert rows[3]["metrics"]["ndcg@2"] == pytest.approx(NDCG_HIT_AT_1)
+    als_notes = rows[-1]["notes"]
+    assert "tuned on validation" in als_notes and "factors=" in als_notes
+    untuned = evaluate_baselines(
+        ["als"], items, split, ks=(2,), tune_als=False, params={"als": {"factors": 3}}
+    )
+    assert "tuned" not in untuned[0]["notes"] and "factors=3" in untuned[0]["notes"]
+
+
+def test_tuning(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    result = tune("cooc", split, items, {"shrink": [0.0, 10.0], "half_life": [2.0]})
+    assert [t["params"] for t in result["trials"]] == [
+        {"shrink": 0.0, "half_life": 2.0},
+        {"shrink": 10.0, "half_life": 2.0},
+    ]
+    assert result["params"] in [t["params"] for t in result["trials"]]
+    assert result["metric"] == "ndcg@10" and 0.0 <= result["score"] <= 1.0
+    als = tune_als(split, items, {"factors": [2, 4], "iterations": [2]}, fixed={"num_threads": 1})
+    assert als["params"]["factors"] in (2, 4) and als["params"]["num_threads"] == 1
+    # Validation view: fit on tune_events, targets = the validation basket.
+    valid = validation_split(split)
+    assert valid.fit_events.height == split.tune_events.height
+    assert set(valid.test["item_id"]) == {"a"}
+    with pytest.raises(ConfigError):
+        grid_points({"factors": []})
+    with pytest.raises(ConfigError):
+        tune("cooc", split, items, {"shrink": [1.0]}, metric="auc")
+    no_valid = Split(
+        split.fit_events, split.tune_events, split.test, split.valid.clear(), frozenset(), "x"
+    )
+    with pytest.raises(DataError, match="validation"):
+        tune_als(no_valid, items)
