@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,8 +20,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="recs: e-comm
 data_app = typer.Typer(no_args_is_help=True, help="Validate, profile and generate shop data.")
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide (titles, reasons): a pipe or a CI log gets 160 columns rather than rich's 80.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -271,6 +273,14 @@ def query(
     unknown_user: Annotated[str, typer.Option("--unknown-user", help="raise | warn | fallback (popularity).")] = "fallback",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     show_history: Annotated[bool, typer.Option("--show-history", help="Also print the user's recent history.")] = False,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the cross-encoder: the learned ranker's order.")] = False,
+    rerank_top: Annotated[int | None, typer.Option("--rerank-top", help="How many top items the cross-encoder rescores.")] = None,
+    diversity: Annotated[float, typer.Option("--diversity", help="0..1: maximal-marginal-relevance diversity (0 = off).")] = 0.0,
+    category_cap: Annotated[int | None, typer.Option("--category-cap", help="At most N items per category.")] = None,
+    novelty: Annotated[bool, typer.Option("--novelty", help="Only items new to the user (a 'discover' shelf).")] = False,
+    price_min: Annotated[float | None, typer.Option("--price-min", help="Lowest price.")] = None,
+    price_max: Annotated[float | None, typer.Option("--price-max", help="Highest price.")] = None,
+    exclude: Annotated[str | None, typer.Option("--exclude", help="Item ids to leave out, ID,ID,...")] = None,
 ) -> None:
     """Recommend items for a user (or a history / a text) and print them."""
     from recs.serving.engine import Engine
@@ -281,31 +291,107 @@ def query(
         raise ConfigError("give --user, --history or --text")
     engine = Engine.load(model)
     items_history = [h.strip() for h in history.split(",") if h.strip()] if history else None
+    overrides: dict[str, Any] = {"rerank": not no_rerank, "diversity": diversity, "novelty": novelty}
+    if rerank_top is not None:
+        overrides["rerank_top"] = rerank_top
+    if category_cap is not None:
+        overrides["category_cap"] = category_cap
+    excluded = [e.strip() for e in exclude.split(",") if e.strip()] if exclude else []
+    excluded += price_excluded(engine, price_min, price_max)
     results = engine.recommend(
         user_id=user, k=k, history=items_history, text=text, category=category, in_stock=in_stock,
-        exclude_bought=exclude_bought, unknown_user=unknown_user,  # type: ignore[arg-type]
+        exclude_bought=exclude_bought, exclude=excluded, unknown_user=unknown_user,  # type: ignore[arg-type]
+        **overrides,
     )
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in results]))
         return
     if show_history and user is not None and engine.retriever.known_user(user):
         console.print(f"[bold]recent history of {user}:[/bold] {engine.retriever.context(user_id=user).state.text[:300]}", highlight=False)
-    table = Table(title=f"recommendations for {user or 'the given history/text'}")
-    for column in ("rank", "item id", "title", "price", "score", "source"):
+    flag = " [yellow](degraded: cross-encoder over its time budget)[/yellow]" if results.degraded else ""
+    table = Table(title=f"recommendations for {user or 'the given history/text'}{flag}")
+    for column in ("rank", "item id", "title", "price", "score", "source", "reason"):
         table.add_column(column, justify="right" if column in ("rank", "price", "score") else "left")
     for r in results:
-        table.add_row(str(r.rank), r.item_id, r.title[:60], "" if r.price is None else f"{r.price:.2f}", f"{r.score:.4f}", r.source)
+        table.add_row(str(r.rank), r.item_id, r.title[:50], "" if r.price is None else f"{r.price:.2f}", f"{r.score:.4f}", r.source, r.reason)
     console.print(table)
+
+
+def price_excluded(engine: Any, low: float | None, high: float | None) -> list[str]:
+    """Item ids outside a price range (items without a price are kept)."""
+    if low is None and high is None:
+        return []
+    import polars as pl
+
+    items = engine.retriever.items
+    if "price" not in items.columns:
+        return []
+    outside = pl.lit(False)
+    if low is not None:
+        outside = outside | (pl.col("price") < low)
+    if high is not None:
+        outside = outside | (pl.col("price") > high)
+    return items.filter(outside.fill_null(False))["item_id"].to_list()
+
+
+@app.command("train-ranker")
+@handle_errors
+def train_ranker_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
+    data: Annotated[Path, typer.Option("--data", help="The shop folder the towers were trained on.")],
+    no_ranker: Annotated[bool, typer.Option("--no-ranker", help="Skip the learned ranker.")] = False,
+    no_cross_encoder: Annotated[bool, typer.Option("--no-cross-encoder", help="Skip the cross-encoder.")] = False,
+    rerank_top: Annotated[int, typer.Option("--rerank-top", help="Default R: top items the cross-encoder rescores.")] = 20,
+    ce_epochs: Annotated[int, typer.Option("--ce-epochs", help="Cross-encoder epochs.")] = 2,
+    ce_max_minutes: Annotated[float | None, typer.Option("--ce-max-minutes", help="Stop cross-encoder training after this long.")] = None,
+    on_bad_rows: OnBadRowsOption = "error",
+    config: ConfigOption = None,
+) -> None:
+    """Train the learned ranker and the cross-encoder on each user's last basket (held out from the towers)."""
+    from recs.data.load import load_dataset
+    from recs.data.splits import leave_last_out
+    from recs.ranking.fit import RankingConfig, fit_ranking
+    from recs.ranking.pipeline import RankingPipeline, RankOptions
+    from recs.retrieval.retriever import Retriever
+    from recs.serving.engine import save_ranking
+
+    dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
+    retriever = Retriever.load(model)
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    options = RankOptions(rerank_top=rerank_top)
+    ranking_config = RankingConfig(
+        train_ranker=not no_ranker, train_cross_encoder=not no_cross_encoder, options=options,
+        cross_encoder={"epochs": ce_epochs, "max_minutes": ce_max_minutes},  # type: ignore[arg-type]
+    )
+    models = fit_ranking(retriever, split.fit_events, split.test, ranking_config, work_dir=model.parent / f".{model.name}.work")
+    save_ranking(model, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2), options)
+    report = models.report
+    console.print(
+        f"ranker: {report.get('queries_with_positive', 0)}/{report.get('queries', 0)} training queries with a positive "
+        f"among their candidates; validation ndcg@10 {report.get('ranker', {}).get('valid_ndcg@10', float('nan')):.4f}",
+        highlight=False,
+    )
+    if models.cross_encoder is not None and models.cross_encoder.report is not None:
+        ce = models.cross_encoder.report
+        console.print(f"cross-encoder: {ce.steps} steps in {ce.seconds:.0f}s, best validation MRR {ce.best_metric:.4f}", highlight=False)
+    console.print(f"saved ranking stage into {model}", highlight=False)
 
 
 def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
     from recs.evaluation.protocol import evaluate as evaluate_model
+    from recs.ranking.recommenders import EngineRecommender, RankerRecommender
     from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender
-    from recs.retrieval.retriever import Retriever
+    from recs.serving.engine import Engine
 
-    retriever = Retriever.load(artifact)
+    engine = Engine.load(artifact)
+    retriever = engine.retriever
     rows: list[dict[str, Any]] = []
-    for recommender in (TwoTowerRecommender(retriever=retriever), CandidatesRecommender(retriever=retriever)):
+    recommenders: list[Any] = [TwoTowerRecommender(retriever=retriever), CandidatesRecommender(retriever=retriever)]
+    if engine.pipeline.ranker is not None:
+        recommenders.append(RankerRecommender(engine.pipeline))
+    if engine.pipeline.cross_encoder is not None:
+        recommenders.append(EngineRecommender(engine.pipeline, rerank_top=engine.options.rerank_top))
+    for recommender in recommenders:
         recommender.fit(split.fit_events, items)
         for slice_name, metrics in evaluate_model(recommender, split, items, ks=ks).items():
             rows.append({"dataset": dataset_name, "method": recommender.name, "slice": slice_name,

@@ -94,3 +94,25 @@ def trained_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     work = tmp_path_factory.mktemp("train-work")
     retriever = Retriever.fit(dataset.events, dataset.items, config, work_dir=work, show_progress=False)
     return retriever.save(work.parent / "artifact")
+
+
+@pytest.fixture(scope="session")
+def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: Path, small_demo_dir: Path) -> Path:
+    """`trained_artifact` plus a learned ranker, a cross-encoder and a second stage (tiny, fast)."""
+    import shutil
+
+    from recs.data import leave_last_out, load_dataset
+    from recs.ranking.cross_encoder import CrossEncoderConfig
+    from recs.ranking.fit import RankingConfig, fit_ranking
+    from recs.ranking.pipeline import RankingPipeline, RankOptions
+    from recs.retrieval.retriever import Retriever
+    from recs.serving.engine import save_ranking
+
+    target = Path(shutil.copytree(trained_artifact, tmp_path_factory.mktemp("ranked") / "model"))
+    dataset, _ = load_dataset(small_demo_dir)
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    retriever = Retriever.load(target)
+    config = RankingConfig(cross_encoder=CrossEncoderConfig(epochs=1, max_queries=40, max_tokens=64))
+    models = fit_ranking(retriever, split.fit_events, split.test, config, tmp_path_factory.mktemp("rank-work"), show_progress=False)
+    save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2), RankOptions())
+    return target

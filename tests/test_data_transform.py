@@ -126,3 +126,17 @@ def test_profile(dataset: Dataset) -> None:
     assert profile["price_median"] == pytest.approx(15.0)
     with pytest.raises(UnknownUserError):
         user_profile(dataset, "nobody")
+
+
+def test_history_is_cut_at_the_start_of_the_target_session() -> None:
+    rows = [
+        ("u1", "A", "2026-01-01T10:00:00", "purchase", "o1", 1.0),
+        ("u1", "B", "2026-01-05T09:00:00", "view", None, 1.0),
+        ("u1", "B", "2026-01-05T09:10:00", "cart", None, 1.0),
+        ("u1", "B", "2026-01-05T09:20:00", "purchase", "o2", 1.0),
+    ]
+    events = assign_baskets(events_frame(rows))
+    split = leave_last_out(events)
+    assert split.fit_events["event"].to_list() == ["purchase"]  # the view and cart of B are not history
+    uncut = leave_last_out(events, session_gap=None)
+    assert uncut.fit_events.height == 3

@@ -11,11 +11,11 @@ Two protocols:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
-from recs.data.baskets import basket_table
+from recs.data.baskets import DEFAULT_SESSION_GAP, basket_table
 from recs.errors import DataError
 
 
@@ -62,13 +62,47 @@ def _cold(items: pl.Series | None, fit_events: pl.DataFrame, candidates: pl.Seri
     return frozenset(i for i in pool.unique().to_list() if i not in seen)
 
 
+def session_starts(events: pl.DataFrame, baskets: pl.DataFrame, gap: timedelta = DEFAULT_SESSION_GAP) -> pl.DataFrame:
+    """For each basket, the start of the browsing session it closes: walking back from the basket
+    over the user's events while consecutive events are at most `gap` apart. Returns baskets with
+    `time` replaced by that start."""
+    gap_us = int(gap.total_seconds() * 1_000_000)
+    sessions = (
+        events.select("user_id", "timestamp", "basket_id")
+        .sort(["user_id", "timestamp"])
+        .with_columns(
+            (pl.col("timestamp").diff().over("user_id").dt.total_microseconds().fill_null(gap_us + 1) > gap_us)
+            .cum_sum()
+            .over("user_id")
+            .alias("_session")
+        )
+        .with_columns(pl.col("timestamp").min().over("user_id", "_session").alias("_start"))
+    )
+    starts = (
+        sessions.filter(pl.col("basket_id").is_not_null())
+        .group_by("basket_id")
+        .agg(pl.col("_start").min())
+    )
+    return baskets.join(starts, on="basket_id", how="left").with_columns(
+        pl.min_horizontal("time", pl.col("_start").fill_null(pl.col("time"))).alias("time")
+    ).drop("_start")
+
+
 def leave_last_out(
-    events: pl.DataFrame, item_ids: pl.Series | None = None, min_train_baskets: int = 1
+    events: pl.DataFrame,
+    item_ids: pl.Series | None = None,
+    min_train_baskets: int = 1,
+    session_gap: timedelta | None = DEFAULT_SESSION_GAP,
 ) -> Split:
     """Per-user temporal leave-last-out over purchase baskets (needs `basket_id`, see assign_baskets).
 
     A user is a test user when they have at least `min_train_baskets` baskets before the last one,
     and a validation user when they also have that many before the second-to-last.
+
+    History is cut at the start of the browsing session that ends in the target basket (views,
+    clicks and carts less than `session_gap` apart before it), not at the basket itself: the
+    items carted minutes before checkout would otherwise give the answer away. `session_gap=None`
+    cuts at the basket.
     """
     if "basket_id" not in events.columns:
         raise DataError("events have no basket_id column: call recs.data.assign_baskets first")
@@ -82,8 +116,13 @@ def leave_last_out(
     valid_b = baskets.filter(
         (pl.col("_n") == pl.col("_total") - 1) & (pl.col("_total") > min_train_baskets + 1)
     )
-    fit_events = _strictly_before_basket(events, test_b)
-    tune_events = _strictly_before_basket(fit_events, valid_b)
+    if session_gap is not None:
+        test_cut = session_starts(events, test_b, session_gap)
+        valid_cut = session_starts(events, valid_b, session_gap)
+    else:
+        test_cut, valid_cut = test_b, valid_b
+    fit_events = _strictly_before_basket(events, test_cut)
+    tune_events = _strictly_before_basket(fit_events, valid_cut)
     test = _targets(test_b)
     return Split(
         fit_events=fit_events,

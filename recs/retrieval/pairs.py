@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
 
+from recs.data.baskets import DEFAULT_SESSION_GAP
 from recs.data.text import render_user
 
 # Targets come from purchases; when a shop logs none, carts then clicks stand in for them.
@@ -98,9 +100,18 @@ def state_from_events(
 
 
 def build_examples(
-    events: pl.DataFrame, catalog: Catalog, max_events: int = 50, max_chars: int = 512
+    events: pl.DataFrame,
+    catalog: Catalog,
+    max_events: int = 50,
+    max_chars: int = 512,
+    session_gap: timedelta | None = DEFAULT_SESSION_GAP,
 ) -> TrainingExamples:
-    """One state per target basket that has some history before it; one pair per distinct item."""
+    """One state per target basket that has some history before it; one pair per distinct item.
+
+    As in the evaluation protocol (`leave_last_out`), a basket's history stops at the start of the
+    browsing session that ends in it, so the towers learn to predict a basket from earlier visits,
+    not to echo the items carted minutes before checkout. `session_gap=None` keeps those events."""
+    gap_s = None if session_gap is None else session_gap.total_seconds()
     kind = target_event_kind(events)
     titles = catalog.titles
     known = events.filter(pl.col("item_id").is_in(list(catalog.row_of)))
@@ -130,6 +141,8 @@ def build_examples(
                 # History: strictly earlier events only (a basket's own lines are not history).
                 cut = start
                 while cut > 0 and times[cut - 1] >= times[start]:
+                    cut -= 1
+                while gap_s is not None and cut > 0 and (times[cut] - times[cut - 1]).total_seconds() <= gap_s:
                     cut -= 1
                 if cut > 0:
                     positives = frozenset(items[start:end])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +70,8 @@ class UserContext:
     state: UserState
     history: UserHistory
     known: bool
+    # Every interaction (catalog row, event kind, epoch seconds), chronological: ranking features.
+    interactions: list[tuple[int, str, float]] = field(default_factory=list)
 
 
 def _epoch_seconds(series: pl.Series) -> np.ndarray:
@@ -210,7 +212,7 @@ class Retriever:
             entries = [("purchase", self.catalog.titles[r]) for r in rows]
             state = UserState(render_user(entries, self.config.user_text_max_chars, cold_start_text=text or ""), rows)
             hist = UserHistory(np.asarray(rows, dtype=np.int64), np.full(len(rows), self.now))
-            return UserContext(user_id, state, hist, known=True)
+            return UserContext(user_id, state, hist, known=True, interactions=[(r, "purchase", self.now) for r in rows])
         if user_id is not None and self.known_user(user_id):
             events = self._user_events()[user_id]
             state = state_from_events(events, self.catalog, self.config.max_history_events, self.config.user_text_max_chars)
@@ -221,7 +223,11 @@ class Retriever:
                 np.asarray([self.catalog.row_of[i] for i in buys["item_id"].to_list()], dtype=np.int64),
                 _epoch_seconds(buys["timestamp"]),
             )
-            return UserContext(user_id, state, hist, known=True)
+            interactions = list(zip(
+                [self.catalog.row_of[i] for i in events["item_id"].to_list()],
+                events["event"].to_list(), _epoch_seconds(events["timestamp"]).tolist(), strict=True,
+            ))
+            return UserContext(user_id, state, hist, known=True, interactions=interactions)
         if text:
             return UserContext(user_id, UserState(text.strip(), []), UserHistory.empty(), known=True)
         if policy == "raise":

@@ -91,16 +91,21 @@ def make_validation_set(
     return ValidationSet(states=[states[u] for u in users], relevant=rel)
 
 
-def _freeze(model: TwoTowerModel, train_layers: int | None) -> None:
+def _freeze_backbone_layers(backbone: torch.nn.Module, train_layers: int | None) -> None:
+    """Freeze embeddings and all but the top `train_layers` transformer layers (None: train all)."""
     if train_layers is None:
         return
+    for param in backbone.parameters():
+        param.requires_grad = False
+    layers = list(backbone.encoder.layer) if hasattr(backbone, "encoder") else []
+    for layer in layers[len(layers) - train_layers :] if train_layers else []:
+        for param in layer.parameters():
+            param.requires_grad = True
+
+
+def _freeze(model: TwoTowerModel, train_layers: int | None) -> None:
     for backbone in {id(model.item_backbone): model.item_backbone, id(model.user_backbone): model.user_backbone}.values():
-        for param in backbone.parameters():
-            param.requires_grad = False
-        layers = backbone.encoder.layer if hasattr(backbone, "encoder") else []
-        for layer in list(layers)[len(layers) - train_layers :] if train_layers else []:
-            for param in layer.parameters():
-                param.requires_grad = True
+        _freeze_backbone_layers(backbone, train_layers)
 
 
 def _apply_lora(model: TwoTowerModel, r: int) -> None:

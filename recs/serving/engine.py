@@ -1,4 +1,4 @@
-"""`Engine`: the one object an application talks to (retrieve -> order -> top k).
+"""`Engine`: the one object an application talks to (retrieve -> rank -> rerank -> top k).
 
     engine = recs.Engine.load("build/demo/model")
     engine.recommend(user_id="U0007", k=10)
@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recs.artifacts import ArtifactWriter, open_artifact, register_component_kind
 from recs.config import UnknownUserPolicy
 from recs.errors import ConfigError
+from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.candidates import SOURCES
 from recs.retrieval.retriever import Filters, Retriever
+
+register_component_kind("cross_encoder")
 
 
 @dataclass
@@ -25,23 +29,49 @@ class RecommendedItem:
     title: str
     price: float | None
     score: float
-    source: str  # the sources that found it, e.g. "two_tower+history"
-    features: dict[str, float]
+    source: str  # the candidate sources that found it, e.g. "two_tower+history"
+    reason: str
+    stages: dict[str, float] = field(default_factory=dict)  # each stage's score
+    features: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+class Recommendations(list):
+    """A list of RecommendedItem with `degraded` (the cross-encoder missed its time budget)."""
+
+    degraded: bool = False
+    timings_ms: dict[str, float]
+
+
 class Engine:
-    def __init__(self, retriever: Retriever) -> None:
+    def __init__(self, retriever: Retriever, pipeline: RankingPipeline | None = None, options: RankOptions | None = None) -> None:
         self.retriever = retriever
+        self.pipeline = pipeline or RankingPipeline(retriever)
+        self.options = options or RankOptions()
 
     @classmethod
     def load(cls, path: str | Path) -> Engine:
-        return cls(Retriever.load(path))
+        from recs.ranking.cross_encoder import CrossEncoderReranker
+        from recs.ranking.ranker import LearnedRanker
+
+        retriever = Retriever.load(path)
+        artifact = open_artifact(path)
+        root = artifact.path
+        ranker = LearnedRanker.load(root, "ranker") if artifact.has_component("ranker") else None
+        stage2 = LearnedRanker.load(root, "stage2") if artifact.has_component("stage2") else None
+        cross = CrossEncoderReranker.load(root, retriever.tokenizer) if artifact.has_component("cross_encoder") else None
+        options = RankOptions()
+        if artifact.has_component("ranker"):
+            saved = artifact.component("ranker").config.get("options")
+            if saved:
+                options = RankOptions.parse_dict(saved, source=f"{path}/manifest.json")
+        return cls(retriever, RankingPipeline(retriever, ranker, cross, stage2), options)
 
     def save(self, path: str | Path) -> Path:
-        return self.retriever.save(path)
+        self.retriever.save(path)
+        return save_ranking(path, self.pipeline, self.options)
 
     def recommend(
         self,
@@ -55,12 +85,17 @@ class Engine:
         exclude_bought: bool = False,
         exclude: list[str] | None = None,
         unknown_user: UnknownUserPolicy | None = None,
-    ) -> list[RecommendedItem]:
+        options: RankOptions | None = None,
+        **option_overrides: Any,
+    ) -> Recommendations:
         """Top-k items for a known user, or for someone described by `history` (item ids) and/or
-        `text` (a session or a search query). Unknown users follow `unknown_user`."""
+        `text` (a session or a search query). Unknown users follow `unknown_user`.
+        `option_overrides` set RankOptions fields for this call (rerank, rerank_top, diversity,
+        category_cap, novelty, time_budget_ms)."""
         return self.recommend_batch(
             [user_id], k, histories=[history], texts=[text], category=category, in_stock=in_stock,
-            exclude_bought=exclude_bought, exclude=exclude, unknown_user=unknown_user,
+            exclude_bought=exclude_bought, exclude=exclude, unknown_user=unknown_user, options=options,
+            **option_overrides,
         )[0]
 
     def recommend_batch(
@@ -75,9 +110,14 @@ class Engine:
         exclude_bought: bool = False,
         exclude: list[str] | None = None,
         unknown_user: UnknownUserPolicy | None = None,
-    ) -> list[list[RecommendedItem]]:
-        if isinstance(k, bool) or k < 1:
+        options: RankOptions | None = None,
+        **option_overrides: Any,
+    ) -> list[Recommendations]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k}")
+        opts = options or self.options
+        if option_overrides:
+            opts = RankOptions.parse_dict({**opts.model_dump(), **option_overrides}, source="recommend()")
         n = len(user_ids)
         histories = histories or [None] * n
         texts = texts or [None] * n
@@ -88,25 +128,46 @@ class Engine:
         ]
         vectors = r.user_vectors([c.state for c in contexts])
         filters = Filters(category=category, in_stock_only=in_stock, exclude_bought=exclude_bought, exclude=tuple(exclude or ()))
-        out: list[list[RecommendedItem]] = []
+        out: list[Recommendations] = []
         for context, vector in zip(contexts, vectors, strict=True):
-            cands = r.candidates(context, vector if context.known else None, filters)
-            order = cands.order()[:k]
-            out.append([self._item(rank, cands, j) for rank, j in enumerate(order, start=1)])
+            ranked = self.pipeline.rank(context, vector, filters, k, opts)
+            items = Recommendations(self._item(rank, item) for rank, item in enumerate(ranked.items, start=1))
+            items.degraded = ranked.degraded
+            items.timings_ms = ranked.timings_ms
+            out.append(items)
         return out
 
-    def _item(self, rank: int, cands: Any, j: int) -> RecommendedItem:
+    def _item(self, rank: int, item: Any) -> RecommendedItem:
         r = self.retriever
-        row = int(cands.item_rows[j])
+        row = item.row
         price = r.items["price"][row] if "price" in r.items.columns else None
-        features = {name: float(values[j]) for name, values in cands.features.items()}
-        sources = [s for s in SOURCES if features.get(f"from_{s}", 0.0) > 0]
+        sources = [s for s in SOURCES if item.features.get(f"from_{s}", 0.0) > 0]
         return RecommendedItem(
             rank=rank,
             item_id=r.catalog.item_ids[row],
             title=r.catalog.titles[row],
             price=None if price is None or not np.isfinite(price) else float(price),
-            score=float(cands.merged_score[j]),
+            score=float(item.score),
             source="+".join(sources) or "popularity",
-            features=features,
+            reason=item.reason,
+            stages=item.stages,
+            features=item.features,
         )
+
+
+def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptions) -> Path:
+    """Add (or replace) the ranking components of an existing artifact, atomically."""
+    path = Path(path)
+    with ArtifactWriter(path, base=path) as writer:
+        for name in ("ranker", "stage2", "cross_encoder"):
+            if name in writer.components:
+                writer.remove_component(name)
+        root = writer.path
+        if pipeline.ranker is not None:
+            files = pipeline.ranker.save(root, "ranker")
+            writer.add_component("ranker", "ranker", files=files, config={"options": options.model_dump()})
+        if pipeline.stage2 is not None:
+            writer.add_component("stage2", "ranker", files=pipeline.stage2.save(root, "stage2"))
+        if pipeline.cross_encoder is not None:
+            writer.add_component("cross_encoder", "cross_encoder", files=pipeline.cross_encoder.save(root))
+    return path

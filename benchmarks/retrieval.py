@@ -1,0 +1,148 @@
+"""Two-tower retrieval against every baseline, on the demo shop and the real datasets.
+
+    python benchmarks/retrieval.py [--datasets demo,online_retail] [--max-minutes 8] [--model PATH]
+
+Protocol (same as benchmarks/baselines.py): next basket, `leave_last_out` (history cut at the
+start of the session ending in the target basket), full ranking over the catalog. The towers train
+on `split.tune_events` with each user's validation basket for early stopping, and are evaluated on
+the test baskets with `split.fit_events` as history. Methods: the baselines, `zero_shot` (the
+untuned backbone), `two_tower`, and `candidates` (every source merged by reciprocal-rank fusion).
+Slices: all, new_to_user, cold_items. Also reports training time/steps and item-encoding items/s.
+Writes benchmarks/results/retrieval.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks.datasets import DATASET_NAMES, datasets_root, load_dataset_by_name, missing_files  # noqa: E402
+from recs.data.schema import Dataset  # noqa: E402
+
+BENCHMARK = "retrieval"
+BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
+SLICES: tuple[str, ...] = ("all", "new_to_user", "cold_items")
+KS: tuple[int, ...] = (10, 50, 100)
+RESULTS_DIR = _REPO / "benchmarks" / "results"
+ALL_DATASETS: tuple[str, ...] = ("demo", *DATASET_NAMES)
+
+
+def load(name: str, root: Path) -> Dataset:
+    if name == "demo":
+        from recs.data.demo import write_demo_shop
+        from recs.data.load import load_dataset
+
+        folder = _REPO / "build" / "bench" / "demo"
+        write_demo_shop(folder, seed=0)
+        return load_dataset(folder)[0]
+    return load_dataset_by_name(name, root)
+
+
+def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from recs.data.splits import leave_last_out
+    from recs.evaluation.protocol import evaluate, evaluate_baselines
+    from recs.retrieval.encode import encode_items
+    from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender, ZeroShotRecommender
+    from recs.retrieval.retriever import RetrievalConfig, Retriever
+    from recs.retrieval.towers import TowerConfig
+    from recs.retrieval.trainer import TrainConfig
+
+    dataset = load(name, root)
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    print(f"[{name}] {split.describe()}", flush=True)
+    rows = [] if args.skip_baselines else evaluate_baselines(
+        list(BASELINES), dataset.items, split, KS, tune_als=not args.no_tune, slices=SLICES, dataset=name
+    )
+    config = RetrievalConfig(
+        towers=TowerConfig(model=args.model, user_input=args.user_input),
+        train=TrainConfig(epochs=args.epochs, max_pairs_per_epoch=args.max_pairs, max_minutes=args.max_minutes),
+    )
+
+    def add(method: str, recommender: Any, notes: str) -> None:
+        started = time.perf_counter()
+        recommender.fit(split.fit_events, dataset.items)
+        results = evaluate(recommender, split, dataset.items, ks=KS, slices=SLICES)
+        took = time.perf_counter() - started
+        for slice_name, metrics in results.items():
+            rows.append({"dataset": name, "method": method, "slice": slice_name, "metrics": metrics,
+                         "notes": f"{notes}; evaluated in {took:.0f}s"})
+        print(f"[{name}] {method}: ndcg@10 {results['all']['ndcg@10']:.4f} recall@100 {results['all']['recall@100']:.4f}", flush=True)
+
+    if not args.skip_zero_shot:
+        add("zero_shot", ZeroShotRecommender(config=config), f"untuned {args.model}, user input {args.user_input}")
+    work = _REPO / "build" / "bench" / f"work-{name.replace('/', '-')}"
+    started = time.perf_counter()
+    retriever = Retriever.fit(split.tune_events, dataset.items, config, work, valid_targets=split.valid, show_progress=args.progress)
+    train_s = time.perf_counter() - started
+    report = retriever.report
+    texts = retriever.catalog.texts
+    started = time.perf_counter()
+    encode_items(retriever.model, retriever.tokenizer, texts)
+    items_per_s = len(texts) / max(time.perf_counter() - started, 1e-9)
+    train_notes = (
+        f"trained {report.steps if report else 0} steps ({report.epochs_run if report else 0} epochs, best "
+        f"{report.best_epoch if report else 0}) on {report.pairs if report else 0} pairs in {train_s:.0f}s; "
+        f"item encoding {items_per_s:.0f} items/s; user input {args.user_input}; model {args.model}"
+    )
+    add("two_tower", TwoTowerRecommender(retriever=retriever), train_notes)
+    add("candidates", CandidatesRecommender(retriever=retriever), "RRF over two_tower, history, cooc, popularity; " + train_notes)
+    for row in rows:
+        if row["method"] == "two_tower" and row["slice"] == "all":
+            row["metrics"] = {**row["metrics"], "train_s": round(train_s, 1), "steps": float(report.steps if report else 0),
+                              "items_per_s": round(float(items_per_s), 1)}
+    del np
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--model", default="default", help="backbone folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-pairs", type=int, default=6000)
+    parser.add_argument("--max-minutes", type=float, default=8.0, help="training time cap per dataset")
+    parser.add_argument("--user-input", default="text+history", choices=["text", "text+history"])
+    parser.add_argument("--no-tune", action="store_true")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-zero-shot", action="store_true")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=BENCHMARK, help="results file name")
+    args = parser.parse_args(argv)
+    root = args.root or datasets_root()
+    rows: list[dict[str, Any]] = []
+    failed = []
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        if name != "demo" and missing_files(name, root):
+            print(f"[{name}] skipped: dataset files not found under {root}", flush=True)
+            continue
+        try:
+            rows.extend(run_dataset(name, root, args))
+        except Exception:
+            failed.append(name)
+            print(f"[{name}] FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    if not rows:
+        return 1
+    from recs.evaluation.report import format_table, plot_metrics, write_results
+
+    print(format_table(rows, metrics=("recall@10", "recall@50", "recall@100", "ndcg@10")))
+    json_path, md_path = write_results(args.name, rows, args.out)
+    plot_metrics([r for r in rows if r["slice"] == "all"], args.out / f"{args.name}.png", metric="ndcg@10")
+    print(f"wrote {json_path}, {md_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""`CrossEncoderReranker`: a BERT cross-encoder over `[CLS] user text [SEP] item text + relation [SEP]`.
+
+Initialised from the towers' backbone; trained listwise (softmax over one positive and the engine's
+own hard candidates) with the towers' trainer habits: validation every epoch, early stopping, best
+weights kept, resumable, seeded, progress bar, metrics as JSONL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from recs.config import StrictModel
+from recs.device import torch_device
+from recs.encoders.pooling import mean_pool
+from recs.errors import ArtifactError
+from recs.progress import progress_bar
+from recs.retrieval.checkpoint import load_model_state, load_training_state, model_state, save_training_state
+from recs.retrieval.trainer import _freeze_backbone_layers
+
+
+class CrossEncoderConfig(StrictModel):
+    max_tokens: int = Field(default=128, ge=16)
+    epochs: int = Field(default=2, ge=1)
+    queries_per_step: int = Field(default=4, ge=1)
+    negatives: int = Field(default=7, ge=1)
+    lr: float = Field(default=3e-5, gt=0)
+    head_lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    train_layers: int | None = Field(default=2, ge=0)
+    patience: int = Field(default=1, ge=1)
+    max_queries: int = Field(default=1500, ge=1)
+    valid_share: float = Field(default=0.2, gt=0, lt=1)
+    max_minutes: float | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
+def relation_words(times_bought: float, days_since: float, interval: float, touched: float) -> str:
+    """The user's relation to an item in words (what the cross-encoder reads beside the item)."""
+    if times_bought >= 1:
+        text = f"bought {int(times_bought)} time{'s' if times_bought > 1 else ''}, last {int(round(days_since))} days ago"
+        if interval > 0:
+            text += f", about every {int(round(interval))} days"
+        return text
+    if touched > 0:
+        return f"never bought, looked at {int(touched)} time{'s' if touched > 1 else ''}"
+    return "never bought"
+
+
+class CrossEncoderModel(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(int(backbone.config.hidden_size), 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        return self.head(mean_pool(hidden, attention_mask)).squeeze(-1)
+
+
+@dataclass
+class RerankQuery:
+    user_text: str
+    item_texts: list[str]  # item text + relation words, one per candidate
+    labels: np.ndarray  # 1.0 for items of the held-out basket
+
+
+@dataclass
+class CrossEncoderReport:
+    steps: int = 0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_metric: float = -1.0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class CrossEncoderReranker:
+    def __init__(self, model: CrossEncoderModel, tokenizer, config: CrossEncoderConfig | None = None) -> None:  # noqa: ANN001
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or CrossEncoderConfig()
+        self.report: CrossEncoderReport | None = None
+
+    def _batch(self, user_text: str, item_texts: list[str], device: str) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            [user_text or " "] * len(item_texts), item_texts, truncation="longest_first",
+            max_length=self.config.max_tokens, padding=True, return_tensors="pt",
+        )
+        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    @torch.no_grad()
+    def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray | None:
+        """Scores for each item text; None when `deadline` (time.monotonic()) passes first."""
+        if not item_texts:
+            return np.zeros(0, dtype=np.float32)
+        device = next(self.model.parameters()).device.type
+        out = np.zeros(len(item_texts), dtype=np.float32)
+        chunk = 32
+        for start in range(0, len(item_texts), chunk):
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            logits = self.model(**self._batch(user_text, item_texts[start : start + chunk], device))
+            out[start : start + chunk] = logits.float().cpu().numpy()
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def fit(self, queries: list[RerankQuery], work_dir: Path, resume: bool = False, show_progress: bool = True) -> CrossEncoderReport:
+        """Listwise training: each step takes `queries_per_step` queries, each one positive and
+        `negatives` hard candidates; loss = cross-entropy of the positive under a softmax."""
+        config = self.config
+        device = torch_device()
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        usable = [q for q in queries if q.labels.any() and (q.labels == 0).any()]
+        order = rng.permutation(len(usable))
+        n_valid = max(1, int(len(usable) * config.valid_share)) if len(usable) > 5 else 0
+        valid = [usable[i] for i in order[:n_valid]]
+        train = [usable[i] for i in order[n_valid:]][: config.max_queries]
+        _freeze_backbone_layers(self.model.backbone, config.train_layers)
+        self.model.to(device)
+        body = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("backbone")]
+        head = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone")]
+        optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=config.weight_decay
+        )
+        steps_per_epoch = max(1, len(train) // config.queries_per_step)
+        total = steps_per_epoch * config.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / max(1, total))
+        )
+        work_dir.mkdir(parents=True, exist_ok=True)
+        report = CrossEncoderReport()
+        best_state = model_state(self.model)
+        bad, start_epoch = 0, 0
+        checkpoint = work_dir / "ce_checkpoint"
+        if resume and (checkpoint / "state.json").is_file():
+            meta = load_training_state(checkpoint, self.model, optimizer)
+            start_epoch = report.epochs_run = meta["epoch"]
+            report.steps, report.best_metric, report.best_epoch, bad = meta["steps"], meta["best_metric"], meta["best_epoch"], meta["bad_epochs"]
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scheduler.lr_lambdas[0], last_epoch=report.steps - 1)
+            rng = np.random.default_rng([config.seed, start_epoch])
+        if start_epoch == 0:
+            report.best_metric = self.validate(valid)
+            self._log(work_dir, {"epoch": 0, "valid_mrr": report.best_metric})
+        began = time.monotonic()
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            self.model.train()
+            perm = rng.permutation(len(train))
+            losses: list[float] = []
+            out_of_time = False
+            with progress_bar(f"cross-encoder epoch {epoch}/{config.epochs}", total=steps_per_epoch, enabled=show_progress) as advance:
+                for step in range(steps_per_epoch):
+                    batch = [train[i] for i in perm[step * config.queries_per_step : (step + 1) * config.queries_per_step]]
+                    loss = self._listwise_loss(batch, rng, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(body + head, config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    report.steps += 1
+                    losses.append(loss.item())
+                    advance(1, loss=float(np.mean(losses[-20:])))
+                    if config.max_minutes and time.monotonic() - began > config.max_minutes * 60:
+                        out_of_time = True
+                        break
+            metric = self.validate(valid)
+            record = {"epoch": epoch, "step": report.steps, "loss": float(np.mean(losses)) if losses else None, "valid_mrr": metric}
+            self._log(work_dir, record)
+            report.history.append(record)
+            report.epochs_run = epoch
+            if metric > report.best_metric:
+                report.best_metric, report.best_epoch, bad = metric, epoch, 0
+                best_state = model_state(self.model)
+            else:
+                bad += 1
+            save_training_state(checkpoint, self.model, optimizer, {
+                "epoch": epoch, "steps": report.steps, "best_metric": report.best_metric,
+                "best_epoch": report.best_epoch, "bad_epochs": bad})
+            if bad >= config.patience or out_of_time:
+                break
+        load_model_state(self.model, best_state)
+        self.model.eval()
+        report.seconds = time.monotonic() - began
+        self.report = report
+        return report
+
+    def _listwise_loss(self, batch: list[RerankQuery], rng: np.random.Generator, device: str) -> torch.Tensor:
+        losses = []
+        for query in batch:
+            positives = np.flatnonzero(query.labels > 0)
+            negatives = np.flatnonzero(query.labels == 0)[: self.config.negatives * 3]
+            pos = int(rng.choice(positives))
+            neg = rng.choice(negatives, size=min(self.config.negatives, len(negatives)), replace=False)
+            texts = [query.item_texts[pos]] + [query.item_texts[int(n)] for n in neg]
+            logits = self.model(**self._batch(query.user_text, texts, device))
+            losses.append(nn.functional.cross_entropy(logits.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=device)))
+        return torch.stack(losses).mean()
+
+    def validate(self, queries: list[RerankQuery]) -> float:
+        """Mean reciprocal rank of the first positive after reranking each query's candidates."""
+        if not queries:
+            return 0.0
+        ranks = []
+        for query in queries:
+            scores = self.score(query.user_text, query.item_texts)
+            order = np.argsort(-scores, kind="stable")
+            hits = np.flatnonzero(query.labels[order] > 0)
+            ranks.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
+        return float(np.mean(ranks))
+
+    @staticmethod
+    def _log(work_dir: Path, record: dict) -> None:
+        with (work_dir / "cross_encoder_metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> list[str]:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(model_state(self.model), folder / "cross_encoder.safetensors")
+        (folder / "cross_encoder_backbone.json").write_text(self.model.backbone.config.to_json_string())
+        meta = {"config": self.config.model_dump(), "report": self.report.__dict__ if self.report else None}
+        (folder / "cross_encoder.json").write_text(json.dumps(meta, indent=1))
+        return ["cross_encoder.safetensors", "cross_encoder_backbone.json", "cross_encoder.json"]
+
+    @classmethod
+    def load(cls, folder: Path, tokenizer) -> CrossEncoderReranker:  # noqa: ANN001
+        from safetensors.torch import load_file
+        from transformers import AutoModel, BertConfig
+
+        try:
+            backbone_config = BertConfig.from_dict(json.loads((folder / "cross_encoder_backbone.json").read_text()))
+            meta = json.loads((folder / "cross_encoder.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"{folder}: cannot load cross-encoder: {err}") from None
+        model = CrossEncoderModel(AutoModel.from_config(backbone_config))
+        load_model_state(model, load_file(folder / "cross_encoder.safetensors"))
+        reranker = cls(model, tokenizer, CrossEncoderConfig.parse_dict(meta["config"]))
+        if meta.get("report"):
+            reranker.report = CrossEncoderReport(**meta["report"])
+        return reranker

@@ -1,0 +1,137 @@
+"""The ranking pipeline: candidates -> learned ranker -> cross-encoder on the top R -> second-stage
+ranker (the cross-encoder's score enters the order through it) -> filters -> diversity -> top k.
+
+If the cross-encoder cannot finish inside the request's time budget, the learned ranker's order is
+returned and the result is flagged `degraded`. Every stage's score is kept on every item.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import Field
+
+from recs.config import StrictModel
+from recs.ranking.cross_encoder import CrossEncoderReranker, relation_words
+from recs.ranking.diversity import cap_per_category, mmr
+from recs.ranking.explain import reason
+from recs.ranking.features import RANKING_FEATURES, feature_matrix
+from recs.ranking.ranker import LearnedRanker
+from recs.retrieval.candidates import CandidateSet
+from recs.retrieval.retriever import Filters, Retriever, UserContext
+
+STAGE2_FEATURES: tuple[str, ...] = (*RANKING_FEATURES, "ranker_score", "cross_encoder_score")
+_TOUCHED = RANKING_FEATURES.index("times_interacted")
+
+
+class RankOptions(StrictModel):
+    rerank: bool = True
+    rerank_top: int = Field(default=20, ge=0)
+    time_budget_ms: float | None = Field(default=250.0, ge=0)
+    diversity: float = Field(default=0.0, ge=0, le=1)  # MMR lambda = 1 - diversity
+    category_cap: int | None = Field(default=None, ge=1)
+    novelty: bool = False  # only items new to the user ("discover" shelf)
+
+
+@dataclass
+class RankedItem:
+    row: int
+    score: float
+    stages: dict[str, float]
+    reason: str
+    features: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RankedList:
+    items: list[RankedItem]
+    degraded: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def cross_encoder_texts(retriever: Retriever, cands: CandidateSet, features: np.ndarray, rows: np.ndarray) -> list[str]:
+    out = []
+    for j in rows.tolist():
+        f = cands.features
+        relation = relation_words(
+            float(f["times_bought"][j]), float(f["days_since_bought"][j]),
+            float(f["rebuy_interval_days"][j]), float(features[j, _TOUCHED]),
+        )
+        out.append(f"{retriever.catalog.texts[int(cands.item_rows[j])]} | {relation}")
+    return out
+
+
+class RankingPipeline:
+    def __init__(
+        self,
+        retriever: Retriever,
+        ranker: LearnedRanker | None = None,
+        cross_encoder: CrossEncoderReranker | None = None,
+        stage2: LearnedRanker | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.ranker = ranker
+        self.cross_encoder = cross_encoder
+        self.stage2 = stage2
+
+    def first_stage(self, context: UserContext, vector: np.ndarray | None, filters: Filters) -> tuple[CandidateSet, np.ndarray, np.ndarray]:
+        """Candidates, their feature matrix and first-stage scores (ranker, or RRF without one)."""
+        cands = self.retriever.candidates(context, vector, filters)
+        features = feature_matrix(self.retriever, context, cands)
+        scores = self.ranker.predict(features) if self.ranker is not None else cands.merged_score.astype(np.float32)
+        return cands, features, scores
+
+    def rank(
+        self, context: UserContext, vector: np.ndarray | None, filters: Filters, k: int, options: RankOptions | None = None
+    ) -> RankedList:
+        options = options or RankOptions()
+        timings: dict[str, float] = {}
+        started = time.monotonic()
+        if options.novelty:
+            filters = Filters(filters.category, filters.in_stock_only, True, filters.exclude)
+        cands, features, first = self.first_stage(context, vector if context.known else None, filters)
+        timings["ranker"] = (time.monotonic() - started) * 1000
+        order = np.lexsort((cands.item_rows, -first))
+        final = first.astype(np.float64).copy()
+        ce_scores = np.full(len(cands), np.nan)
+        degraded = False
+        top = order[: options.rerank_top]
+        if options.rerank and self.cross_encoder is not None and len(top) > 1 and context.known:
+            deadline = None if options.time_budget_ms is None else started + options.time_budget_ms / 1000.0
+            ce_start = time.monotonic()
+            scored = self.cross_encoder.score(context.state.text, cross_encoder_texts(self.retriever, cands, features, top), deadline)
+            timings["cross_encoder"] = (time.monotonic() - ce_start) * 1000
+            if scored is None:
+                degraded = True
+            else:
+                ce_scores[top] = scored
+                if self.stage2 is not None:
+                    stage2_x = np.column_stack([features[top], first[top], scored]).astype(np.float32)
+                    reranked = self.stage2.predict(stage2_x).astype(np.float64)
+                else:
+                    reranked = scored.astype(np.float64)
+                # The reranked top stays above the rest, reordered among itself.
+                final[top] = reranked - reranked.min() + final.max() + 1.0
+                order = np.lexsort((cands.item_rows, -final))
+        chosen = order
+        if options.diversity > 0:
+            window = order[: max(k * 5, 50)]
+            picked = mmr(final[window], self.retriever.item_vectors[cands.item_rows[window]], min(k * 3, len(window)), 1.0 - options.diversity)
+            chosen = window[picked]
+        if options.category_cap is not None:
+            categories = [self.retriever.categories[int(r)] for r in cands.item_rows]
+            chosen = np.asarray(cap_per_category(chosen.tolist(), categories, options.category_cap), dtype=np.int64)
+        items = []
+        for j in chosen[:k].tolist():
+            stages = {"retrieval_rrf": float(cands.merged_score[j]), "ranker": float(first[j])}
+            if not np.isnan(ce_scores[j]):
+                stages["cross_encoder"] = float(ce_scores[j])
+            items.append(RankedItem(
+                row=int(cands.item_rows[j]), score=float(final[j]), stages=stages,
+                reason=reason(self.retriever, context, cands, j),
+                features={name: float(features[j, i]) for i, name in enumerate(RANKING_FEATURES)},
+            ))
+        timings["total"] = (time.monotonic() - started) * 1000
+        return RankedList(items, degraded, timings)

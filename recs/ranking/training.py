@@ -1,0 +1,77 @@
+"""Training data for the ranker: the engine's own candidates for a held-out basket, labelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recs.progress import progress_bar
+from recs.ranking.features import RANKING_FEATURES, feature_matrix
+from recs.ranking.ranker import LearnedRanker, RankerConfig
+from recs.retrieval.candidates import CandidateSet
+from recs.retrieval.retriever import Retriever, UserContext
+
+
+@dataclass
+class QueryExample:
+    user_id: str
+    context: UserContext
+    candidates: CandidateSet
+    features: np.ndarray
+    labels: np.ndarray  # 1.0 where the candidate is in the held-out basket
+
+
+def serving_view(retriever: Retriever, history_events: pl.DataFrame) -> Retriever:
+    """The same towers and catalog, serving from `history_events` (e.g. everything before a split)."""
+    return Retriever(
+        retriever.model, retriever.tokenizer, retriever.config, retriever.items, history_events,
+        item_vectors=retriever.item_vectors, index=retriever.index, report=retriever.report,
+    )
+
+
+def query_examples(
+    view: Retriever,
+    targets: pl.DataFrame,
+    n_candidates: int,
+    max_users: int,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> list[QueryExample]:
+    """One example per target user known to `view`: candidates (n_candidates from the two-tower),
+    their features, and labels from `targets` (user_id, item_id)."""
+    grouped = targets.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
+    users = [u for u in grouped["user_id"].to_list() if view.known_user(u)]
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    relevant = dict(zip(grouped["user_id"].to_list(), grouped["item_id"].to_list(), strict=True))
+    config = view.config.model_copy(
+        update={"candidates": view.config.candidates.model_copy(update={"n_two_tower": n_candidates})}
+    )
+    view.config = config
+    out: list[QueryExample] = []
+    batch = 256
+    with progress_bar("ranker examples", total=len(users), enabled=show_progress) as advance:
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
+            contexts = [view.context(user_id=u) for u in chunk]
+            vectors = view.user_vectors([c.state for c in contexts])
+            for user, context, vector in zip(chunk, contexts, vectors, strict=True):
+                cands = view.candidates(context, vector)
+                rows = {view.catalog.row_of[i] for i in relevant[user] if i in view.catalog.row_of}
+                labels = np.array([1.0 if r in rows else 0.0 for r in cands.item_rows.tolist()], dtype=np.float32)
+                out.append(QueryExample(user, context, cands, feature_matrix(view, context, cands), labels))
+            advance(len(chunk))
+    return out
+
+
+def train_ranker(examples: list[QueryExample], config: RankerConfig | None = None) -> LearnedRanker:
+    """LambdaRank on the queries that have at least one positive among their candidates."""
+    useful = [e for e in examples if e.labels.any() and len(e.labels) > 1]
+    if not useful:
+        raise ValueError("no training query has a positive among its candidates")
+    features = np.concatenate([e.features for e in useful])
+    labels = np.concatenate([e.labels for e in useful])
+    groups = np.array([len(e.labels) for e in useful])
+    return LearnedRanker(RANKING_FEATURES, config).fit(features, labels, groups)

@@ -1,0 +1,172 @@
+"""Ranking: learned ranker and cross-encoder contracts, pipeline options, explanations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recs.ranking.cross_encoder import CrossEncoderConfig, CrossEncoderModel, CrossEncoderReranker, RerankQuery, relation_words
+from recs.ranking.diversity import cap_per_category, mmr
+from recs.ranking.features import RANKING_FEATURES
+from recs.ranking.pipeline import RankOptions
+from recs.ranking.ranker import LearnedRanker, RankerConfig
+from recs.serving import Engine
+
+
+@pytest.fixture(scope="module")
+def engine(ranked_artifact: Path) -> Engine:
+    return Engine.load(ranked_artifact)
+
+
+def _user_with_purchases(engine: Engine) -> str:
+    events = engine.retriever.events.filter(pl.col("event") == "purchase")
+    counts = events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
+    return counts["user_id"][0]
+
+
+def _toy_ranking_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    groups = np.full(60, 10)
+    x = rng.normal(size=(600, 3)).astype(np.float32)
+    y = (x[:, 0] + 0.1 * rng.normal(size=600) > 1.0).astype(np.float32)
+    return x, y, groups
+
+
+def test_ranker_learns_save_load_identical_and_deterministic(tmp_path: Path) -> None:
+    x, y, groups = _toy_ranking_data()
+    config = RankerConfig(n_estimators=50, min_data_in_leaf=5)
+    ranker = LearnedRanker(("a", "b", "c"), config).fit(x, y, groups)
+    again = LearnedRanker(("a", "b", "c"), config).fit(x, y, groups)
+    scores = ranker.predict(x)
+    np.testing.assert_array_equal(scores, again.predict(x))
+    assert np.corrcoef(scores, x[:, 0])[0, 1] > 0.5  # it found the informative feature
+    assert scores[y == 1].mean() > scores[y == 0].mean()
+    ranker.save(tmp_path)
+    np.testing.assert_array_equal(LearnedRanker.load(tmp_path).predict(x), scores)
+    assert ranker.predict(np.zeros((0, 3), dtype=np.float32)).shape == (0,)
+    assert ranker.predict(x[:1]).shape == (1,)
+    assert np.isfinite(scores).all()
+
+
+def test_cross_encoder_listwise_loss_falls(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from recs.encoders import load_backbone, load_tokenizer
+
+    torch.manual_seed(0)
+    reranker = CrossEncoderReranker(
+        CrossEncoderModel(load_backbone(tiny_model_dir)), load_tokenizer(tiny_model_dir),
+        CrossEncoderConfig(epochs=1, queries_per_step=2, negatives=3, lr=5e-3, head_lr=5e-3, train_layers=None, max_tokens=32),
+    )
+    items = ["tent for camping", "coffee beans", "phone case", "dog food"]
+    queries = [RerankQuery(u, items, np.array([1.0 if i == j else 0.0 for i in range(4)])) for j, u in
+               enumerate(["purchase: sleeping bag", "purchase: coffee mug", "purchase: smartphone", "purchase: dog bowl"])] * 3
+    rng = np.random.default_rng(0)
+    optimizer = torch.optim.AdamW(reranker.model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(30):
+        loss = reranker._listwise_loss(queries[:4], rng, "cpu")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) * 0.7
+    reranker.model.eval()
+    scores = reranker.score("purchase: sleeping bag", items)
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+    assert reranker.score("x", []).shape == (0,)
+    reranker.save(tmp_path)
+    again = CrossEncoderReranker.load(tmp_path, reranker.tokenizer)
+    np.testing.assert_allclose(again.score("purchase: sleeping bag", items), scores, atol=1e-5)
+
+
+def test_relation_words() -> None:
+    assert relation_words(3, 12.2, 14.0, 5) == "bought 3 times, last 12 days ago, about every 14 days"
+    assert relation_words(0, 3650, 0, 2) == "never bought, looked at 2 times"
+    assert relation_words(0, 3650, 0, 0) == "never bought"
+
+
+def test_mmr_lambda_one_equals_relevance_order() -> None:
+    rng = np.random.default_rng(0)
+    relevance = rng.random(20)
+    vectors = rng.normal(size=(20, 8))
+    np.testing.assert_array_equal(mmr(relevance, vectors, 10, 1.0), np.argsort(-relevance)[:10])
+    diverse = mmr(relevance, np.repeat(vectors[:1], 20, axis=0), 5, 0.3)
+    assert len(set(diverse.tolist())) == 5
+
+
+def test_category_cap() -> None:
+    assert cap_per_category([0, 1, 2, 3], ["a", "a", "b", "a"], 1) == [0, 2]
+    assert cap_per_category([0, 1], ["", ""], 1) == [0, 1]
+
+
+def test_engine_full_pipeline_has_stage_scores_and_reasons(engine: Engine) -> None:
+    assert engine.pipeline.ranker is not None and engine.pipeline.cross_encoder is not None
+    user = _user_with_purchases(engine)
+    results = engine.recommend(user_id=user, k=8, time_budget_ms=None)
+    assert not results.degraded and len(results) == 8
+    top = results[0]
+    assert {"retrieval_rrf", "ranker", "cross_encoder"} <= set(top.stages)
+    assert set(RANKING_FEATURES) <= set(top.features)
+    assert all(r.reason for r in results)
+
+
+def test_degraded_fallback_when_budget_is_zero(engine: Engine) -> None:
+    user = _user_with_purchases(engine)
+    degraded = engine.recommend(user_id=user, k=8, time_budget_ms=0)
+    plain = engine.recommend(user_id=user, k=8, rerank=False)
+    assert degraded.degraded
+    assert [r.item_id for r in degraded] == [r.item_id for r in plain]
+    assert all("cross_encoder" not in r.stages for r in degraded)
+
+
+def test_every_filter_honoured(engine: Engine) -> None:
+    r = engine.retriever
+    user = _user_with_purchases(engine)
+    bought = set(r.events.filter((pl.col("user_id") == user) & (pl.col("event") == "purchase"))["item_id"])
+    stock = dict(zip(r.items["item_id"], r.items["in_stock"], strict=True))
+    cats = dict(zip(r.items["item_id"], r.items["category"], strict=True))
+    out = engine.recommend(user_id=user, k=15, in_stock=True, exclude_bought=True)
+    assert all(stock[x.item_id] for x in out) and not bought & {x.item_id for x in out}
+    category = r.items["category"][0].split(" > ")[0]
+    assert all(cats[x.item_id].startswith(category) for x in engine.recommend(user_id=user, k=10, category=category))
+    first = engine.recommend(user_id=user, k=5)
+    excluded = [x.item_id for x in first[:2]]
+    assert not set(excluded) & {x.item_id for x in engine.recommend(user_id=user, k=5, exclude=excluded)}
+    capped = engine.recommend(user_id=user, k=10, category_cap=1)
+    leaves = [cats[x.item_id] for x in capped]
+    assert len(leaves) == len(set(leaves))
+
+
+def test_novelty_returns_no_bought_item(engine: Engine) -> None:
+    r = engine.retriever
+    user = _user_with_purchases(engine)
+    bought = set(r.events.filter((pl.col("user_id") == user) & (pl.col("event") == "purchase"))["item_id"])
+    assert bought
+    assert not bought & {x.item_id for x in engine.recommend(user_id=user, k=20, novelty=True)}
+
+
+def test_explanations_name_a_real_history_item_or_feature(engine: Engine) -> None:
+    r = engine.retriever
+    for user in r.events["user_id"].unique().sort().to_list()[:10]:
+        titles = set(r.events.filter(pl.col("user_id") == user).join(r.items, on="item_id")["title"])
+        for item in engine.recommend(user_id=user, k=10):
+            if item.reason.startswith("because you"):
+                named = item.reason.removeprefix("because you bought ").removeprefix("because you looked at ")
+                assert named in titles, item.reason
+            elif item.reason.startswith("you buy this every"):
+                assert item.features["times_bought"] >= 2
+            elif item.reason.startswith("you bought this"):
+                assert item.features["times_bought"] >= 1
+            else:
+                assert item.reason.startswith("popular")
+
+
+def test_diversity_option_changes_nothing_at_zero(engine: Engine) -> None:
+    user = _user_with_purchases(engine)
+    a = engine.recommend(user_id=user, k=10, rerank=False)
+    b = engine.recommend(user_id=user, k=10, rerank=False, diversity=0.0)
+    assert [x.item_id for x in a] == [x.item_id for x in b]
+    assert RankOptions().diversity == 0.0
