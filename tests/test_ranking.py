@@ -9,11 +9,17 @@ import polars as pl
 import pytest
 import torch
 
-from recs.ranking.cross_encoder import CrossEncoderConfig, CrossEncoderModel, CrossEncoderReranker, RerankQuery, relation_words
+from recs.ranking.cross_encoder import (
+    CrossEncoderConfig,
+    CrossEncoderModel,
+    CrossEncoderReranker,
+    RerankQuery,
+)
 from recs.ranking.diversity import cap_per_category, mmr
 from recs.ranking.features import RANKING_FEATURES
 from recs.ranking.pipeline import RankOptions
 from recs.ranking.ranker import LearnedRanker, RankerConfig
+from recs.ranking.relation import relation_words
 from recs.serving import Engine
 
 

@@ -15,9 +15,9 @@ import torch
 from recs.data import leave_last_out, load_dataset
 from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
 from recs.retrieval.candidates import FEATURES, CandidateConfig, UserHistory, generate_candidates
+from recs.retrieval.history import history_weights
 from recs.retrieval.losses import in_batch_softmax_loss, pointwise_bce_loss
 from recs.retrieval.retriever import Filters, Retriever
-from recs.retrieval.towers import history_weights
 from recs.serving import Engine
 
 

@@ -22,7 +22,12 @@ from recs.device import torch_device
 from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
-from recs.retrieval.checkpoint import load_model_state, load_training_state, model_state, save_training_state
+from recs.retrieval.checkpoint import (
+    load_model_state,
+    load_training_state,
+    model_state,
+    save_training_state,
+)
 from recs.retrieval.trainer import _freeze_backbone_layers
 
 
@@ -41,18 +46,6 @@ class CrossEncoderConfig(StrictModel):
     valid_share: float = Field(default=0.2, gt=0, lt=1)
     max_minutes: float | None = Field(default=None, gt=0)
     seed: int = 0
-
-
-def relation_words(times_bought: float, days_since: float, interval: float, touched: float) -> str:
-    """The user's relation to an item in words (what the cross-encoder reads beside the item)."""
-    if times_bought >= 1:
-        text = f"bought {int(times_bought)} time{'s' if times_bought > 1 else ''}, last {int(round(days_since))} days ago"
-        if interval > 0:
-            text += f", about every {int(round(interval))} days"
-        return text
-    if touched > 0:
-        return f"never bought, looked at {int(touched)} time{'s' if touched > 1 else ''}"
-    return "never bought"
 
 
 class CrossEncoderModel(nn.Module):
@@ -84,7 +77,7 @@ class CrossEncoderReport:
 
 
 class CrossEncoderReranker:
-    def __init__(self, model: CrossEncoderModel, tokenizer, config: CrossEncoderConfig | None = None) -> None:  # noqa: ANN001
+    def __init__(self, model: CrossEncoderModel, tokenizer, config: CrossEncoderConfig | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or CrossEncoderConfig()
@@ -236,7 +229,7 @@ class CrossEncoderReranker:
         return ["cross_encoder.safetensors", "cross_encoder_backbone.json", "cross_encoder.json"]
 
     @classmethod
-    def load(cls, folder: Path, tokenizer) -> CrossEncoderReranker:  # noqa: ANN001
+    def load(cls, folder: Path, tokenizer) -> CrossEncoderReranker:
         from safetensors.torch import load_file
         from transformers import AutoModel, BertConfig
 

@@ -16,7 +16,7 @@ def reason(retriever: Retriever, context: UserContext, cands: CandidateSet, j: i
         due = " (due again)" if f["rebuy_due"] >= 0.8 else ""
         return f"you buy this every ~{every}{due}"
     if f["times_bought"] >= 1:
-        return f"you bought this {int(round(f['days_since_bought']))} days ago"
+        return f"you bought this {round(f['days_since_bought'])} days ago"
     source = int(cands.cooc_source[j])
     if f["from_cooc"] > 0 and source >= 0:
         return f"because you bought {retriever.catalog.titles[source]}"

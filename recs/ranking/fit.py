@@ -17,7 +17,12 @@ import polars as pl
 
 from recs.config import StrictModel
 from recs.progress import progress_bar
-from recs.ranking.cross_encoder import CrossEncoderConfig, CrossEncoderModel, CrossEncoderReranker, RerankQuery
+from recs.ranking.cross_encoder import (
+    CrossEncoderConfig,
+    CrossEncoderModel,
+    CrossEncoderReranker,
+    RerankQuery,
+)
 from recs.ranking.pipeline import STAGE2_FEATURES, RankOptions, cross_encoder_texts
 from recs.ranking.ranker import LearnedRanker, RankerConfig
 from recs.ranking.training import QueryExample, query_examples, serving_view, train_ranker

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
 
 from recs.config import StrictModel
-from recs.ranking.cross_encoder import CrossEncoderReranker, relation_words
 from recs.ranking.diversity import cap_per_category, mmr
 from recs.ranking.explain import reason
 from recs.ranking.features import RANKING_FEATURES, feature_matrix
 from recs.ranking.ranker import LearnedRanker
+from recs.ranking.relation import relation_words
 from recs.retrieval.candidates import CandidateSet
 from recs.retrieval.retriever import Filters, Retriever, UserContext
+
+if TYPE_CHECKING:
+    from recs.ranking.cross_encoder import CrossEncoderReranker
 
 STAGE2_FEATURES: tuple[str, ...] = (*RANKING_FEATURES, "ranker_score", "cross_encoder_score")
 _TOUCHED = RANKING_FEATURES.index("times_interacted")

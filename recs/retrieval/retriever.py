@@ -13,45 +13,31 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from recs.artifacts import ArtifactWriter, open_artifact, register_component_kind
-from recs.config import StrictModel, UnknownUserPolicy
+from recs.config import UnknownUserPolicy
 from recs.data.splits import leave_last_out
-from recs.data.text import DEFAULT_ITEM_TEMPLATE, render_item, render_user
-from recs.encoders.backbone import load_backbone, load_tokenizer
-from recs.errors import ArtifactError, ConfigError, UnknownItemError, UnknownUserError
-from recs.retrieval.candidates import (
-    CandidateConfig,
-    CandidateSet,
-    UserHistory,
-    generate_candidates,
-)
-from recs.retrieval.checkpoint import load_model_state, model_state
+from recs.data.text import render_item, render_user
+from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
+from recs.retrieval.candidates import CandidateSet, UserHistory, generate_candidates
+from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.copurchase import copurchase_neighbours
-from recs.retrieval.encode import encode_items, encode_users
+from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
 from recs.retrieval.pairs import Catalog, UserState, build_examples, state_from_events
-from recs.retrieval.towers import TowerConfig, TwoTowerModel, history_means
-from recs.retrieval.trainer import TrainConfig, TrainReport, make_validation_set, train_towers
+
+if TYPE_CHECKING:
+    from recs.retrieval.towers import TwoTowerModel
+    from recs.retrieval.trainer import TrainReport
+
+__all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext"]
 
 register_component_kind("interactions")
 RETRIEVER_FORMAT = 1
-
-
-class RetrievalConfig(StrictModel):
-    towers: TowerConfig = TowerConfig()
-    train: TrainConfig = TrainConfig()
-    candidates: CandidateConfig = CandidateConfig()
-    index_kind: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
-    unknown_user: UnknownUserPolicy = "fallback"
-    max_history_events: int = 50
-    user_text_max_chars: int = 512
-    item_template: str = DEFAULT_ITEM_TEMPLATE
 
 
 @dataclass
@@ -130,6 +116,10 @@ class Retriever:
 
         Without `valid_targets`, each user's last basket is held out for validation (early
         stopping) and the towers train on what came before; the served history is all of `events`."""
+        from recs.encoders.backbone import load_backbone, load_tokenizer
+        from recs.retrieval.towers import TwoTowerModel
+        from recs.retrieval.trainer import TrainReport, make_validation_set, train_towers
+
         config = config or RetrievalConfig()
         tokenizer = load_tokenizer(config.towers.model)
         model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
@@ -156,12 +146,21 @@ class Retriever:
     @classmethod
     def zero_shot(cls, events: pl.DataFrame, items: pl.DataFrame, config: RetrievalConfig | None = None) -> Retriever:
         """The untuned backbone (identity heads): the zero-shot baseline."""
+        from recs.encoders.backbone import load_backbone, load_tokenizer
+        from recs.retrieval.towers import TwoTowerModel
+
         config = config or RetrievalConfig()
         model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
         return cls(model, load_tokenizer(config.towers.model), config, items, events)
 
     def encode_catalog(self, show_progress: bool = False) -> np.ndarray:
-        return encode_items(self.model, self.tokenizer, self.catalog.texts, show_progress=show_progress)
+        return self.encode_texts(self.catalog.texts, show_progress)
+
+    def encode_texts(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Item-tower vectors of item texts (the ONNX runtime overrides this)."""
+        from recs.retrieval.encode import encode_items
+
+        return encode_items(self.model, self.tokenizer, texts, show_progress=show_progress)
 
     def _build_index(self, vectors: np.ndarray) -> ItemIndex:
         index = ItemIndex(dim=self.model.dim, kind=self.config.index_kind)
@@ -177,11 +176,7 @@ class Retriever:
         """Re-encode the catalog (optionally a new one: new items are servable at once) and re-index."""
         config = self.config if kind is None else self.config.model_copy(update={"index_kind": kind})
         items = self.items if items is None else items
-        vectors = encode_items(
-            self.model, self.tokenizer,
-            [render_item(r, config.item_template) for r in items.iter_rows(named=True)],
-            show_progress=show_progress,
-        )
+        vectors = self.encode_texts([render_item(r, config.item_template) for r in items.iter_rows(named=True)], show_progress)
         fresh = Retriever(self.model, self.tokenizer, config, items, self.events, item_vectors=vectors, report=self.report)
         self.__dict__.update(fresh.__dict__)
 
@@ -241,6 +236,8 @@ class Retriever:
             [s.history_rows for s in states], self.item_vectors,
             self.config.towers.history_max_items, self.config.towers.history_half_life,
         )
+        from recs.retrieval.encode import encode_users
+
         return encode_users(self.model, self.tokenizer, [s.text for s in states], means)
 
     # -- retrieval ----------------------------------------------------------------------------
@@ -289,6 +286,8 @@ class Retriever:
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
+        from recs.retrieval.checkpoint import model_state
+
         path = Path(path)
         with ArtifactWriter(path) as writer:
             root = writer.path
@@ -323,6 +322,11 @@ class Retriever:
     def load(cls, path: str | Path) -> Retriever:
         from transformers import AutoModel, BertConfig
 
+        from recs.encoders.backbone import load_tokenizer
+        from recs.retrieval.checkpoint import load_model_state
+        from recs.retrieval.towers import TwoTowerModel
+        from recs.retrieval.trainer import TrainReport
+
         artifact = open_artifact(path)
         for name in ("towers", "catalog", "index", "interactions"):
             if not artifact.has_component(name):
@@ -344,14 +348,3 @@ class Retriever:
             neighbours=(artifact.read_npy("neighbour_rows.npy"), artifact.read_npy("neighbour_scores.npy")),
             report=report,
         )
-
-
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
-
-
-def check_k(k: int) -> int:
-    if k < 1:
-        raise ConfigError(f"k must be positive, got {k}")
-    return k

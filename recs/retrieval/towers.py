@@ -9,27 +9,13 @@ the learned weight `w` lets training decide how much of each to use.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from recs.config import StrictModel
 from recs.encoders.pooling import l2_normalize, mean_pool
-
-
-class TowerConfig(StrictModel):
-    model: str = "default"
-    separate_backbones: bool = False
-    projection_dim: int | None = None  # None: the backbone's hidden size, heads start as identity
-    max_item_tokens: int = 40
-    max_user_tokens: int = 96
-    user_input: Literal["text", "text+history"] = "text+history"
-    history_weight_init: float = 1.0
-    history_max_items: int = 20
-    history_half_life: float = 5.0  # in history positions: the 5th most recent item counts half
+from recs.retrieval.config import TowerConfig
 
 
 class TwoTowerModel(nn.Module):
@@ -74,24 +60,3 @@ class TwoTowerModel(nn.Module):
         if self.config.user_input == "text+history" and history_mean is not None:
             vector = vector + self.history_weight() * history_mean
         return l2_normalize(vector)
-
-
-def history_weights(n: int, half_life: float) -> np.ndarray:
-    """Weights for n history items in chronological order (most recent last), summing to 1."""
-    if n == 0:
-        return np.zeros(0, dtype=np.float32)
-    age = np.arange(n - 1, -1, -1, dtype=np.float32)
-    weights = np.power(0.5, age / max(half_life, 1e-6))
-    return (weights / weights.sum()).astype(np.float32)
-
-
-def history_means(
-    histories: Sequence[Sequence[int]], item_vectors: np.ndarray, max_items: int, half_life: float
-) -> np.ndarray:
-    """Recency-weighted mean of item vectors per history (rows of zeros for empty histories)."""
-    out = np.zeros((len(histories), item_vectors.shape[1]), dtype=np.float32)
-    for row, history in enumerate(histories):
-        recent = list(history)[-max_items:]
-        if recent:
-            out[row] = history_weights(len(recent), half_life) @ item_vectors[recent]
-    return out

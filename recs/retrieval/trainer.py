@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from pydantic import Field
 
-from recs.config import StrictModel
 from recs.device import torch_device
 from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
 from recs.progress import progress_bar
@@ -29,35 +27,12 @@ from recs.retrieval.checkpoint import (
     model_state,
     save_training_state,
 )
+from recs.retrieval.config import TrainConfig
 from recs.retrieval.encode import encode_items, encode_users, tokenize
+from recs.retrieval.history import history_means
 from recs.retrieval.losses import in_batch_softmax_loss
 from recs.retrieval.pairs import Catalog, TrainingExamples, UserState
-from recs.retrieval.towers import TwoTowerModel, history_means
-
-
-class TrainConfig(StrictModel):
-    epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=5e-5, gt=0)
-    head_lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
-    grad_clip: float = Field(default=1.0, gt=0)
-    temperature: float = Field(default=0.05, gt=0)
-    logq_correction: bool = True
-    mask_also_bought: bool = True
-    hard_negatives: int = Field(default=0, ge=0)
-    # Only the top `train_layers` transformer layers are fine-tuned (None: all): on 2 CPU cores
-    # this halves a step's time; on a GPU set it to None.
-    train_layers: int | None = Field(default=2, ge=0)
-    max_pairs_per_epoch: int | None = Field(default=8000, ge=1)
-    patience: int = Field(default=2, ge=1)
-    valid_users: int = Field(default=1000, ge=1)
-    valid_ks: tuple[int, ...] = (10, 50)
-    seed: int = 0
-    max_minutes: float | None = Field(default=None, gt=0)
-    lora: bool = False
-    lora_r: int = Field(default=8, ge=1)
+from recs.retrieval.towers import TwoTowerModel
 
 
 @dataclass
