@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 RECS := $(VENV)/bin/recs
 STAMP := $(VENV)/.installed
 DEMO := build/demo
-# 2 epochs of at most 8000 pairs: a few minutes on 2 CPU cores. On a GPU: --epochs 5 --train-layers -1
-DEMO_TRAIN_FLAGS ?= --epochs 2
+# Sized for 2 CPU cores (a few minutes each). On a GPU: --epochs 5 --train-layers -1 --max-pairs 200000
+DEMO_TRAIN_FLAGS ?= --epochs 2 --max-pairs 3000
+DEMO_RANKER_FLAGS ?= --ce-epochs 1 --ce-max-minutes 4
 
 .PHONY: setup setup-gpu demo test lint bench clean
 
@@ -31,10 +32,12 @@ demo: $(STAMP)
 	$(RECS) data validate $(DEMO)/shop/items.csv $(DEMO)/shop/events.csv $(DEMO)/shop/bundles.csv
 	$(RECS) train --data $(DEMO)/shop --out $(DEMO)/model $(DEMO_TRAIN_FLAGS)
 	$(RECS) build-index --model $(DEMO)/model
+	$(RECS) train-ranker --model $(DEMO)/model --data $(DEMO)/shop $(DEMO_RANKER_FLAGS)
 	for user in U0001 U0042 U0123; do \
 	  $(RECS) data profile --data $(DEMO)/shop --user $$user && \
 	  $(RECS) query --model $(DEMO)/model --user $$user --k 10 --show-history || exit 1; \
 	done
+	$(RECS) query --model $(DEMO)/model --user U0042 --k 5 --novelty --diversity 0.3
 	$(RECS) query --model $(DEMO)/model --text "camping trip this weekend" --k 5
 	$(RECS) evaluate --data $(DEMO)/shop --artifact $(DEMO)/model --k 10,50 --out $(DEMO)/evaluation.json
 
@@ -45,8 +48,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recs tests benchmarks
 
+# Benchmarks (long: real datasets from ../shared/datasets, skipped when absent). Results in benchmarks/results/.
 bench: $(STAMP)
 	$(PY) benchmarks/baselines.py
+	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/rerank.py
 
 clean:
 	rm -rf $(VENV) build

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks.datasets import DATASET_NAMES, datasets_root, load_dataset_by_name, missing_files  # noqa: E402
+from benchmarks._runner import run_all  # noqa: E402
+from benchmarks.datasets import DATASET_NAMES, load_dataset_by_name  # noqa: E402
 from recs.data.schema import Dataset  # noqa: E402
 
 BENCHMARK = "retrieval"
@@ -47,13 +47,22 @@ def load(name: str, root: Path) -> Dataset:
     return load_dataset_by_name(name, root)
 
 
+def model_dir(name: str) -> Path:
+    """Where the towers trained for a dataset are kept (tune split: test baskets never seen)."""
+    return _REPO / "build" / "bench" / "models" / name.replace("/", "-")
+
+
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     import numpy as np
 
     from recs.data.splits import leave_last_out
     from recs.evaluation.protocol import evaluate, evaluate_baselines
     from recs.retrieval.encode import encode_items
-    from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender, ZeroShotRecommender
+    from recs.retrieval.recommenders import (
+        CandidatesRecommender,
+        TwoTowerRecommender,
+        ZeroShotRecommender,
+    )
     from recs.retrieval.retriever import RetrievalConfig, Retriever
     from recs.retrieval.towers import TowerConfig
     from recs.retrieval.trainer import TrainConfig
@@ -85,6 +94,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     started = time.perf_counter()
     retriever = Retriever.fit(split.tune_events, dataset.items, config, work, valid_targets=split.valid, show_progress=args.progress)
     train_s = time.perf_counter() - started
+    retriever.save(model_dir(name))  # benchmarks/rerank.py starts from these towers
     report = retriever.report
     texts = retriever.catalog.texts
     started = time.perf_counter()
@@ -121,28 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=BENCHMARK, help="results file name")
     args = parser.parse_args(argv)
-    root = args.root or datasets_root()
-    rows: list[dict[str, Any]] = []
-    failed = []
-    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        if name != "demo" and missing_files(name, root):
-            print(f"[{name}] skipped: dataset files not found under {root}", flush=True)
-            continue
-        try:
-            rows.extend(run_dataset(name, root, args))
-        except Exception:
-            failed.append(name)
-            print(f"[{name}] FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-    if not rows:
-        return 1
-    from recs.evaluation.report import format_table, plot_metrics, write_results
-
-    print(format_table(rows, metrics=("recall@10", "recall@50", "recall@100", "ndcg@10")))
-    json_path, md_path = write_results(args.name, rows, args.out)
-    plot_metrics([r for r in rows if r["slice"] == "all"], args.out / f"{args.name}.png", metric="ndcg@10")
-    print(f"wrote {json_path}, {md_path}")
-    return 1 if failed else 0
-
+    return run_all(args, run_dataset, ("recall@10", "recall@50", "recall@100", "ndcg@10"))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from recs.retrieval.checkpoint import (
     model_state,
     save_training_state,
 )
-from recs.retrieval.trainer import _freeze_backbone_layers
+from recs.retrieval.trainer import TrainReport, _freeze_backbone_layers
 
 
 class CrossEncoderConfig(StrictModel):
@@ -66,14 +66,8 @@ class RerankQuery:
     labels: np.ndarray  # 1.0 for items of the held-out basket
 
 
-@dataclass
-class CrossEncoderReport:
-    steps: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_metric: float = -1.0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
+# The cross-encoder reports like the towers' trainer (steps, epochs, best epoch, seconds, history).
+CrossEncoderReport = TrainReport
 
 
 class CrossEncoderReranker:

@@ -1,0 +1,41 @@
+"""The loop every model benchmark shares: each dataset in turn, failures reported, results written."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.datasets import datasets_root, missing_files
+
+RunDataset = Callable[[str, Path, argparse.Namespace], list[dict[str, Any]]]
+
+
+def run_all(args: argparse.Namespace, run_dataset: RunDataset, table_metrics: Sequence[str]) -> int:
+    """Runs `run_dataset` for each name in `args.datasets` (comma-separated; `demo` is always
+    available, real datasets are skipped with a message when absent), prints the table, writes
+    `<args.out>/<args.name>.json|.md|.png`. Exit status 1 when a dataset failed or nothing ran."""
+    from recs.evaluation.report import format_table, plot_metrics, write_results
+
+    root = args.root or datasets_root()
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        if name != "demo" and missing_files(name, root):
+            print(f"[{name}] skipped: dataset files not found under {root}", flush=True)
+            continue
+        try:
+            rows.extend(run_dataset(name, root, args))
+        except Exception:
+            failed.append(name)
+            print(f"[{name}] FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    if not rows:
+        return 1
+    print(format_table(rows, metrics=tuple(table_metrics)))
+    json_path, md_path = write_results(args.name, rows, args.out)
+    plot_metrics([r for r in rows if r["slice"] == "all"], args.out / f"{args.name}.png", metric="ndcg@10")
+    print(f"wrote {json_path}, {md_path}")
+    return 1 if failed else 0
