@@ -226,3 +226,18 @@ def test_training_resumes_from_checkpoint(tiny_model_dir: Path, small_demo_dir: 
 
 def test_filters_dataclass_defaults() -> None:
     assert Filters() == Filters(category=None, in_stock_only=False, exclude_bought=False, exclude=())
+
+
+def test_training_pairs_cut_at_session_start_and_skip_rebuys(shop_dir: Path) -> None:
+    from recs.data.text import render_items
+    from recs.retrieval.pairs import Catalog, build_examples
+
+    dataset, _ = load_dataset(shop_dir)
+    catalog = Catalog.from_items(dataset.items, render_items)
+    every = build_examples(dataset.events, catalog)
+    fresh = build_examples(dataset.events, catalog, new_items_only=True)
+    c1 = catalog.row_of["C1"]
+    # u1 re-buys C1 twice: those are positives of `every` but not of `fresh`.
+    assert int((every.pair_item == c1).sum()) > int((fresh.pair_item == c1).sum())
+    # u2 viewed T1 minutes before buying it: that view is not history for the o5 basket (no state).
+    assert all("view: TrailPeak" not in s.text or "purchase" in s.text for s in every.states)

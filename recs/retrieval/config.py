@@ -15,8 +15,8 @@ class TowerConfig(StrictModel):
     model: str = "default"
     separate_backbones: bool = False
     projection_dim: int | None = None  # None: the backbone's hidden size, heads start as identity
-    max_item_tokens: int = 40
-    max_user_tokens: int = 96
+    max_item_tokens: int = 32
+    max_user_tokens: int = 64
     user_input: Literal["text", "text+history"] = "text+history"
     history_weight_init: float = 1.0
     history_max_items: int = 20
@@ -26,7 +26,7 @@ class TowerConfig(StrictModel):
 class TrainConfig(StrictModel):
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=5e-5, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
     head_lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, le=1)
@@ -34,6 +34,9 @@ class TrainConfig(StrictModel):
     temperature: float = Field(default=0.05, gt=0)
     logq_correction: bool = True
     mask_also_bought: bool = True
+    # "new_to_user": learn only from baskets' items the user had not bought before. Re-buys are the
+    # history source's job (candidates.py); the towers are there to find what is new to the user.
+    positives: Literal["all", "new_to_user"] = "new_to_user"
     hard_negatives: int = Field(default=0, ge=0)
     # Only the top `train_layers` transformer layers are fine-tuned (None: all): on 2 CPU cores
     # this halves a step's time; on a GPU set it to None.

@@ -105,6 +105,7 @@ def build_examples(
     max_events: int = 50,
     max_chars: int = 512,
     session_gap: timedelta | None = DEFAULT_SESSION_GAP,
+    new_items_only: bool = False,
 ) -> TrainingExamples:
     """One state per target basket that has some history before it; one pair per distinct item.
 
@@ -146,6 +147,10 @@ def build_examples(
                     cut -= 1
                 if cut > 0:
                     positives = frozenset(items[start:end])
+                    if new_items_only:
+                        bought = {items[i] for i in range(start) if event_kinds[i] == kind}
+                        positives = positives - bought
+                if cut > 0 and positives:
                     states.append(_user_state(rows[:cut], titles, max_events, max_chars))
                     baskets.append(positives)
                     for item in sorted(positives):

@@ -77,7 +77,7 @@ class Retriever:
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
         report: TrainReport | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval() if model is not None else None
         self.tokenizer = tokenizer
         self.config = config
         self.items = items
@@ -128,11 +128,18 @@ class Retriever:
         if valid_targets is None:
             split = leave_last_out(events, items["item_id"])
             train_events, valid_targets = split.fit_events, split.test
-        examples = build_examples(train_events, catalog, config.max_history_events, config.user_text_max_chars)
+        examples = build_examples(
+            train_events, catalog, config.max_history_events, config.user_text_max_chars,
+            new_items_only=config.train.positives == "new_to_user",
+        )
         states = {
             str(user[0]): state_from_events(group, catalog, config.max_history_events, config.user_text_max_chars)
             for user, group in train_events.group_by("user_id")
         }
+        if config.train.positives == "new_to_user":
+            # Validate on what the towers are trained for: items new to the user.
+            bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
+            valid_targets = valid_targets.join(bought, on=["user_id", "item_id"], how="anti")
         valid = make_validation_set(states, valid_targets, catalog, config.train.valid_users, config.train.seed)
         work = work_dir or Path(".recs-work")
         report = TrainReport()
@@ -163,7 +170,7 @@ class Retriever:
         return encode_items(self.model, self.tokenizer, texts, show_progress=show_progress)
 
     def _build_index(self, vectors: np.ndarray) -> ItemIndex:
-        index = ItemIndex(dim=self.model.dim, kind=self.config.index_kind)
+        index = ItemIndex(dim=int(vectors.shape[1]), kind=self.config.index_kind)
         index.add(
             self.catalog.item_ids,
             vectors,
@@ -177,7 +184,7 @@ class Retriever:
         config = self.config if kind is None else self.config.model_copy(update={"index_kind": kind})
         items = self.items if items is None else items
         vectors = self.encode_texts([render_item(r, config.item_template) for r in items.iter_rows(named=True)], show_progress)
-        fresh = Retriever(self.model, self.tokenizer, config, items, self.events, item_vectors=vectors, report=self.report)
+        fresh = type(self)(self.model, self.tokenizer, config, items, self.events, item_vectors=vectors, report=self.report)
         self.__dict__.update(fresh.__dict__)
 
     # -- users ----------------------------------------------------------------------------------
