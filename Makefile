@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 RECS := $(VENV)/bin/recs
 STAMP := $(VENV)/.installed
 DEMO := build/demo
+# Spinning OpenMP threads slow torch/onnxruntime badly on small shared machines.
+export OMP_WAIT_POLICY := PASSIVE
 # Sized for 2 CPU cores (a few minutes each). On a GPU: --epochs 5 --train-layers -1 --max-pairs 200000
 DEMO_TRAIN_FLAGS ?= --epochs 2 --max-pairs 3000
 DEMO_RANKER_FLAGS ?= --ce-epochs 1 --ce-max-minutes 4
@@ -40,6 +42,13 @@ demo: $(STAMP)
 	$(RECS) query --model $(DEMO)/model --user U0042 --k 5 --novelty --diversity 0.3
 	$(RECS) query --model $(DEMO)/model --text "camping trip this weekend" --k 5
 	$(RECS) evaluate --data $(DEMO)/shop --artifact $(DEMO)/model --k 10,50 --out $(DEMO)/evaluation.json
+	# Serving without torch: export to ONNX and answer the same queries from the exported folder.
+	$(RECS) export --model $(DEMO)/model --out $(DEMO)/onnx --int8
+	$(RECS) export-vectors --model $(DEMO)/onnx --to parquet --out $(DEMO)/vectors/items.parquet
+	$(RECS) export-vectors --model $(DEMO)/onnx --to opensearch --out $(DEMO)/vectors/opensearch
+	for user in U0001 U0042 U0123; do $(RECS) query --model $(DEMO)/onnx --user $$user --k 10 || exit 1; done
+	$(RECS) query --model $(DEMO)/onnx --text "camping trip this weekend" --k 5
+	RECS_ONNX_PRECISION=int8 $(RECS) query --model $(DEMO)/onnx --user U0042 --k 10
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recs tests benchmarks
@@ -53,6 +62,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/baselines.py
 	$(PY) benchmarks/retrieval.py
 	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/encode_speed.py
 
 clean:
 	rm -rf $(VENV) build

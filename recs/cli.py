@@ -317,6 +317,169 @@ def query(
     console.print(table)
 
 
+@app.command("export")
+@handle_errors
+def export_command(
+    model: Annotated[Path, typer.Option("--model", help="Trained artifact folder (towers, and the ranking stage if trained).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the ONNX serving artifact (replaced atomically).")],
+    int8: Annotated[bool, typer.Option("--int8", help="Also write dynamically quantised int8 graphs.")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity checks against torch.")] = False,
+) -> None:
+    """Export towers, cross-encoder and rankers to ONNX: a folder served without torch."""
+    from recs.export import export_artifact
+
+    result = export_artifact(model, out, int8=int8, check=not no_check)
+    table = Table(title=f"ONNX export {out}")
+    for column in ("graph", "fp32 MB", "int8 MB", "parity"):
+        table.add_column(column, justify="left" if column in ("graph", "parity") else "right")
+    for name, sizes in result.sizes().items():
+        table.add_row(name, f"{sizes['fp32'] / 1e6:.1f}", f"{sizes['int8'] / 1e6:.1f}" if "int8" in sizes else "", _parity_text(result.parity.get(name)))
+    console.print(table)
+    for note in result.skipped:
+        console.print(f"not exported: {note}", highlight=False)
+    console.print(f"saved {out} (serve it with `recs query --model {out}`; torch is not needed)", highlight=False)
+
+
+def _parity_text(parity: dict[str, Any] | None) -> str:
+    if not parity:
+        return ""
+    if "max_abs_diff" in parity and "rows" in parity:
+        return f"max |diff| {parity['max_abs_diff']:.1e} over {parity['rows']} rows"
+    parts = []
+    for precision, p in parity.items():
+        value = f"cos >= {p['min_cosine']:.4f}" if "min_cosine" in p else f"max |diff| {p['max_abs_diff']:.1e}"
+        parts.append(f"{precision} {value}")
+    return "; ".join(parts)
+
+
+@app.command("export-vectors")
+@handle_errors
+def export_vectors_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder (trained or exported).")],
+    to: Annotated[str, typer.Option("--to", help="parquet | npy | pgvector | opensearch | elasticsearch")],
+    out: Annotated[Path | None, typer.Option("--out", help="File (parquet) or folder (npy, opensearch, elasticsearch).")] = None,
+    dsn: Annotated[str | None, typer.Option("--dsn", help="pgvector: libpq connection string or postgresql:// URI.")] = None,
+    table: Annotated[str, typer.Option("--table", help="pgvector: table name (NAME or SCHEMA.NAME).")] = "recs_items",
+    index: Annotated[str, typer.Option("--index", help="opensearch/elasticsearch: index name in the bulk file.")] = "recs-items",
+    fields: Annotated[str | None, typer.Option("--fields", help="Item fields to carry, F,F,... (default: all).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="pgvector: drop the table first if it exists.")] = False,
+) -> None:
+    """Write item vectors + fields for a search backend (Parquet/NPY, pgvector, OpenSearch/Elasticsearch)."""
+    from recs.export.backends import export_search_index
+
+    chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    report = export_search_index(model, to, out=out, dsn=dsn, table=table, index=index, fields=chosen, replace=replace)
+    where = report.get("table") or report.get("files")
+    console.print(f"exported {report['items']} item vectors (dim {report['dim']}) to {to}: {_fmt(where)}", highlight=False)
+    if "query" in report:
+        console.print("top-k query (see README):\n" + report["query"], highlight=False)
+
+
+@app.command("train-bundler")
+@handle_errors
+def train_bundler_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
+    data: Annotated[Path, typer.Option("--data", help="Shop folder: baskets from events.* and/or curated bundles from bundles.*.")],
+    epochs: Annotated[int, typer.Option(help="Most training epochs (early stopping on validation).")] = 30,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    on_bad_rows: OnBadRowsOption = "error",
+    config: ConfigOption = None,
+) -> None:
+    """Train the set scorer (what goes together) on orders, sessions and curated bundles."""
+    from recs.bundling.bundler import Bundler, save_bundler
+    from recs.bundling.config import BundlerConfig, SetTrainConfig
+    from recs.data.load import load_dataset
+    from recs.retrieval.retriever import Retriever
+
+    dataset, _ = load_dataset(data, data_config(on_bad_rows, config), require_events=False)
+    retriever = Retriever.load(model)
+    train_cfg = SetTrainConfig.parse_dict({**SetTrainConfig().model_dump(), "epochs": epochs, "max_minutes": max_minutes, "seed": seed}, source="train-bundler")
+    bundler = Bundler.fit(
+        retriever, events=dataset.events, bundles=dataset.bundles, config=BundlerConfig(train=train_cfg),
+        work_dir=model.parent / f".{model.name}.bundler-work",
+    )
+    save_bundler(model, bundler)
+    rep = bundler.report
+    sets = ", ".join(f"{n} {kind}s" for kind, n in sorted(rep.get("sets", {}).items()))
+    best = next((h for h in rep.get("history", []) if h.get("epoch") == rep.get("best_epoch")), {})
+    aucs = ", ".join(f"{k.removeprefix('auc_')} {v:.3f}" for k, v in best.items() if k.startswith("auc_") and isinstance(v, float))
+    console.print(f"set scorer trained on {sets} in {rep.get('seconds', 0):.0f}s; best epoch {rep.get('best_epoch')}: validation AUC vs {aucs}", highlight=False)
+    console.print(f"saved set scorer into {model}", highlight=False)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'2-4' -> (2, 4); '3' -> (3, 3)."""
+    parts = [p.strip() for p in text.split("-")]
+    try:
+        low, high = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, -1)
+    except ValueError:
+        low, high = 0, -1
+    if len(parts) > 2 or low < 1 or high < low:
+        raise ConfigError(f"--size: expected MIN-MAX with 1 <= MIN <= MAX (e.g. 2-4), got '{text}'")
+    return low, high
+
+
+@app.command("bundle")
+@handle_errors
+def bundle_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder with a set scorer (`recs train-bundler`).")],
+    user: Annotated[str | None, typer.Option("--user", help="User id: bundles for this user.")] = None,
+    item: Annotated[str | None, typer.Option("--item", help="Anchor item id: bundles around it.")] = None,
+    items: Annotated[str | None, typer.Option("--items", help="Anchor item ids ID,ID,...: all in every bundle.")] = None,
+    size: Annotated[str, typer.Option("--size", help="Items per bundle, MIN-MAX.")] = "2-4",
+    budget: Annotated[float | None, typer.Option("--budget", help="Highest total price.")] = None,
+    n: Annotated[int, typer.Option("--n", help="How many distinct bundles.")] = 3,
+    exclude: Annotated[str | None, typer.Option("--exclude", help="Item ids to leave out, ID,ID,...")] = None,
+    allow_same_leaf: Annotated[str | None, typer.Option("--allow-same-leaf", help="Leaf categories that may repeat (full paths, comma-separated; * = any).")] = None,
+    include_out_of_stock: Annotated[bool, typer.Option("--include-out-of-stock", help="Allow items that are out of stock.")] = False,
+    curated: Annotated[bool, typer.Option("--curated", help="Rank the curated bundles for --user instead of composing new ones.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Compose complementary bundles for a user and/or around anchor items, under constraints."""
+    from recs.serving.engine import Engine
+
+    anchors = ([item] if item else []) + ([i.strip() for i in items.split(",") if i.strip()] if items else [])
+    if user is None and not anchors:
+        raise ConfigError("give --user, --item or --items")
+    if n < 1:
+        raise ConfigError(f"--n must be positive, got {n}")
+    low, high = parse_size(size)
+    engine = Engine.load(model)
+    if curated:
+        ranked = engine.rank_bundles(user, k=n)
+        if as_json:
+            console.print_json(json.dumps([r.to_dict() for r in ranked]))
+            return
+        table = Table(title=f"curated bundles for {user or 'anyone'}")
+        for column in ("rank", "bundle", "title", "score", "items"):
+            table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+        for r in ranked:
+            table.add_row(str(r.rank), r.bundle_id, r.title[:40], f"{r.score:.3f}", "; ".join(t[:30] for t in r.titles))
+        console.print(table)
+        return
+    bundles = engine.bundle(
+        user, items=anchors, size=(low, high), budget=budget, n=n, in_stock=not include_out_of_stock,
+        exclude=[e.strip() for e in exclude.split(",") if e.strip()] if exclude else None,
+        allow_same_leaf=[a.strip() for a in allow_same_leaf.split(",") if a.strip()] if allow_same_leaf else None,
+    )
+    if as_json:
+        console.print_json(json.dumps({"bundles": [b.to_dict() for b in bundles], "reason": bundles.reason}))
+        return
+    if not bundles:
+        console.print(f"no bundle: {bundles.reason}", highlight=False)
+        return
+    for b in bundles:
+        price = "unknown" if b.total_price is None else f"{b.total_price:.2f}"
+        pref = "" if b.user_preference is None else f", P(user buys) {b.user_preference:.3f}"
+        table = Table(title=f"bundle {b.rank}: total {price}, score {b.score:.3f}, P(real set) {b.set_score:.3f}{pref}")
+        for column in ("item id", "title", "price", "category", "why"):
+            table.add_column(column, justify="right" if column == "price" else "left")
+        for i in b.items:
+            table.add_row(i.item_id, i.title[:50], "" if i.price is None else f"{i.price:.2f}", i.category.rsplit(">", 1)[-1].strip(), i.reason)
+        console.print(table)
+
+
 def price_excluded(engine: Any, low: float | None, high: float | None) -> list[str]:
     """Item ids outside a price range (items without a price are kept)."""
     if low is None and high is None:

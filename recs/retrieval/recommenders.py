@@ -35,7 +35,7 @@ class _RetrieverRecommender(Recommender):
             self.retriever = self._train(canonical, items)
         else:
             r = self.retriever
-            self.retriever = Retriever(
+            self.retriever = type(r)(
                 r.model, r.tokenizer, r.config, items, canonical, item_vectors=r.item_vectors
                 if r.items["item_id"].to_list() == items["item_id"].to_list() else None, report=r.report,
             )

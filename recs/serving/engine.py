@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from recs.artifacts import ArtifactWriter, open_artifact, register_component_kind
+from recs.bundling.bundler import Bundler, Bundles, RankedBundle, save_bundler
 from recs.config import UnknownUserPolicy
-from recs.errors import ConfigError
+from recs.errors import ConfigError, NotFittedError
 from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.candidates import SOURCES
 from recs.retrieval.retriever import Filters, Retriever
@@ -50,9 +51,14 @@ class Engine:
         self.retriever = retriever
         self.pipeline = pipeline or RankingPipeline(retriever)
         self.options = options or RankOptions()
+        self.bundler: Bundler | None = None  # the set scorer + composer, when the artifact has one
 
     @classmethod
     def load(cls, path: str | Path) -> Engine:
+        from recs.serving.onnx_runtime import is_onnx_export, load_onnx_engine
+
+        if is_onnx_export(path):  # a `recs export` folder: onnxruntime serves it, torch-free
+            return load_onnx_engine(path)
         from recs.ranking.cross_encoder import CrossEncoderReranker
         from recs.ranking.ranker import LearnedRanker
 
@@ -67,11 +73,52 @@ class Engine:
             saved = artifact.component("ranker").config.get("options")
             if saved:
                 options = RankOptions.parse_dict(saved, source=f"{path}/manifest.json")
-        return cls(retriever, RankingPipeline(retriever, ranker, cross, stage2), options)
+        engine = cls(retriever, RankingPipeline(retriever, ranker, cross, stage2), options)
+        if artifact.has_component("set_scorer"):
+            engine.bundler = Bundler.load(artifact, retriever)
+        return engine
 
     def save(self, path: str | Path) -> Path:
         self.retriever.save(path)
-        return save_ranking(path, self.pipeline, self.options)
+        save_ranking(path, self.pipeline, self.options)
+        if self.bundler is not None:
+            save_bundler(path, self.bundler)
+        return Path(path)
+
+    def bundle(
+        self,
+        user_id: str | None = None,
+        *,
+        item: str | None = None,
+        items: list[str] | None = None,
+        size: tuple[int, int] = (2, 4),
+        budget: float | None = None,
+        n: int = 3,
+        in_stock: bool = True,
+        exclude: list[str] | None = None,
+        allow_same_leaf: list[str] | None = None,
+        history: list[str] | None = None,
+        text: str | None = None,
+        unknown_user: UnknownUserPolicy = "fallback",
+    ) -> Bundles:
+        """Up to `n` distinct bundles for a user and/or around anchor item(s), each within the
+        size range and budget, in stock, at most one item per leaf category (unless listed in
+        `allow_same_leaf`, "*" = any), without `exclude`. Empty with `.reason` when none fits.
+        See recs.bundling.bundler.Bundler.compose."""
+        anchors = ([item] if item else []) + list(items or [])
+        return self._bundler().compose(
+            user_id, items=anchors, size=size, budget=budget, n=n, in_stock=in_stock, exclude=exclude or (),
+            allow_same_leaf=allow_same_leaf or (), history=history, text=text, unknown_user=unknown_user,
+        )
+
+    def rank_bundles(self, user_id: str | None = None, k: int = 10, *, history: list[str] | None = None) -> list[RankedBundle]:
+        """The curated bundles the set scorer was trained with, ranked for a user."""
+        return self._bundler().rank_bundles(user_id, k, history=history)
+
+    def _bundler(self) -> Bundler:
+        if self.bundler is None:
+            raise NotFittedError("this artifact has no set scorer; train one with `recs train-bundler`")
+        return self.bundler
 
     def recommend(
         self,

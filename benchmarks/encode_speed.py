@@ -1,0 +1,283 @@
+"""Encoding speed: torch eager fp32 vs ONNX fp32 vs ONNX int8, measured in one run as ratios.
+
+    python benchmarks/encode_speed.py [--model default] [--threads N] [--rounds 5] [--users 300] [--quick]
+
+The item tower (and user tower) of an untrained `TwoTowerModel` over the backbone (default:
+all-MiniLM-L6-v2) is exported with `recs.export` exactly as `recs export --int8` does (TorchScript
+exporter, onnxruntime basic optimisation, dynamic int8 per channel) and run with the serving
+runtime (`recs.serving.onnx_runtime.OnnxGraph`). Texts are the demo shop's item texts, tokenised
+ahead of time to exactly 32 or 128 tokens (model time only, same batches for every variant).
+The variants are timed round-robin (torch, fp32, int8, torch, ...) so that load from other
+processes hits all three alike; each figure is the median over `--rounds`. onnxruntime threads do
+not spin-wait between calls here (`spinning=False`), and torch's OpenMP threads wait passively
+(`OMP_WAIT_POLICY=PASSIVE`, unless set): spinning threads of either would steal the cores from
+the other's rounds on a shared machine.
+
+Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
+- slice `all` = batch 64, 32 tokens: `items_per_s`, `ratio_vs_torch`, `cosine` (mean cosine with
+  torch's vectors), `cosine_min`;
+- slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings;
+- slice `user_latency`: one user per call, tokenisation included: `p50_ms`, `p99_ms`, `cosine`;
+- slice `ndcg_zero_shot`: two-tower NDCG@10 on the demo shop (leave-last-out, full ranking, the
+  untrained towers; int8 re-encodes the catalog with its own item tower).
+Writes benchmarks/results/encode_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:  # run as a script: `python benchmarks/encode_speed.py`
+    sys.path.insert(0, str(_REPO))
+
+# torch's OpenMP threads spin-wait at every barrier by default; on a shared, loaded CPU that made
+# a batch-1 MiniLM call take ~0.8 s instead of ~20 ms. Passive waiting is the fair counterpart of
+# onnxruntime's spinning=False below (set before torch loads OpenMP).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+BENCHMARK = "encode_speed"
+RESULTS_DIR = _REPO / "benchmarks" / "results"
+METHODS = ("torch", "onnx_fp32", "onnx_int8")
+SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="backbone folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for torch and onnxruntime (0: all cores)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per setting (median reported)")
+    parser.add_argument("--users", type=int, default=300, help="test users for the NDCG slice (0: skip it)")
+    parser.add_argument("--latency-calls", type=int, default=100, help="user-tower calls for p50/p99")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script (not for results)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    return parser.parse_args(argv)
+
+
+def demo_texts(shop: Path) -> tuple[Any, list[str]]:
+    from recs.data.demo import write_demo_shop
+    from recs.data.load import load_dataset
+    from recs.data.text import DEFAULT_ITEM_TEMPLATE, render_item
+
+    write_demo_shop(shop, seed=0)
+    dataset = load_dataset(shop)[0]
+    texts = [render_item(r, DEFAULT_ITEM_TEMPLATE) for r in dataset.items.iter_rows(named=True)]
+    return dataset, texts
+
+
+def token_batch(tokenizer: Any, texts: list[str], length: int) -> dict[str, np.ndarray]:
+    # Long settings repeat each text so that every row really has `length` tokens.
+    source = [" ; ".join([t] * 8) for t in texts] if length > 48 else texts
+    enc = tokenizer(source, truncation=True, max_length=length, padding="max_length", return_tensors="np")
+    return {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from recs.encoders.backbone import load_backbone, load_tokenizer
+    from recs.retrieval.config import TowerConfig
+    from recs.retrieval.towers import TwoTowerModel
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    rounds = 2 if args.quick else args.rounds
+    model_name = args.model
+    tokenizer = load_tokenizer(model_name)
+    model = TwoTowerModel(load_backbone(model_name), TowerConfig(model=model_name)).eval()
+    work = Path(tempfile.mkdtemp(prefix="recs-encode-speed-"))
+    try:
+        return _run(args, threads, rounds, model, tokenizer, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokenizer: Any, work: Path) -> int:
+    import torch
+
+    from recs.evaluation.report import format_table, write_results
+    from recs.export.quantize import optimize_graph, quantize_graph
+    from recs.export.towers import ItemTowerGraph, UserTowerGraph, example_batch, export_module
+    from recs.serving.onnx_runtime import OnnxGraph, RuntimeOptions
+
+    model_name = args.model
+    dataset, texts = demo_texts(work / "shop")
+    texts = texts[:64]
+
+    print(f"exporting {model_name} towers to {work} ...", flush=True)
+    graphs: dict[str, dict[str, OnnxGraph]] = {}
+    options = {p: RuntimeOptions(precision=p, providers=["CPUExecutionProvider"], threads=threads, inter_op_threads=1, spinning=False) for p in ("fp32", "int8")}  # type: ignore[arg-type]
+    for name, module in (("item", ItemTowerGraph(model)), ("user", UserTowerGraph(model))):
+        example = example_batch(tokenizer)
+        if name == "user":
+            example["history_mean"] = torch.nn.functional.normalize(torch.randn(2, model.dim), dim=1)
+        export_module(module, example, work / f"{name}.raw.onnx")
+        optimize_graph(work / f"{name}.raw.onnx", work / f"{name}.onnx")
+        quantize_graph(work / f"{name}.onnx", work / f"{name}.int8.onnx")
+        graphs[name] = {
+            "onnx_fp32": OnnxGraph(work / f"{name}.onnx", options["fp32"]),
+            "onnx_int8": OnnxGraph(work / f"{name}.int8.onnx", options["int8"]),
+        }
+
+    def item_fn(method: str, batch: dict[str, np.ndarray]) -> Any:
+        if method == "torch":
+            tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+
+            def run() -> np.ndarray:
+                with torch.no_grad():
+                    return model.encode_items(**tensors).numpy()
+            return run
+        graph = graphs["item"][method]
+        return lambda: graph.run(batch)
+
+    rows: list[dict[str, Any]] = []
+    for label, batch_size, length in SETTINGS:
+        full = token_batch(tokenizer, texts, length)
+        batch = {k: v[:batch_size] for k, v in full.items()}
+        fns = {m: item_fn(m, batch) for m in METHODS}
+        outputs = {m: fn() for m, fn in fns.items()}  # warm-up, and the vectors compared below
+        reps = max(1, (8 if batch_size == 1 else 1) // (2 if args.quick else 1))
+        times: dict[str, list[float]] = {m: [] for m in METHODS}
+        for _ in range(rounds):
+            for method, fn in fns.items():
+                times[method].append(timed(lambda fn=fn, reps=reps: [fn() for _ in range(reps)]) / reps)
+        torch_s = statistics.median(times["torch"])
+        for method in METHODS:
+            seconds = statistics.median(times[method])
+            cos = cosine(outputs[method], outputs["torch"])
+            rows.append({
+                "dataset": "demo", "method": method, "slice": label,
+                "metrics": {"items_per_s": batch_size / seconds, "ratio_vs_torch": torch_s / seconds,
+                            "cosine": float(cos.mean()), "cosine_min": float(cos.min())},
+                "notes": f"item tower, batch {batch_size}, {length} tokens, {threads} threads, median of {rounds} rounds",
+            })
+        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min"]), flush=True)
+
+    rows += user_latency(model, tokenizer, graphs["user"], dataset, args, threads)
+    if args.users > 0:
+        rows += zero_shot_ndcg(model, tokenizer, graphs, dataset, 40 if args.quick else args.users)
+    json_path, md_path = write_results(BENCHMARK, rows, args.out)
+    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p99_ms", "ndcg@10"]))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: Any, args: argparse.Namespace, threads: int) -> list[dict[str, Any]]:
+    """One user per call, as a request does: tokenise + user tower (+ the history term)."""
+    import torch
+
+    from recs.serving.onnx_runtime import OnnxTokenizer
+
+    titles = dataset.items["title"].head(12).to_list()
+    text = " ; ".join(f"purchase: {t}" for t in titles)
+    rng = np.random.default_rng(0)
+    mean = rng.standard_normal((1, model.dim)).astype(np.float32)
+    mean /= np.linalg.norm(mean)
+    max_tokens = model.config.max_user_tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        fast = tokenizer.backend_tokenizer
+        from tokenizers import Tokenizer
+
+        clean = Tokenizer.from_str(fast.to_str())
+        clean.no_padding()
+        clean.no_truncation()
+        clean.save(str(path))
+        onnx_tok = OnnxTokenizer(path, {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
+
+    def torch_call() -> np.ndarray:
+        enc = tokenizer([text], truncation=True, max_length=max_tokens, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return model.encode_users(enc["input_ids"], enc["attention_mask"], torch.from_numpy(mean)).numpy()
+
+    def onnx_call(graph: Any) -> Any:
+        def call() -> np.ndarray:
+            feed = dict(onnx_tok([text], max_tokens))
+            feed["history_mean"] = mean
+            return graph.run(feed)
+        return call
+
+    calls = {"torch": torch_call, "onnx_fp32": onnx_call(graphs["onnx_fp32"]), "onnx_int8": onnx_call(graphs["onnx_int8"])}
+    reference = torch_call()
+    n = 20 if args.quick else args.latency_calls
+    samples: dict[str, list[float]] = {m: [] for m in calls}
+    for _ in range(n):
+        for method, call in calls.items():
+            samples[method].append(timed(call) * 1000)
+    rows = []
+    for method, call in calls.items():
+        ms = np.asarray(samples[method])
+        rows.append({
+            "dataset": "demo", "method": method, "slice": "user_latency",
+            "metrics": {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                        "cosine": float(cosine(call(), reference)[0])},
+            "notes": f"user tower, 1 user per call, {max_tokens} max tokens, tokenisation included, {n} calls, {threads} threads",
+        })
+    return rows
+
+
+def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]], dataset: Any, n_users: int) -> list[dict[str, Any]]:
+    """NDCG@10 of the untrained towers per variant; each variant encodes catalog and users itself."""
+    from recs.data.splits import leave_last_out
+    from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
+    from recs.retrieval.config import RetrievalConfig, TowerConfig
+    from recs.retrieval.retriever import Retriever
+    from recs.serving.onnx_runtime import OnnxRetriever, OnnxTokenizer, OnnxTowers
+
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    truth: dict[str, set[str]] = {}
+    for user, item in split.test.select("user_id", "item_id").iter_rows():
+        truth.setdefault(str(user), set()).add(str(item))
+    users = sorted(truth)[:n_users]
+    config = RetrievalConfig(towers=TowerConfig(model=model.config.model))
+    with tempfile.TemporaryDirectory() as tmp:
+        from tokenizers import Tokenizer
+
+        clean = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        clean.no_padding()
+        clean.no_truncation()
+        clean.save(str(Path(tmp) / "tokenizer.json"))
+        onnx_tok = OnnxTokenizer(Path(tmp) / "tokenizer.json", {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
+    retrievers: dict[str, Retriever] = {"torch": Retriever(model, tokenizer, config, dataset.items, split.fit_events)}
+    for method in ("onnx_fp32", "onnx_int8"):
+        towers = OnnxTowers(graphs["item"][method], graphs["user"][method], config.towers, model.dim)
+        retrievers[method] = OnnxRetriever(towers, onnx_tok, config, dataset.items, split.fit_events)  # type: ignore[arg-type]
+    rows = []
+    for method, retriever in retrievers.items():
+        vectors = retriever.user_vectors([retriever.context(user_id=u).state for u in users])
+        top = np.argsort(-(vectors @ retriever.item_vectors.T), axis=1, kind="stable")[:, :10]
+        ranked = [[retriever.catalog.item_ids[j] for j in row] for row in top]
+        hits, n_rel = hit_matrix(ranked, [truth[u] for u in users], 10)
+        metrics = mean_ranking_metrics(hits, n_rel, [10])
+        rows.append({
+            "dataset": "demo", "method": method, "slice": "ndcg_zero_shot",
+            "metrics": {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"]},
+            "notes": f"untrained towers, leave-last-out, full ranking over {len(retriever.catalog)} items, first {len(users)} test users",
+        })
+        print(f"{method}: ndcg@10 {metrics['ndcg@10']:.4f}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

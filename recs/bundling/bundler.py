@@ -1,0 +1,446 @@
+"""`Bundler`: the set scorer + the composer on top of a trained retriever.
+
+    bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles)
+    save_bundler("build/demo/model", bundler)            # component "set_scorer" of the artifact
+    bundler = Bundler.load("build/demo/model", retriever)
+    bundler.compose(user_id="U0042", items=["I00017"], size=(2, 4), budget=150, n=3)
+    bundler.rank_bundles(user_id="U0042", k=5)           # curated bundles for a user
+
+Artifact files (all under `set_scorer/`): weights.safetensors (the net), cooc.safetensors
+(co-occurrence statistics), item_ids.json (their row order), config.json (configs + training
+report), bundles.parquet (curated bundles, when trained with a bundles file). No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from recs.artifacts import Artifact, ArtifactWriter, open_artifact
+from recs.bundling.composer import BundleConstraints, ComposedBundle, ItemTable, compose
+from recs.bundling.config import BundlerConfig
+from recs.bundling.cooc import CoocStats
+from recs.bundling.sets import collect_sets, leaf_ids
+from recs.config import UnknownUserPolicy
+from recs.errors import ArtifactError, ConfigError, UnknownItemError
+
+if TYPE_CHECKING:
+    from recs.bundling.scorer import SetScorer
+    from recs.retrieval.retriever import Retriever, UserContext
+
+__all__ = ["Bundle", "BundleItem", "Bundler", "Bundles", "RankedBundle", "save_bundler"]
+
+COMPONENT = "set_scorer"
+FOLDER = "set_scorer"
+BUNDLER_FORMAT = 1
+
+
+@dataclass
+class BundleItem:
+    item_id: str
+    title: str
+    price: float | None
+    category: str
+    role: str  # "anchor" | "added"
+    reason: str
+
+
+@dataclass
+class Bundle:
+    rank: int
+    items: list[BundleItem]
+    total_price: float | None  # None when an item has no price
+    score: float  # the composer's objective: set logit + weight * user relevance
+    set_score: float  # probability that the set is a real bundle/basket (not a corrupted one)
+    user_preference: float | None = None  # probability that this user buys it (None: no user)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [i.item_id for i in self.items]
+
+
+class Bundles(list):
+    """A list of Bundle; `reason` says why it is empty (no bundle satisfies the constraints)."""
+
+    reason: str | None = None
+
+
+@dataclass
+class RankedBundle:
+    rank: int
+    bundle_id: str
+    title: str
+    score: float  # probability that this user buys this bundle (set quality without a user)
+    item_ids: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    total_price: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _leaf_name(category: str) -> str:
+    return category.rsplit(">", 1)[-1].strip() if category else ""
+
+
+class Bundler:
+    def __init__(
+        self,
+        retriever: Retriever,
+        scorer: SetScorer,
+        config: BundlerConfig | None = None,
+        bundles: pl.DataFrame | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.scorer = scorer
+        self.config = config or BundlerConfig()
+        self.bundles = bundles  # curated: bundle_id, item_id, title
+        self.table = ItemTable.from_items(retriever.items)
+        if scorer.n_items != len(self.table):
+            raise ArtifactError(f"set scorer covers {scorer.n_items} items, the catalog has {len(self.table)}")
+
+    # -- training ------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        retriever: Retriever,
+        events: pl.DataFrame | None = None,
+        bundles: pl.DataFrame | None = None,
+        config: BundlerConfig | None = None,
+        work_dir: Path | None = None,
+        show_progress: bool = True,
+    ) -> Bundler:
+        """Train the set scorer on the baskets of `events` and/or the curated `bundles`
+        (either may be None: a bundles file alone, or baskets alone, are enough)."""
+        from recs.bundling.training import fit_set_scorer
+
+        config = config or BundlerConfig()
+        sets = collect_sets(retriever.catalog.row_of, events, bundles, max_history=config.train.history_max_items)
+        scorer = fit_set_scorer(
+            retriever.item_vectors, leaf_ids(retriever.categories), sets, config.scorer, config.train,
+            work_dir=work_dir, show_progress=show_progress,
+        )
+        known = bundles.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of))) if bundles is not None and bundles.height else None
+        return cls(retriever, scorer, config, known)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.scorer.report
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path | Artifact, retriever: Retriever) -> Bundler:
+        """The set scorer component of an artifact (a path, or an already opened Artifact)."""
+        from recs.bundling.scorer import SetScorer, SetScorerNet
+        from recs.retrieval.checkpoint import load_model_state
+
+        artifact = path if isinstance(path, Artifact) else open_artifact(path)
+        path = artifact.path
+        component = artifact.component(COMPONENT)
+        meta = artifact.read_json(f"{FOLDER}/config.json")
+        if meta.get("format") != BUNDLER_FORMAT:
+            raise ArtifactError(f"{path}: set scorer format {meta.get('format')!r}, this recs reads {BUNDLER_FORMAT}")
+        config = BundlerConfig.parse_dict(meta["config"], source=f"{path}/{FOLDER}/config.json")
+        dim = int(meta["item_dim"])
+        if retriever.item_vectors.shape[1] != dim:
+            raise ArtifactError(f"{path}: set scorer reads {dim}-d item vectors, the catalog has {retriever.item_vectors.shape[1]}-d")
+        net = SetScorerNet(dim, config.scorer)
+        load_model_state(net, artifact.read_safetensors(f"{FOLDER}/weights.safetensors", framework="pt"))
+        saved_ids = artifact.read_json(f"{FOLDER}/item_ids.json")
+        cooc = CoocStats.from_arrays(artifact.read_safetensors(f"{FOLDER}/cooc.safetensors"), len(saved_ids))
+        row_of = retriever.catalog.row_of
+        if saved_ids != retriever.catalog.item_ids:
+            # The catalog changed since training (e.g. `build-index --items`): carry the statistics
+            # over by item id; new items have none and are scored from their vectors alone.
+            mapping = np.array([row_of.get(i, -1) for i in saved_ids], dtype=np.int64)
+            cooc = cooc.remap(mapping, len(row_of))
+        bundles = None
+        if f"{FOLDER}/bundles.parquet" in component.files:
+            bundles = pl.read_parquet(artifact.file(f"{FOLDER}/bundles.parquet"))
+        scorer = SetScorer(
+            net, retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life,
+            meta.get("report") or {},
+        )
+        return cls(retriever, scorer, config, bundles)
+
+    def write(self, writer: ArtifactWriter) -> None:
+        """Add the component to an open ArtifactWriter (replacing an older one)."""
+        from recs.retrieval.checkpoint import model_state
+
+        if COMPONENT in writer.components:
+            writer.remove_component(COMPONENT)
+        files = [f"{FOLDER}/weights.safetensors", f"{FOLDER}/cooc.safetensors", f"{FOLDER}/item_ids.json", f"{FOLDER}/config.json"]
+        writer.write_safetensors(files[0], model_state(self.scorer.net))
+        writer.write_safetensors(files[1], self.scorer.cooc.arrays())
+        writer.write_json(files[2], self.retriever.catalog.item_ids)
+        report = json.loads(json.dumps(self.report, default=float))
+        writer.write_json(files[3], {
+            "format": BUNDLER_FORMAT, "item_dim": int(self.scorer.item_vectors.shape[1]),
+            "config": self.config.model_dump(mode="json"), "report": report,
+        })
+        if self.bundles is not None and self.bundles.height:
+            self.bundles.write_parquet(writer.file(f"{FOLDER}/bundles.parquet"))
+            files.append(f"{FOLDER}/bundles.parquet")
+        writer.add_component(COMPONENT, "set_scorer", files=files, config={
+            "format": BUNDLER_FORMAT, "sets": report.get("sets", {}), "best_epoch": report.get("best_epoch"),
+            "valid_auc": report.get("best_metric"),
+        })
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def _context(
+        self, user_id: str | None, history: list[str] | None, text: str | None, policy: UnknownUserPolicy
+    ) -> tuple[UserContext | None, np.ndarray | None]:
+        """(context, user-tower vector) or (None, None) when nothing is known of the user."""
+        if user_id is None and not history and not text:
+            return None, None
+        ctx = self.retriever.context(user_id=user_id, history=history, text=text, policy=policy)
+        if not ctx.known or not (ctx.state.text or ctx.state.history_rows):
+            return ctx, None
+        return ctx, self.retriever.user_vectors([ctx.state])[0]
+
+    def _scorer_user(self, ctx: UserContext | None) -> tuple[np.ndarray | None, bool]:
+        if ctx is None or not len(ctx.history.rows):
+            return None, False
+        users, has = self.scorer.user_vectors([ctx.history.rows.tolist()])
+        return users[0], bool(has[0])
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def _rows(self, item_ids: Sequence[str]) -> list[int]:
+        unknown = [i for i in item_ids if i not in self.table.row_of]
+        if unknown:
+            raise UnknownItemError(f"unknown item id(s): {', '.join(unknown[:5])}")
+        return [self.table.row_of[i] for i in item_ids]
+
+    def score(self, item_ids: Sequence[str], user_id: str | None = None) -> dict[str, float | None]:
+        """{"set_score": P(real set), "user_preference": P(this user buys it) or None}."""
+        rows = self._rows(list(dict.fromkeys(item_ids)))
+        ctx = self.retriever.context(user_id=user_id, policy="fallback") if user_id else None
+        user, has = self._scorer_user(ctx)
+        users = None if user is None else user[None, :]
+        logits, pref = self.scorer.score([rows], users, None if user is None else np.array([has]))
+        return {"set_score": _sigmoid(float(logits[0])), "user_preference": _sigmoid(float(pref[0])) if has else None}
+
+    # -- composing -----------------------------------------------------------------------------
+
+    def compose(
+        self,
+        user_id: str | None = None,
+        *,
+        items: Sequence[str] = (),
+        size: tuple[int, int] = (2, 4),
+        budget: float | None = None,
+        n: int = 3,
+        in_stock: bool = True,
+        exclude: Sequence[str] = (),
+        allow_same_leaf: Sequence[str] = (),
+        history: list[str] | None = None,
+        text: str | None = None,
+        unknown_user: UnknownUserPolicy = "fallback",
+        relevance_weight: float | None = None,
+        beam_width: int | None = None,
+    ) -> Bundles:
+        """Up to `n` distinct bundles for a user and/or around anchor `items`, each satisfying
+        every constraint (size range, budget, stock, one item per leaf category unless in
+        `allow_same_leaf` ("*": any), anchors in, `exclude` out). Empty with `.reason` when none
+        is feasible."""
+        cfg = self.config.compose
+        anchors = list(dict.fromkeys(items))
+        anchor_rows = self._rows(anchors)
+        if user_id is None and not history and not text and not anchors:
+            raise ConfigError("give a user (or a history/text) or at least one anchor item")
+        constraints = BundleConstraints(
+            min_size=int(size[0]), max_size=int(size[1]), budget=budget, in_stock_only=in_stock,
+            allow_same_leaf=frozenset(allow_same_leaf), anchors=tuple(anchors), exclude=frozenset(exclude),
+        )
+        ctx, user_vector = self._context(user_id, history, text, unknown_user)
+        scorer_user, has_history = self._scorer_user(ctx)
+        sources = self._candidates(anchor_rows, ctx, user_vector, in_stock, exclude, scorer_user)
+        candidates = sorted(sources)
+
+        relevance = None
+        weight = cfg.relevance_weight if relevance_weight is None else relevance_weight
+        if user_vector is not None and candidates:
+            raw = self.retriever.item_vectors @ user_vector
+            pool = np.asarray(candidates + anchor_rows)
+            mean, std = float(raw[pool].mean()), float(raw[pool].std())
+            relevance = (raw - mean) / (std if std > 1e-9 else 1.0)  # z-scores: comparable to set logits
+
+        users = None if scorer_user is None else scorer_user[None, :]
+
+        def score_sets(sets: list[tuple[int, ...]]) -> np.ndarray:
+            u = None if users is None else np.repeat(users, len(sets), axis=0)
+            return self.scorer.score(sets, u, None if u is None else np.full(len(sets), has_history))[0]
+
+        result = compose(
+            self.table, candidates, constraints, score_sets, relevance, weight if relevance is not None else 0.0,
+            n=n, beam_width=beam_width or cfg.beam_width, max_overlap=cfg.max_overlap,
+        )
+        out = Bundles()
+        out.reason = result.reason
+        prefs = None
+        if result.bundles and scorer_user is not None and has_history:
+            u = np.repeat(users, len(result.bundles), axis=0)
+            prefs = self.scorer.score([b.rows for b in result.bundles], u, np.ones(len(u), bool))[1]
+        for rank, composed in enumerate(result.bundles, start=1):
+            out.append(self._bundle(rank, composed, set(anchor_rows), sources, ctx, None if prefs is None else float(prefs[rank - 1])))
+        return out
+
+    def _candidates(
+        self,
+        anchors: list[int],
+        ctx: UserContext | None,
+        user_vector: np.ndarray | None,
+        in_stock: bool,
+        exclude: Sequence[str],
+        scorer_user: np.ndarray | None,
+    ) -> dict[int, set[str]]:
+        """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement")."""
+        from recs.retrieval.retriever import Filters
+
+        cfg = self.config.compose
+        r = self.retriever
+        out: dict[int, set[str]] = {}
+
+        def add(rows: Sequence[int], source: str) -> None:
+            for row in rows:
+                if row >= 0:
+                    out.setdefault(int(row), set()).add(source)
+
+        if user_vector is not None and ctx is not None and cfg.n_user_candidates:
+            rows, _ = r.search(user_vector, cfg.n_user_candidates, Filters(in_stock_only=in_stock, exclude=tuple(exclude)), ctx.history)
+            add(rows.tolist(), "user")
+        elif not anchors:
+            add(r.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
+        seeds = anchors or [row for row in list(out)[:3]]
+        for seed in seeds:
+            add(r.neighbours[0][seed][: cfg.n_neighbours].tolist(), "copurchase")
+        if seeds and cfg.n_complements:
+            # The set scorer's own best completions of the anchors: complements even where the
+            # shop has no co-purchase data yet (new items, a bundles-only training set).
+            user = None if scorer_user is None else scorer_user
+            scores = self.scorer.complete([np.asarray(anchors or seeds[:1], np.int64)], user=user)[0]
+            if in_stock:
+                scores = np.where(self.table.in_stock, scores, -np.inf)
+            k = min(cfg.n_complements, int(np.isfinite(scores).sum()))
+            if k:
+                top = np.argpartition(-scores, k - 1)[:k]
+                add(sorted(top.tolist(), key=lambda j: (-scores[j], j)), "complement")
+        return out
+
+    def _bundle(
+        self,
+        rank: int,
+        composed: ComposedBundle,
+        anchors: set[int],
+        sources: dict[int, set[str]],
+        ctx: UserContext | None,
+        preference: float | None,
+    ) -> Bundle:
+        t = self.table
+        rows = list(composed.rows)
+        items = [
+            BundleItem(
+                item_id=t.item_ids[row], title=t.titles[row], price=t.price(row), category=t.leaves[row],
+                role="anchor" if row in anchors else "added", reason=self._reason(row, rows, anchors, sources.get(row, set()), ctx),
+            )
+            for row in rows
+        ]
+        prices = [i.price for i in items]
+        total = None if any(p is None for p in prices) else float(sum(p for p in prices if p is not None))
+        return Bundle(
+            rank=rank, items=items, total_price=total, score=composed.objective,
+            set_score=_sigmoid(composed.set_logit), user_preference=None if preference is None else _sigmoid(preference),
+        )
+
+    def _reason(self, row: int, rows: list[int], anchors: set[int], sources: set[str], ctx: UserContext | None) -> str:
+        t = self.table
+        if row in anchors:
+            return "anchor"
+        cooc = self.scorer.cooc
+        # The member (anchors first) it was most often bought with.
+        partners = sorted(anchors) + [r for r in rows if r != row and r not in anchors]
+        counts = cooc.pair_counts(np.full(len(partners), row), np.asarray(partners, np.int64)) if partners else np.zeros(0)
+        if len(counts) and counts.max() > 0:
+            return f"often bought with {t.titles[partners[int(np.argmax(counts))]]}"
+        if "copurchase" in sources and anchors:
+            return f"often bought with {t.titles[min(anchors)]}"
+        if "user" in sources and ctx is not None and len(ctx.history.rows):
+            history = np.unique(ctx.history.rows)
+            sims = self.retriever.item_vectors[history] @ self.retriever.item_vectors[row]
+            return f"because you bought {t.titles[int(history[int(np.argmax(sims))])]}"
+        if "user" in sources:
+            return "recommended for you"
+        leaf = _leaf_name(t.leaves[row])
+        return f"completes the set: {leaf}" if leaf else "completes the set"
+
+    # -- curated bundles for a user ------------------------------------------------------------
+
+    def rank_bundles(
+        self,
+        user_id: str | None = None,
+        k: int = 10,
+        *,
+        history: list[str] | None = None,
+        exclude_bought: bool = True,
+    ) -> list[RankedBundle]:
+        """The curated bundles (from training) ranked for a user by the preference head: the
+        probability that this user buys the bundle, from its items' vectors and the user vector
+        (the user's earlier purchases). Without a user or history: by set score."""
+        if self.bundles is None or not self.bundles.height:
+            return []
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k}")
+        grouped = self.bundles.group_by("bundle_id", maintain_order=True).agg(pl.col("item_id"), pl.col("title").first())
+        ids = grouped["bundle_id"].to_list()
+        members = [self._rows([i for i in items if i in self.table.row_of]) for items in grouped["item_id"].to_list()]
+        titles = [t or "" for t in grouped["title"].to_list()]
+        keep = [j for j, m in enumerate(members) if m]
+        ctx = self.retriever.context(user_id=user_id, history=history, policy="fallback") if (user_id or history) else None
+        user, has = self._scorer_user(ctx)
+        sets = [members[j] for j in keep]
+        if user is not None and has:
+            logits = self.scorer.score(sets, np.repeat(user[None, :], len(sets), axis=0), np.ones(len(sets), bool))[1]
+        else:
+            logits = self.scorer.score(sets)[0]
+        bought = set(ctx.history.rows.tolist()) if ctx is not None else set()
+        order = sorted(range(len(keep)), key=lambda j: (-float(logits[j]), ids[keep[j]]))
+        out: list[RankedBundle] = []
+        for j in order:
+            rows = sets[j]
+            if exclude_bought and bought and set(rows) <= bought:
+                continue
+            prices = [self.table.price(r) for r in rows]
+            out.append(RankedBundle(
+                rank=len(out) + 1, bundle_id=str(ids[keep[j]]), title=titles[keep[j]], score=_sigmoid(float(logits[j])),
+                item_ids=[self.table.item_ids[r] for r in rows], titles=[self.table.titles[r] for r in rows],
+                total_price=None if any(p is None for p in prices) else float(sum(p for p in prices if p is not None)),
+            ))
+            if len(out) >= k:
+                break
+        return out
+
+
+def save_bundler(path: str | Path, bundler: Bundler) -> Path:
+    """Add (or replace) the set scorer component of an existing artifact, atomically."""
+    path = Path(path)
+    with ArtifactWriter(path, base=path) as writer:
+        bundler.write(writer)
+    return path

@@ -1,0 +1,68 @@
+"""Bundling configs (torch-free, so serving can read them without torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from recs.config import StrictModel
+
+
+class SetScorerConfig(StrictModel):
+    """Shape of the set scorer (see recs/bundling/scorer.py)."""
+
+    hidden: int = Field(default=128, ge=4)
+    pair_rank: int = Field(default=64, ge=1)
+    # Inputs beside the item vectors: co-occurrence of each pair and each item's frequency in the
+    # training sets. Off = a content-only scorer (item vectors, user vector).
+    use_cooc: bool = True
+    use_popularity: bool = True
+    dropout: float = Field(default=0.2, ge=0, lt=1)  # on the item vectors, while training
+
+
+class SetTrainConfig(StrictModel):
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    patience: int = Field(default=3, ge=1)
+    valid_fraction: float = Field(default=0.1, gt=0, lt=1)
+    # Larger sets are subsampled to this many items per training step (a 500-item invoice says
+    # little more about what goes together than 16 of its items, and costs 1000x the pairs).
+    max_set_size: int = Field(default=16, ge=2)
+    # The hidden item of each training set is ranked against the whole catalog (a full softmax,
+    # cheap with this scorer), or against this many random items when the catalog is larger.
+    softmax_items: int = Field(default=20000, ge=2)
+    # Corrupted sets per real set and kind (see recs/bundling/sets.py), for the pointwise
+    # real-vs-corrupted loss that makes scores of different sets comparable.
+    negatives: dict[str, int] = Field(default_factory=lambda: {"substitute": 4, "random": 4, "popular": 4})
+    user_dropout: float = Field(default=0.5, ge=0, le=1)
+    # Early stopping and the kept checkpoint follow this validation metric: "ndcg@10" (completing
+    # held-out sets against the whole catalog, what bundles need) or "auc" (real vs corrupted).
+    select_on: Literal["ndcg@10", "auc"] = "ndcg@10"
+    preference_weight: float = Field(default=1.0, ge=0)
+    max_sets: int | None = Field(default=None, ge=2)  # seeded sample of the training sets
+    max_minutes: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    # User vector = recency-weighted mean of the item vectors of the user's earlier purchases.
+    history_max_items: int = Field(default=20, ge=1)
+    history_half_life: float = Field(default=5.0, gt=0)
+
+
+class ComposeConfig(StrictModel):
+    beam_width: int = Field(default=10, ge=1)
+    n_user_candidates: int = Field(default=50, ge=0)  # retriever's top N for the user
+    n_neighbours: int = Field(default=30, ge=0)  # co-purchase neighbours per anchor
+    n_complements: int = Field(default=30, ge=0)  # the set scorer's best completions per anchor
+    # Objective = set logit + relevance_weight * mean z-scored user relevance of the items.
+    relevance_weight: float = Field(default=0.5, ge=0)
+    # Two returned bundles share at most this Jaccard overlap of their non-anchor items.
+    max_overlap: float = Field(default=0.5, ge=0, le=1)
+
+
+class BundlerConfig(StrictModel):
+    scorer: SetScorerConfig = SetScorerConfig()
+    train: SetTrainConfig = SetTrainConfig()
+    compose: ComposeConfig = ComposeConfig()

@@ -1,0 +1,51 @@
+"""Graph optimisation and dynamic int8 quantisation, both with onnxruntime's own tools.
+
+- `optimize_graph`: onnxruntime's offline optimiser at the *basic* level (constant folding,
+  redundant-node elimination): the result stays portable across CPUs and execution providers;
+  the hardware-specific fusions (attention, GELU, layer norm) are applied by each serving session
+  (ORT_ENABLE_ALL) on the machine that runs it.
+- `quantize_graph`: `quantize_dynamic` with int8 weights *per channel*. Per-tensor scales
+  (the default) measured a cosine of only ~0.85-0.91 against fp32 on the towers; per channel
+  ~0.99 at nearly the same speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+__all__ = ["optimize_graph", "quantize_graph"]
+
+
+def optimize_graph(src: Path, dst: Path) -> Path:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def quantize_graph(src: Path, dst: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_logger = logging.getLogger()  # the quantiser warns on the root logger ("run pre-processing")
+    level = quant_logger.level
+    quant_logger.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="recs-quant-") as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            # ONNX shape inference, so that the quantiser knows every tensor's type (the graph is
+            # already optimised above; symbolic shape inference cannot follow BERT's masks).
+            quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+            quantize_dynamic(
+                str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                extra_options={"MatMulConstBOnly": True},
+            )
+    finally:
+        quant_logger.setLevel(level)
+    return dst

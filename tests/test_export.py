@@ -1,0 +1,311 @@
+"""ONNX export and the torch-free runtime: parity with torch, identical rankings, safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recs.errors import ArtifactError, ConfigError
+from recs.serving import Engine
+from recs.serving.onnx_runtime import (
+    OnnxCrossEncoder,
+    OnnxGraph,
+    OnnxRetriever,
+    OnnxTokenizer,
+    RuntimeOptions,
+    load_onnx_engine,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(ranked_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The ranked tiny-BERT artifact exported once (fp32 + int8, parity checks on)."""
+    from recs.export import export_artifact
+
+    return export_artifact(ranked_artifact, tmp_path_factory.mktemp("onnx") / "export", int8=True)
+
+
+@pytest.fixture(scope="module")
+def torch_engine(ranked_artifact: Path) -> Engine:
+    return Engine.load(ranked_artifact)
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(exported) -> Engine:
+    return Engine.load(exported.path)
+
+
+def _users(engine: Engine, n: int) -> list[str]:
+    return [str(u) for u in engine.retriever.events["user_id"].unique(maintain_order=True).head(n).to_list()]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
+    import onnx
+
+    from recs.artifacts import open_artifact
+
+    artifact = open_artifact(exported.path)
+    assert {"catalog", "index", "interactions", "onnx"} <= set(artifact.components)
+    assert not artifact.has_component("towers")  # no torch weights travel
+    spec = artifact.component("onnx").config
+    assert set(spec["graphs"]) == {"item_tower", "user_tower", "cross_encoder", "ranker", "stage2"}
+    assert "tokenizer.json" in artifact.files and not any(f.endswith(".onnx.data") for f in artifact.files)
+    for name in ("item_tower", "user_tower", "cross_encoder"):
+        entry = spec["graphs"][name]
+        assert "int8" in entry and (exported.path / entry["int8"]).stat().st_size < (exported.path / entry["fp32"]).stat().st_size
+        model = onnx.load(str(exported.path / entry["fp32"]))
+        dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+        assert dims["input_ids"] == ["batch", "sequence"] and dims["attention_mask"] == ["batch", "sequence"]
+        assert [o.name for o in model.graph.output] == entry["outputs"]
+    assert spec["graphs"]["user_tower"]["inputs"] == ["input_ids", "attention_mask", "history_mean"]
+
+
+def test_fp32_and_int8_parity_with_torch(exported) -> None:
+    parity = exported.parity
+    assert parity["tokenizer"]["equal_to_hf"]
+    settings = {"b1_short", "b1_long", "b64_short", "b64_long"}  # batch 1 and 64, 16 and 128 tokens
+    for tower in ("item_tower", "user_tower"):
+        assert set(parity[tower]["fp32"]["by_setting"]) == settings
+        assert min(parity[tower]["fp32"]["by_setting"].values()) >= 0.999
+        assert parity[tower]["int8"]["min_cosine"] >= 0.98
+    assert max(parity["cross_encoder"]["fp32"]["by_setting"].values()) < 1e-3
+    for ranker in ("ranker", "stage2"):
+        assert parity[ranker]["rows"] > 0 and parity[ranker]["max_abs_diff"] < 1e-3
+
+
+def test_export_refuses_an_exported_folder_and_its_own_source(exported, ranked_artifact: Path) -> None:
+    from recs.export import export_artifact
+
+    with pytest.raises(ConfigError, match="already an exported ONNX folder"):
+        export_artifact(exported.path, exported.path.parent / "again")
+    with pytest.raises(ConfigError, match="must differ"):
+        export_artifact(ranked_artifact, ranked_artifact)
+
+
+# ------------------------------------------------------------------------------------ runtime
+
+
+def test_tokenizer_json_reproduces_the_hf_tokenizer(exported, torch_engine: Engine) -> None:
+    hf = torch_engine.retriever.tokenizer
+    spec = json.loads((exported.path / "manifest.json").read_text())["components"]["onnx"]["config"]["tokenizer"]
+    tok = OnnxTokenizer(exported.path / "tokenizer.json", spec)
+    texts = [" ", "Ünïcode café — naïve 東京", "UPPER case, punctuation!!", *torch_engine.retriever.catalog.texts[:5], "word " * 300]
+    pairs = list(reversed(texts))
+    for length in (8, 40, 128):
+        ref = hf(texts, truncation=True, max_length=length, padding=True)
+        got = tok(texts, length)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(np.asarray(ref[key]), got[key]), (key, length)
+        ref = hf(texts, pairs, truncation="longest_first", max_length=length, padding=True)
+        got = tok(texts, length, pairs=pairs)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(np.asarray(ref[key]), got[key]), ("pairs", key, length)
+
+
+def test_onnx_towers_match_torch_at_batch_1_and_64(onnx_engine: Engine, torch_engine: Engine) -> None:
+    onnx_r, torch_r = onnx_engine.retriever, torch_engine.retriever
+    assert isinstance(onnx_r, OnnxRetriever)
+    texts = list(torch_r.catalog.texts[:64])
+    assert _cos(onnx_r.encode_texts(texts), torch_r.encode_texts(texts)).min() >= 0.999
+    assert _cos(onnx_r.encode_texts(texts[:1]), torch_r.encode_texts(texts[:1])).min() >= 0.999
+    states = [torch_r.context(user_id=u).state for u in _users(torch_engine, 64)]
+    assert _cos(onnx_r.user_vectors(states), torch_r.user_vectors(states)).min() >= 0.999
+    assert _cos(onnx_r.user_vectors(states[:1]), torch_r.user_vectors(states[:1])).min() >= 0.999
+
+
+def test_exported_folder_ranks_identically_to_the_torch_engine(onnx_engine: Engine, torch_engine: Engine) -> None:
+    requests = [{"user_id": u} for u in _users(torch_engine, 12)]
+    requests += [{"text": "camping tent for the weekend"}, {"user_id": _users(torch_engine, 1)[0], "category": "Electronics", "in_stock": True}]
+    for request in requests:
+        # No time budget: a slow CI machine must not flip one engine into its degraded order.
+        want = torch_engine.recommend(k=10, time_budget_ms=None, **request)
+        got = onnx_engine.recommend(k=10, time_budget_ms=None, **request)
+        assert [r.item_id for r in got] == [r.item_id for r in want], request
+        assert np.allclose([r.score for r in got], [r.score for r in want], atol=1e-3)
+        assert any("cross_encoder" in r.stages for r in got) == any("cross_encoder" in r.stages for r in want)
+    assert onnx_engine.options == torch_engine.options
+
+
+def test_int8_keeps_ndcg_within_one_point(exported, ranked_artifact: Path, small_demo_dir: Path) -> None:
+    """Two-tower NDCG@10 (full ranking, leave-last-out) with the int8 user tower vs torch fp32."""
+    from recs.data import leave_last_out, load_dataset
+    from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
+    from recs.retrieval.retriever import Retriever
+
+    dataset, _ = load_dataset(small_demo_dir)
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    test = split.test.group_by("user_id").agg("item_id")
+    truth = {str(u): set(items) for u, items in test.iter_rows()}
+
+    def ndcg(retriever: Retriever) -> float:
+        fitted = type(retriever)(retriever.model, retriever.tokenizer, retriever.config, retriever.items, split.fit_events,
+                                 item_vectors=retriever.item_vectors, index=retriever.index)
+        users = sorted(truth)
+        vectors = fitted.user_vectors([fitted.context(user_id=u).state for u in users])
+        top = np.argsort(-(vectors @ fitted.item_vectors.T), axis=1, kind="stable")[:, :10]
+        ranked = [[fitted.catalog.item_ids[j] for j in row] for row in top]
+        hits, n_rel = hit_matrix(ranked, [truth[u] for u in users], 10)
+        return mean_ranking_metrics(hits, n_rel, [10])["ndcg@10"]
+
+    reference = ndcg(Retriever.load(ranked_artifact))
+    int8 = ndcg(OnnxRetriever.load(exported.path, RuntimeOptions(precision="int8")))
+    assert int8 >= reference - 0.01
+
+
+def test_corrupted_onnx_graph_is_refused_with_its_name(exported, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(exported.path, tmp_path / "corrupt"))
+    graph = folder / "onnx" / "user_tower.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=re.escape("'onnx/user_tower.onnx'")):
+        Engine.load(folder)  # the checksum catches it first
+    # With checksums rewritten to agree, onnxruntime's refusal still names the file.
+    graph.write_bytes(b"not an onnx graph at all")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["onnx/user_tower.onnx"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=re.escape("onnx/user_tower.onnx: not a loadable ONNX graph")):
+        Engine.load(folder)
+
+
+def _without_torch(body: str) -> dict:
+    """Run `body` in a fresh interpreter where importing torch, transformers (and the exporters'
+    libraries) raises ImportError; `body` sets `result`, returned with the heavy modules loaded."""
+    code = f"""
+import json, sys
+for name in ("torch", "transformers", "lightgbm", "sklearn", "onnx", "onnxmltools"):
+    sys.modules[name] = None  # importing any of them now raises ImportError
+from recs.serving.engine import Engine
+{body}
+loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in ("torch", "transformers", "lightgbm"))
+print(json.dumps({{"result": result, "loaded": loaded}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    return out["result"]
+
+
+def test_serving_never_imports_torch_or_transformers(exported, onnx_engine: Engine) -> None:
+    user = _users(onnx_engine, 1)[0]
+    result = _without_torch(f"""
+engine = Engine.load({str(exported.path)!r})
+items = engine.recommend(user_id={user!r}, k=10, time_budget_ms=None)
+result = {{"items": [i.item_id for i in items], "runtime": type(engine.retriever).__name__}}
+""")
+    assert result["runtime"] == "OnnxRetriever"
+    assert result["items"] == [i.item_id for i in onnx_engine.recommend(user_id=user, k=10, time_budget_ms=None)]
+
+
+def test_providers_and_threads_are_checked(exported, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    path = exported.path / "onnx" / "ranker.onnx"
+    graph = OnnxGraph(path, RuntimeOptions(threads=1, inter_op_threads=1, providers=["CPUExecutionProvider"]))
+    assert graph.providers == ["CPUExecutionProvider"]
+    assert graph.session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("RECS_ORT_THREADS", "2")
+    assert RuntimeOptions().threads == 2
+    monkeypatch.setenv("RECS_ORT_THREADS", "many")
+    with pytest.raises(ConfigError, match="RECS_ORT_THREADS"):
+        RuntimeOptions()
+    monkeypatch.delenv("RECS_ORT_THREADS")
+    # Asked for CUDA where the session cannot have it: a warning (or an error when strict).
+    import onnxruntime
+
+    asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in OnnxGraph(path, RuntimeOptions(providers=asked)).providers:
+        with caplog.at_level(logging.WARNING, logger="recs.serving.onnx_runtime"):
+            OnnxGraph(path, RuntimeOptions(providers=asked))
+        assert "onnxruntime gave ['CPUExecutionProvider']" in caplog.text
+        with pytest.raises(ConfigError, match="asked for"):
+            OnnxGraph(path, RuntimeOptions(providers=asked, strict_providers=True))
+    assert "CPUExecutionProvider" in onnxruntime.get_available_providers()
+    with pytest.raises(ConfigError, match="precision"):
+        RuntimeOptions(precision="fp16")  # type: ignore[arg-type]
+
+
+def test_int8_engine_and_cross_encoder_deadline(exported) -> None:
+    engine = load_onnx_engine(exported.path, precision="int8")
+    assert engine.retriever.model.user.path.name == "user_tower.int8.onnx"
+    cross = engine.pipeline.cross_encoder
+    assert isinstance(cross, OnnxCrossEncoder) and cross.graph.path.name == "cross_encoder.int8.onnx"
+    assert cross.score("coffee", ["mug", "beans"], deadline=time.monotonic() - 1) is None
+    assert cross.score("coffee", []).shape == (0,)
+    assert len(engine.recommend(user_id=_users(engine, 1)[0], k=5)) == 5
+    with pytest.raises(ArtifactError, match="read-only"):
+        engine.retriever.save(exported.path.parent / "nope")
+
+
+def test_cli_export_without_ranking_then_query(trained_artifact: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recs.cli import app
+
+    out = tmp_path / "onnx"
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", "--model", str(trained_artifact), "--out", str(out), "--no-check"])
+    assert done.exit_code == 0, done.output
+    spec = json.loads((out / "manifest.json").read_text())["components"]["onnx"]["config"]
+    assert set(spec["graphs"]) == {"item_tower", "user_tower"}
+    done = runner.invoke(app, ["query", "--model", str(out), "--text", "coffee beans", "--k", "3", "--json"])
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(done.output)) == 3
+    done = runner.invoke(app, ["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert done.exit_code == ArtifactError.exit_code and "not found" in done.output
+
+
+def test_set_scorer_exports_and_bundles_identically(ranked_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
+    bundler_module = pytest.importorskip("recs.bundling.bundler")
+    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
+    from recs.data import load_dataset
+    from recs.export import export_artifact
+    from recs.retrieval.retriever import Retriever
+
+    source = Path(shutil.copytree(ranked_artifact, tmp_path / "bundled"))
+    dataset, _ = load_dataset(small_demo_dir)
+    retriever = Retriever.load(source)
+    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=2, max_sets=300))
+    bundler = bundler_module.Bundler.fit(retriever, dataset.events, dataset.bundles, config, work_dir=tmp_path / "work", show_progress=False)
+    bundler_module.save_bundler(source, bundler)
+    result = export_artifact(source, tmp_path / "onnx")
+    assert {"set_scorer", "set_completion"} <= set(result.graphs)
+    assert result.parity["set_scorer"]["max_abs_diff"] < 1e-3
+    assert not (result.path / "set_scorer" / "weights.safetensors").exists()
+    engine = Engine.load(result.path)
+    onnx_bundler = engine.bundler
+    torch_bundler = bundler_module.Bundler.load(source, Retriever.load(source))
+    user = str(retriever.events["user_id"][0])
+    anchor = [retriever.catalog.item_ids[0]]
+
+    def outputs(b) -> tuple[list, list]:
+        composed = [(x.item_ids, round(x.score, 4)) for x in b.compose(user_id=user, items=anchor, size=(2, 4), n=3)]
+        return composed, [(x.bundle_id, round(x.score, 4)) for x in b.rank_bundles(user_id=user, k=3)]
+
+    want, got = outputs(torch_bundler), outputs(onnx_bundler)
+    assert got == want and got[0]
+    want = [b.item_ids for b in torch_bundler.compose(user, items=anchor, n=2)]
+    assert [b.item_ids for b in engine.bundle(user, item=anchor[0], n=2)] == want
+    served = _without_torch(f"result = [b.item_ids for b in Engine.load({str(result.path)!r}).bundle({user!r}, item={anchor[0]!r}, n=2)]")
+    assert served == want
