@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ce-epochs", type=int, default=2)
     parser.add_argument("--ce-max-minutes", type=float, default=6.0)
     parser.add_argument("--ce-max-queries", type=int, default=800)
-    parser.add_argument("--latency-queries", type=int, default=100)
+    parser.add_argument("--latency-queries", type=int, default=60)
     parser.add_argument("--max-test-users", type=int, default=600)
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--progress", action="store_true")

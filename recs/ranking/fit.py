@@ -37,6 +37,7 @@ class RankingConfig(StrictModel):
     train_cross_encoder: bool = True
     ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
     stage2_top: int = 50  # top of the first stage the second stage learns to reorder
+    stage2_max_queries: int = 400  # each costs stage2_top cross-encoder passes
 
 
 @dataclass
@@ -78,7 +79,7 @@ def fit_ranking(
     rng = np.random.default_rng(config.ranker.seed)
     half = rng.permutation(len(with_positive))
     group_a = [with_positive[i] for i in half[: len(half) // 2]]
-    group_b = [with_positive[i] for i in half[len(half) // 2 :]]
+    group_b = [with_positive[i] for i in half[len(half) // 2 :]][: config.stage2_max_queries]
     first_a = _first_stage(group_a, models.ranker)
     queries = []
     for example, scores in zip(group_a, first_a, strict=True):
