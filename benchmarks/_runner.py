@@ -32,6 +32,8 @@ def run_all(args: argparse.Namespace, run_dataset: RunDataset, table_metrics: Se
         except Exception:
             failed.append(name)
             print(f"[{name}] FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        if rows:  # written after every dataset: a long run that is stopped keeps what it finished
+            write_results(args.name, rows, args.out)
     if not rows:
         return 1
     print(format_table(rows, metrics=tuple(table_metrics)))
