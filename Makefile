@@ -35,12 +35,16 @@ demo: $(STAMP)
 	$(RECS) train --data $(DEMO)/shop --out $(DEMO)/model $(DEMO_TRAIN_FLAGS)
 	$(RECS) build-index --model $(DEMO)/model
 	$(RECS) train-ranker --model $(DEMO)/model --data $(DEMO)/shop $(DEMO_RANKER_FLAGS)
+	$(RECS) train-bundler --model $(DEMO)/model --data $(DEMO)/shop --max-minutes 3
 	for user in U0001 U0042 U0123; do \
 	  $(RECS) data profile --data $(DEMO)/shop --user $$user && \
 	  $(RECS) query --model $(DEMO)/model --user $$user --k 10 --show-history || exit 1; \
 	done
 	$(RECS) query --model $(DEMO)/model --user U0042 --k 5 --novelty --diversity 0.3
 	$(RECS) query --model $(DEMO)/model --text "camping trip this weekend" --k 5
+	$(RECS) bundle --model $(DEMO)/model --item I00108 --size 2-4 --budget 250 --n 3
+	$(RECS) bundle --model $(DEMO)/model --user U0042 --size 2-3 --n 2
+	$(RECS) bundle --model $(DEMO)/model --user U0042 --curated --n 3
 	$(RECS) evaluate --data $(DEMO)/shop --artifact $(DEMO)/model --k 10,50 --out $(DEMO)/evaluation.json
 	# Serving without torch: export to ONNX and answer the same queries from the exported folder.
 	$(RECS) export --model $(DEMO)/model --out $(DEMO)/onnx --int8
@@ -49,6 +53,7 @@ demo: $(STAMP)
 	for user in U0001 U0042 U0123; do $(RECS) query --model $(DEMO)/onnx --user $$user --k 10 || exit 1; done
 	$(RECS) query --model $(DEMO)/onnx --text "camping trip this weekend" --k 5
 	RECS_ONNX_PRECISION=int8 $(RECS) query --model $(DEMO)/onnx --user U0042 --k 10
+	$(RECS) bundle --model $(DEMO)/onnx --item I00108 --budget 250
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recs tests benchmarks
@@ -62,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/baselines.py
 	$(PY) benchmarks/retrieval.py
 	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/bundles.py
 	$(PY) benchmarks/encode_speed.py
 
 clean:

@@ -176,3 +176,16 @@ def test_diversity_option_changes_nothing_at_zero(engine: Engine) -> None:
     b = engine.recommend(user_id=user, k=10, rerank=False, diversity=0.0)
     assert [x.item_id for x in a] == [x.item_id for x in b]
     assert RankOptions().diversity == 0.0
+
+
+def test_rebuilding_the_index_keeps_the_ranking_stage(ranked_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from recs.retrieval.retriever import Retriever
+
+    target = Path(shutil.copytree(ranked_artifact, tmp_path / "model"))
+    retriever = Retriever.load(target)
+    retriever.rebuild_index(kind="flat", show_progress=False)
+    retriever.save(target)
+    again = Engine.load(target)
+    assert again.pipeline.ranker is not None and again.pipeline.cross_encoder is not None

@@ -24,10 +24,11 @@ class SetScorerConfig(StrictModel):
 class SetTrainConfig(StrictModel):
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=5e-3, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
-    patience: int = Field(default=3, ge=1)
+    # Validation completion often plateaus for a few epochs while the score scale settles.
+    patience: int = Field(default=12, ge=1)
     valid_fraction: float = Field(default=0.1, gt=0, lt=1)
     # Larger sets are subsampled to this many items per training step (a 500-item invoice says
     # little more about what goes together than 16 of its items, and costs 1000x the pairs).

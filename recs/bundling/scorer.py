@@ -9,7 +9,7 @@ recency-weighted mean of the item vectors the user bought before).
           + (a_i . b_j + a_j . b_i) / (2 sqrt r)              learned complementarity, a = A h, b = B h
           + w . g_ij + w0                                     bought together before
     z     = sum_i softmax_i(k_i . q / sqrt m) v_i             attention pooling, q = q0 + Q U, U = P u
-    set   = mean_{i != j} s_ij + (c + U * c_u) . z + w_pop mean_i pop_i + bias
+    set   = scale (mean_{i != j} s_ij + (c + U * c_u) . z + w_pop mean_i pop_i) + bias
     pref  = alpha cos(u, mean_i x_i) + MLP_pref([z, U, z * U])
 
 `set` is a logit: a real basket/bundle vs a corrupted one. `pref` is a logit: this user buys this
@@ -60,6 +60,10 @@ class SetScorerNet(nn.Module):
         self.readout = nn.Parameter(torch.zeros(m))
         self.user_readout = nn.Parameter(torch.zeros(m))
         self.bias = nn.Parameter(torch.tensor(0.0))
+        # Raw set scores differ by ~0.1 between items; this learned scale (init 10) makes them
+        # logits. Without it a softmax over the catalog is nearly uniform, and its gradient only
+        # tells members from the average item, never the true item from its close competitors.
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.pref_mlp = nn.Sequential(nn.Linear(3 * m, m), nn.GELU(), nn.Linear(m, 1))
         self.pref_alpha = nn.Parameter(torch.tensor(5.0))
         with torch.no_grad():
@@ -126,7 +130,8 @@ class SetScorerNet(nn.Module):
         weights = torch.softmax(logits.masked_fill(~mask, NEG), dim=1) * fm
         z = torch.einsum("bl,blm->bm", weights, self.value(h))
         pop_term = self.pop_weight * (self._pop(pop) * fm).sum(1) / torch.clamp(n, min=1.0)
-        set_logit = pair_term + (z * (self.readout + u * self.user_readout)).sum(-1) + pop_term + self.bias
+        raw = pair_term + (z * (self.readout + u * self.user_readout)).sum(-1) + pop_term
+        set_logit = self.log_scale.exp() * raw + self.bias
         if user is None:
             return set_logit, torch.zeros_like(set_logit)
         mean_x = (x * fm.unsqueeze(-1)).sum(1) / torch.clamp(fm.sum(1, keepdim=True), min=1.0)
@@ -143,13 +148,15 @@ class SetScorerNet(nn.Module):
         pop_rest: torch.Tensor,  # (B, L)
         pair_rest: torch.Tensor,  # (B, L, L, F)
         mask_rest: torch.Tensor,  # (B, L)
-        x_cand: torch.Tensor,  # (K, d): candidates shared by the batch
+        x_cand: torch.Tensor,  # (K, d) or (1, K, d): candidates shared by the batch
         pop_cand: torch.Tensor,  # (B, K) or (1, K)
         pair_cross: torch.Tensor,  # (B, K, F): pair features of each candidate summed over rest
         user: torch.Tensor | None = None,
         has_user: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, K) set logits of rest_b + [candidate_k], from sums over rest."""
+        if x_cand.dim() == 3:  # (1, K, d), as the ONNX export feeds it
+            x_cand = x_cand[0]
         fm = mask_rest.float()
         h = self.tokens(x_rest)
         hc = self.tokens(x_cand)  # (K, m)
@@ -181,7 +188,7 @@ class SetScorerNet(nn.Module):
 
         pop_sum = (self._pop(pop_rest) * fm).sum(1, keepdim=True)
         pop_term = self.pop_weight * (pop_sum + self._pop(pop_cand)) / n
-        return pair_term + ctx + pop_term + self.bias
+        return self.log_scale.exp() * (pair_term + ctx + pop_term) + self.bias
 
 
 # ---------------------------------------------------------------------------------------------

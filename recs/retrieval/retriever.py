@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext"]
 
 register_component_kind("interactions")
+_RETRIEVAL_COMPONENTS = ("towers", "catalog", "index", "interactions")
 RETRIEVER_FORMAT = 1
 
 
@@ -296,7 +297,12 @@ class Retriever:
         from recs.retrieval.checkpoint import model_state
 
         path = Path(path)
-        with ArtifactWriter(path) as writer:
+        # Saving over an artifact keeps its other stages (ranker, cross-encoder, set scorer).
+        base = path if (path / "manifest.json").is_file() else None
+        with ArtifactWriter(path, base=base) as writer:
+            for name in _RETRIEVAL_COMPONENTS:
+                if name in writer.components:
+                    writer.remove_component(name)
             root = writer.path
             self.tokenizer.save_pretrained(str(root / "tokenizer"))
             (root / "backbone_config.json").write_text(self.model.item_backbone.config.to_json_string())
