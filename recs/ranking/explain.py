@@ -25,6 +25,8 @@ def reason(retriever: Retriever, context: UserContext, cands: CandidateSet, j: i
         sims = retriever.item_vectors[history] @ retriever.item_vectors[row]
         nearest = history[int(np.argmax(sims))]
         return f"because you looked at {retriever.catalog.titles[nearest]}"
+    if f["from_two_tower"] > 0 and not history and context.state.text:
+        return "matches your search or session"
     category = retriever.categories[row].split(" > ")[0] if retriever.categories[row] else ""
     return f"popular in {category}" if category else "popular right now"
 

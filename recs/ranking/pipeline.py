@@ -84,7 +84,12 @@ class RankingPipeline:
         """Candidates, their feature matrix and first-stage scores (ranker, or RRF without one)."""
         cands = self.retriever.candidates(context, vector, filters)
         features = feature_matrix(self.retriever, context, cands)
-        scores = self.ranker.predict(features) if self.ranker is not None else cands.merged_score.astype(np.float32)
+        # The ranker learned from users with a history; someone known only by a text or a session
+        # has none of its signals, so the retrieval order (led by the two-tower) serves them better.
+        if self.ranker is not None and context.interactions:
+            scores = self.ranker.predict(features)
+        else:
+            scores = cands.merged_score.astype(np.float32)
         return cands, features, scores
 
     def rank(
@@ -97,7 +102,9 @@ class RankingPipeline:
             filters = Filters(filters.category, filters.in_stock_only, True, filters.exclude)
         cands, features, first = self.first_stage(context, vector if context.known else None, filters)
         timings["ranker"] = (time.monotonic() - started) * 1000
-        order = np.lexsort((cands.item_rows, -first))
+        # Ties (a tree ranker gives many) are settled by the two-tower score, then the item.
+        tower = cands.features["two_tower_score"]
+        order = np.lexsort((cands.item_rows, -tower, -first))
         final = first.astype(np.float64).copy()
         ce_scores = np.full(len(cands), np.nan)
         degraded = False
@@ -118,7 +125,7 @@ class RankingPipeline:
                     reranked = scored.astype(np.float64)
                 # The reranked top stays above the rest, reordered among itself.
                 final[top] = reranked - reranked.min() + final.max() + 1.0
-                order = np.lexsort((cands.item_rows, -final))
+                order = np.lexsort((cands.item_rows, -tower, -final))
         chosen = order
         if options.diversity > 0:
             window = order[: max(k * 5, 50)]
