@@ -347,8 +347,13 @@ def _parity_text(parity: dict[str, Any] | None) -> str:
         return f"max |diff| {parity['max_abs_diff']:.1e} over {parity['rows']} rows"
     parts = []
     for precision, p in parity.items():
-        value = f"cos >= {p['min_cosine']:.4f}" if "min_cosine" in p else f"max |diff| {p['max_abs_diff']:.1e}"
-        parts.append(f"{precision} {value}")
+        if not isinstance(p, dict):  # a flat report (e.g. the set scorer's): key = value
+            parts.append(f"{precision} {p:.1e}" if isinstance(p, float) else f"{precision} {p}")
+            continue
+        if "min_cosine" in p:
+            parts.append(f"{precision} cos >= {p['min_cosine']:.4f}")
+        elif "max_abs_diff" in p:
+            parts.append(f"{precision} max |diff| {p['max_abs_diff']:.1e}")
     return "; ".join(parts)
 
 
