@@ -547,18 +547,19 @@ def train_ranker_command(
 
 def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
     from recs.evaluation.protocol import evaluate as evaluate_model
-    from recs.ranking.recommenders import EngineRecommender, RankerRecommender
     from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender
     from recs.serving.engine import Engine
 
     engine = Engine.load(artifact)
     retriever = engine.retriever
     rows: list[dict[str, Any]] = []
+    # `recs train-ranker` learns from these same last baskets, so scoring the ranking stage here
+    # would be in-sample: its held-out figures come from benchmarks/rerank.py (validation-basket
+    # training, test-basket evaluation). The towers never trained on these baskets.
     recommenders: list[Any] = [TwoTowerRecommender(retriever=retriever), CandidatesRecommender(retriever=retriever)]
     if engine.pipeline.ranker is not None:
-        recommenders.append(RankerRecommender(engine.pipeline))
-    if engine.pipeline.cross_encoder is not None:
-        recommenders.append(EngineRecommender(engine.pipeline, rerank_top=engine.options.rerank_top))
+        console.print("note: the ranking stage is not scored here (it was trained on these baskets); "
+                      "see benchmarks/rerank.py for its held-out figures", highlight=False)
     for recommender in recommenders:
         recommender.fit(split.fit_events, items)
         for slice_name, metrics in evaluate_model(recommender, split, items, ks=ks).items():
