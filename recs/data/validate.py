@@ -198,6 +198,14 @@ def _required_text(frame: pl.DataFrame, column: str, out: _Collector, what: str)
     return text
 
 
+def _flag_unknown_items(item_id: pl.Series, known_items: pl.Series | None, out: _Collector, kind: str) -> None:
+    """Rows naming an item that is not in the catalog (empty ids are flagged elsewhere)."""
+    if known_items is None:
+        return
+    unknown = item_id.is_not_null() & (item_id != "") & ~item_id.is_in(known_items.implode())
+    out.flag(unknown, "item_id", kind, "item " + _quoted(item_id) + " is not in the catalog")
+
+
 def validate_items(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, list[Problem], pl.Series]:
     """Coerce an items table. Returns (canonical items, problems, bad-row mask)."""
     out = _Collector(raw, file)
@@ -238,9 +246,7 @@ def validate_events(
     order_id = pl.select(pl.when(order_id == "").then(None).otherwise(order_id)).to_series()
     quantity = parse_float(raw, "quantity", out).fill_null(1.0)
     rating = parse_float(raw, "rating", out)
-    if known_items is not None:
-        unknown = item_id.is_not_null() & (item_id != "") & ~item_id.is_in(known_items.implode())
-        out.flag(unknown, "item_id", "event for unknown item", "item " + _quoted(item_id) + " is not in the catalog")
+    _flag_unknown_items(item_id, known_items, out, "event for unknown item")
     events = pl.DataFrame(
         {
             "user_id": user_id,
@@ -261,9 +267,7 @@ def validate_bundles(
     out = _Collector(raw, file)
     bundle_id = _required_text(raw, "bundle_id", out, "bundle_id")
     item_id = _required_text(raw, "item_id", out, "item_id")
-    if known_items is not None:
-        unknown = item_id.is_not_null() & (item_id != "") & ~item_id.is_in(known_items.implode())
-        out.flag(unknown, "item_id", "bundle item not in catalog", "item " + _quoted(item_id) + " is not in the catalog")
+    _flag_unknown_items(item_id, known_items, out, "bundle item not in catalog")
     title = _text(raw, "title")
     bundles = pl.DataFrame({"bundle_id": bundle_id, "item_id": item_id, "title": title}, schema=BUNDLES_SCHEMA)
     return bundles, out.problems, out.bad
