@@ -21,9 +21,10 @@ def run_all(args: argparse.Namespace, run_dataset: RunDataset, table_metrics: Se
     from recs.evaluation.report import format_table, plot_metrics, write_results
 
     root = args.root or datasets_root()
-    rows: list[dict[str, Any]] = []
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    rows: list[dict[str, Any]] = _kept_rows(args.out / f"{args.name}.json", names) if getattr(args, "merge", False) else []
     failed: list[str] = []
-    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+    for name in names:
         if name != "demo" and missing_files(name, root):
             print(f"[{name}] skipped: dataset files not found under {root}", flush=True)
             continue
@@ -41,3 +42,18 @@ def run_all(args: argparse.Namespace, run_dataset: RunDataset, table_metrics: Se
     plot_metrics([r for r in rows if r["slice"] == "all"], args.out / f"{args.name}.png", metric="ndcg@10")
     print(f"wrote {json_path}, {md_path}")
     return 1 if failed else 0
+
+
+def _kept_rows(path: Path, rerun: Sequence[str]) -> list[dict[str, Any]]:
+    """`--merge`: the rows of an earlier results file for every dataset not being re-run."""
+    import json
+
+    if not path.is_file():
+        return []
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return [r for r in document.get("rows", []) if r.get("dataset") not in set(rerun)]
+
+
+def add_merge_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other datasets' rows of the existing results file (re-run some datasets only)")

@@ -7,7 +7,7 @@ Same protocol and slices as benchmarks/retrieval.py. The towers come from
 are trained here. The ranker, cross-encoder and second stage learn on each user's validation basket
 (history before it), and everything is evaluated on the test baskets. Methods: the baselines,
 `two_tower`, `ranker` (learned ranker alone), `ranker+cross_encoder` (slice `all@R=..`), `engine`
-(the default pipeline, R = --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
+(the default pipeline: R chosen by `fit_ranking` on held-out users, or --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
 Writes benchmarks/results/rerank.json, .md and .png.
 """
 
@@ -25,7 +25,7 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks._runner import run_all  # noqa: E402
+from benchmarks._runner import add_merge_flag, run_all  # noqa: E402
 from benchmarks.retrieval import load, model_dir  # noqa: E402
 
 BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
@@ -59,6 +59,55 @@ def latency_rows(name: str, pipeline: Any, users: list[str], rerank_top: int, n:
         out[f"{key}_p95_ms"] = float(np.percentile(values, 95))
     out["p50_ms"], out["p95_ms"] = out["total_p50_ms"], out["total_p95_ms"]
     return out
+
+
+def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top: int, out_dir: Path) -> list[dict[str, Any]]:
+    """The ranker and the cross-encoder as classifiers (relevant or not) of the test users'
+    candidates: ROC and PR curves with AUCs, one PNG per dataset. The ranker is judged on all N
+    candidates and on the first stage's top `top` (the set the cross-encoder sees), the
+    cross-encoder and the second stage on that top."""
+    import numpy as np
+
+    from recs.evaluation.curves import average_precision, plot_roc_pr, roc_auc
+    from recs.ranking.pipeline import cross_encoder_texts
+    from recs.ranking.training import query_examples, serving_view
+
+    canonical = split.fit_events.drop([c for c in split.fit_events.columns if c.startswith("_")])
+    view = serving_view(pipeline.retriever, canonical)
+    examples = query_examples(view, split.test, view.config.candidates.n_two_tower, max_users, seed=0)
+    collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+    def keep(key: str, labels: np.ndarray, scores: np.ndarray) -> None:
+        collected.setdefault(key, ([], []))
+        collected[key][0].append(labels)
+        collected[key][1].append(scores)
+
+    for example in examples:
+        first = pipeline.ranker.predict(example.features)
+        keep("ranker (all candidates)", example.labels, first)
+        order = np.lexsort((example.candidates.item_rows, -example.candidates.features["two_tower_score"], -first))[:top]
+        keep(f"ranker (top {top})", example.labels[order], first[order])
+        if pipeline.cross_encoder is not None:
+            texts = cross_encoder_texts(view, example.candidates, example.features, order)
+            ce = pipeline.cross_encoder.score(example.context.state.text, texts)
+            keep(f"cross_encoder (top {top})", example.labels[order], ce)
+            if pipeline.stage2 is not None:
+                x = np.column_stack([example.features[order], first[order], ce]).astype(np.float32)
+                keep(f"ranker+cross_encoder (top {top})", example.labels[order], pipeline.stage2.predict(x))
+    curves = {key: (np.concatenate(ls), np.concatenate(ss)) for key, (ls, ss) in collected.items()}
+    if not curves:
+        return []
+    path = plot_roc_pr(curves, out_dir / f"rerank_curves_{name.replace('/', '-')}.png",
+                       f"{name}: candidates of {len(examples)} test users as classifiers")
+    rows = []
+    for key, (labels, scores) in curves.items():
+        method = key.split(" (")[0]
+        metrics = {"roc_auc": roc_auc(labels, scores), "average_precision": average_precision(labels, scores),
+                   "pairs": float(len(labels)), "positives": float(labels.sum())}
+        rows.append({"dataset": name, "method": method, "slice": "classifier@" + ("all" if "all" in key else f"top{top}"),
+                     "metrics": metrics, "notes": f"{len(examples)} test users; curves in {path.name}"})
+        print(f"[{name}] {key}: ROC AUC {metrics['roc_auc']:.3f}, AP {metrics['average_precision']:.3f}", flush=True)
+    return rows
 
 
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -127,7 +176,20 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         for r in args.rerank_top:
             lat = latency_rows(name, pipeline, test_users, r, args.latency_queries)
             add("ranker+cross_encoder", EngineRecommender(pipeline, rerank_top=r), f"@R={r}", lat)
-        add("engine", EngineRecommender(pipeline, rerank_top=args.default_r), extra=latency_rows(name, pipeline, test_users, args.default_r, args.latency_queries))
+    decision = models.report.get("rerank_decision") or {}
+    default_r = args.default_r if args.default_r is not None else int(decision.get("default_rerank_top", 0))
+    print(f"[{name}] default R {default_r} (held-out choice: {decision})", flush=True)
+    same = [r for r in rows if r["dataset"] == name and r["method"] == "ranker+cross_encoder" and r["slice"].endswith(f"@R={default_r}")]
+    if default_r > 0 and same:  # already scored at this R: the same pipeline, named `engine`
+        rows.extend({**r, "method": "engine", "slice": r["slice"].rsplit("@", 1)[0], "notes": r["notes"] + f"; default R = {default_r}"}
+                    for r in same)
+    elif default_r > 0 and models.cross_encoder is not None:
+        add("engine", EngineRecommender(pipeline, rerank_top=default_r), extra=latency_rows(name, pipeline, test_users, default_r, args.latency_queries))
+    else:  # R = 0: the engine's default order is the learned ranker's; same rows, named `engine`
+        rows.extend({**r, "method": "engine", "notes": r["notes"] + "; default R = 0 (held-out users: reranking did not add NDCG@10)"}
+                    for r in list(rows) if r["method"] == "ranker" and r["dataset"] == name)
+    if models.ranker is not None and args.curve_users > 0:
+        rows.extend(classifier_curves(name, pipeline, split, args.curve_users, args.curve_top, args.out))
     return rows
 
 
@@ -138,17 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-minutes", type=float, default=8.0)
     parser.add_argument("--rerank-top", type=lambda s: [int(x) for x in s.split(",")], default=[20, 50, 100])
-    parser.add_argument("--default-r", type=int, default=20)
+    parser.add_argument("--default-r", type=int, default=None, help="R of `engine` (default: the R chosen on held-out users)")
     parser.add_argument("--ce-epochs", type=int, default=2)
     parser.add_argument("--ce-max-minutes", type=float, default=6.0)
     parser.add_argument("--ce-max-queries", type=int, default=800)
     parser.add_argument("--latency-queries", type=int, default=60)
     parser.add_argument("--max-test-users", type=int, default=600)
+    parser.add_argument("--curve-users", type=int, default=200, help="test users for the ROC/PR curves (0: none)")
+    parser.add_argument("--curve-top", type=int, default=50)
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="rerank")
+    add_merge_flag(parser)
     args = parser.parse_args(argv)
     return run_all(args, run_dataset, ("recall@10", "ndcg@10", "p50_ms", "p95_ms"))
 

@@ -14,6 +14,7 @@ Writes benchmarks/results/retrieval.json, .md and .png.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks._runner import run_all  # noqa: E402
+from benchmarks._runner import add_merge_flag, run_all  # noqa: E402
 from benchmarks.datasets import DATASET_NAMES, load_dataset_by_name  # noqa: E402
 from recs.data.schema import Dataset  # noqa: E402
 
@@ -50,6 +51,10 @@ def load(name: str, root: Path) -> Dataset:
 def model_dir(name: str) -> Path:
     """Where the towers trained for a dataset are kept (tune split: test baskets never seen)."""
     return _REPO / "build" / "bench" / "models" / name.replace("/", "-")
+
+
+def _train_record(name: str) -> Path:
+    return model_dir(name).parent / f"{model_dir(name).name}.train.json"
 
 
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -92,9 +97,16 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         add("zero_shot", ZeroShotRecommender(config=config), f"untuned {args.model}, user input {args.user_input}")
     work = _REPO / "build" / "bench" / f"work-{name.replace('/', '-')}"
     started = time.perf_counter()
-    retriever = Retriever.fit(split.tune_events, dataset.items, config, work, valid_targets=split.valid, show_progress=args.progress)
-    train_s = time.perf_counter() - started
-    retriever.save(model_dir(name))  # benchmarks/rerank.py starts from these towers
+    if args.reuse_towers and (model_dir(name) / "manifest.json").is_file():
+        # Re-evaluate towers trained by an earlier run (same split, same tune events).
+        retriever = Retriever.load(model_dir(name))
+        train_s = float(json.loads(_train_record(name).read_text())["train_s"]) if _train_record(name).is_file() \
+            else float(retriever.report.seconds if retriever.report else 0.0)
+    else:
+        retriever = Retriever.fit(split.tune_events, dataset.items, config, work, valid_targets=split.valid, show_progress=args.progress)
+        train_s = time.perf_counter() - started
+        retriever.save(model_dir(name))  # benchmarks/rerank.py starts from these towers
+        _train_record(name).write_text(json.dumps({"train_s": train_s}))
     report = retriever.report
     texts = retriever.catalog.texts
     started = time.perf_counter()
@@ -126,10 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--skip-zero-shot", action="store_true")
+    parser.add_argument("--reuse-towers", action="store_true", help="evaluate the towers saved by an earlier run instead of training")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=BENCHMARK, help="results file name")
+    add_merge_flag(parser)
     args = parser.parse_args(argv)
     return run_all(args, run_dataset, ("recall@10", "recall@50", "recall@100", "ndcg@10"))
 

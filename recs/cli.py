@@ -509,7 +509,7 @@ def train_ranker_command(
     data: Annotated[Path, typer.Option("--data", help="The shop folder the towers were trained on.")],
     no_ranker: Annotated[bool, typer.Option("--no-ranker", help="Skip the learned ranker.")] = False,
     no_cross_encoder: Annotated[bool, typer.Option("--no-cross-encoder", help="Skip the cross-encoder.")] = False,
-    rerank_top: Annotated[int, typer.Option("--rerank-top", help="Default R: top items the cross-encoder rescores.")] = 20,
+    rerank_top: Annotated[int | None, typer.Option("--rerank-top", help="Default R: top items the cross-encoder rescores (default: chosen on held-out users; 0 when reranking does not help).")] = None,
     ce_epochs: Annotated[int, typer.Option("--ce-epochs", help="Cross-encoder epochs.")] = 2,
     ce_max_minutes: Annotated[float | None, typer.Option("--ce-max-minutes", help="Stop cross-encoder training after this long.")] = None,
     on_bad_rows: OnBadRowsOption = "error",
@@ -526,12 +526,15 @@ def train_ranker_command(
     dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
     retriever = Retriever.load(model)
     split = leave_last_out(dataset.events, dataset.items["item_id"])
-    options = RankOptions(rerank_top=rerank_top)
+    options = RankOptions(rerank_top=20 if rerank_top is None else rerank_top)
     ranking_config = RankingConfig(
         train_ranker=not no_ranker, train_cross_encoder=not no_cross_encoder, options=options,
         cross_encoder={"epochs": ce_epochs, "max_minutes": ce_max_minutes},  # type: ignore[arg-type]
     )
     models = fit_ranking(retriever, split.fit_events, split.test, ranking_config, work_dir=model.parent / f".{model.name}.work")
+    decision = models.report.get("rerank_decision")
+    if rerank_top is None and decision is not None:
+        options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
     save_ranking(model, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2), options)
     report = models.report
     console.print(
@@ -542,6 +545,18 @@ def train_ranker_command(
     if models.cross_encoder is not None and models.cross_encoder.report is not None:
         ce = models.cross_encoder.report
         console.print(f"cross-encoder: {ce.steps} steps in {ce.seconds:.0f}s, best validation MRR {ce.best_metric:.4f}", highlight=False)
+    if decision is not None and "ndcg@10_first_stage" in decision:
+        tried = ", ".join(f"R={k.rsplit('_', 1)[1]} {v:.4f}" for k, v in decision.items() if k.startswith("ndcg@10_rerank_"))
+        console.print(
+            f"held-out users ({decision['queries']}): ndcg@10 ranker {decision['ndcg@10_first_stage']:.4f}, reranked {tried}",
+            highlight=False,
+        )
+    if models.cross_encoder is not None:
+        console.print(
+            f"default R = {options.rerank_top}" + (" (reranking off by default: the cross-encoder did not add NDCG; "
+                                                  "`recs query --rerank-top R` turns it on)" if options.rerank_top == 0 else ""),
+            highlight=False,
+        )
     console.print(f"saved ranking stage into {model}", highlight=False)
 
 

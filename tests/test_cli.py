@@ -86,3 +86,16 @@ def test_query_and_build_index(trained_artifact: Path, tmp_path: Path) -> None:
     assert code == 0 and len(json.loads(out)) == 3
     code, out = run("query", "--model", str(tmp_path / "missing"), "--user", user)
     assert code == 4 and "Traceback" not in out
+
+
+def test_train_ranker_reports_the_default_r(trained_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    code, out = run("train-ranker", "--model", str(model), "--data", str(small_demo_dir), "--ce-epochs", "1",
+                    "--ce-max-minutes", "0.1")
+    assert code == 0, out
+    assert "validation ndcg@10" in out and "default R = " in out
+    manifest = json.loads((model / "manifest.json").read_text())
+    r = manifest["components"]["ranker"]["config"]["options"]["rerank_top"]
+    assert f"default R = {r}" in out and r in (0, 10, 20)
+    code, out = run("query", "--model", str(model), "--user", "U0001", "--rerank-top", "5", "--json")
+    assert code == 0, out

@@ -189,3 +189,48 @@ def test_rebuilding_the_index_keeps_the_ranking_stage(ranked_artifact: Path, tmp
     retriever.save(target)
     again = Engine.load(target)
     assert again.pipeline.ranker is not None and again.pipeline.cross_encoder is not None
+
+
+class _FakeCrossEncoder:
+    """Scores item texts by a fixed rule: 'good' items high when `helpful`, low otherwise."""
+
+    def __init__(self, helpful: bool) -> None:
+        self.helpful = helpful
+
+    def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray:
+        good = np.array([t.startswith("good") for t in item_texts], dtype=np.float32)
+        return good if self.helpful else -good
+
+
+def _decision_queries() -> tuple[object, list]:
+    from types import SimpleNamespace
+
+    from recs.ranking.training import QueryExample
+    from recs.retrieval.candidates import FEATURES, CandidateSet, UserHistory
+    from recs.retrieval.pairs import UserState
+    from recs.retrieval.retriever import UserContext
+
+    n = 30
+    texts = [("good " if i == 25 else "item ") + str(i) for i in range(n)]
+    view = SimpleNamespace(catalog=SimpleNamespace(texts=texts))
+    labels = np.zeros(n, dtype=np.float32)
+    labels[25] = 1.0  # the relevant item sits at rank 26 of the first stage: only reranking finds it
+    features = np.zeros((n, len(RANKING_FEATURES)), dtype=np.float32)
+    cand_feats = {name: np.zeros(n, dtype=np.float32) for name in FEATURES}
+    cands = CandidateSet(np.arange(n), cand_feats, (n - np.arange(n)).astype(np.float32), np.full(n, -1))
+    context = UserContext("u", UserState("text", []), UserHistory.empty(), True)
+    return view, [QueryExample("u", context, cands, features, labels) for _ in range(3)]
+
+
+@pytest.mark.parametrize("helpful", [True, False])
+def test_default_rerank_top_is_chosen_on_held_out_queries(helpful: bool) -> None:
+    from recs.ranking.fit import RankingConfig, RankingModels, choose_rerank_top
+
+    view, queries = _decision_queries()
+    models = RankingModels(ranker=None, cross_encoder=_FakeCrossEncoder(helpful), stage2=None)  # type: ignore[arg-type]
+    decision = choose_rerank_top(view, queries, models, RankingConfig(rerank_choices=(10, 30)))  # type: ignore[arg-type]
+    assert decision["ndcg@10_first_stage"] == 0.0
+    if helpful:  # only R=30 reaches the relevant item at rank 26
+        assert decision["default_rerank_top"] == 30 and decision["ndcg@10_rerank_30"] == pytest.approx(1.0)
+    else:
+        assert decision["default_rerank_top"] == 0

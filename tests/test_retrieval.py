@@ -124,6 +124,19 @@ def test_candidates_keep_every_sources_features() -> None:
     assert feats["from_popularity"][5] == 1 and feats["two_tower_score"][5] == pytest.approx(1.0)
     assert all(np.isfinite(v).all() for v in cands.features.values())
     assert cands.cooc_source[rows.index(3)] == 0
+    # history_first: bought items lead in habit order (0 bought twice, then 1), then RRF.
+    assert [int(cands.item_rows[i]) for i in cands.order()[:2]] == [0, 1]
+
+
+def test_candidates_rrf_only_when_history_first_is_off() -> None:
+    n = 4
+    history = UserHistory(np.array([3]), np.array([0.0]))
+    cands = generate_candidates(
+        two_tower_rows=np.array([0, 1]), two_tower_scores_all=np.zeros(n, dtype=np.float32), history=history,
+        now=86400.0, neighbour_rows=np.full((n, 1), -1, dtype=np.int32), neighbour_scores=np.zeros((n, 1), dtype=np.float32),
+        popularity=np.ones(n), popular_rows=np.array([0]), config=CandidateConfig(history_first=False),
+    )
+    assert int(cands.item_rows[cands.order()[0]]) == 0  # two-tower #1 and popular #1: highest RRF sum
 
 
 def test_retriever_recommends_known_and_new_users(retriever: Retriever) -> None:
@@ -241,3 +254,15 @@ def test_training_pairs_cut_at_session_start_and_skip_rebuys(shop_dir: Path) -> 
     assert int((every.pair_item == c1).sum()) > int((fresh.pair_item == c1).sum())
     # u2 viewed T1 minutes before buying it: that view is not history for the o5 basket (no state).
     assert all("view: TrailPeak" not in s.text or "purchase" in s.text for s in every.states)
+
+
+def test_two_tower_source_finds_only_items_new_to_the_user(retriever: Retriever) -> None:
+    purchases = retriever.events.filter(pl.col("event") == "purchase")
+    user = purchases.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])["user_id"][0]
+    context = retriever.context(user_id=user)
+    bought = set(np.unique(context.history.rows).tolist())
+    assert bought
+    cands = retriever.candidates(context, retriever.user_vectors([context.state])[0])
+    found_by_towers = cands.item_rows[cands.features["from_two_tower"] == 1].tolist()
+    assert found_by_towers and not bought & set(found_by_towers)
+    assert bought <= set(cands.item_rows.tolist())  # re-buys still come, from the history source

@@ -189,7 +189,8 @@ class CrossEncoderReranker:
             pos = int(rng.choice(positives))
             neg = rng.choice(negatives, size=min(self.config.negatives, len(negatives)), replace=False)
             texts = [query.item_texts[pos]] + [query.item_texts[int(n)] for n in neg]
-            logits = self.model(**self._batch(query.user_text, texts, device))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                logits = self.model(**self._batch(query.user_text, texts, device)).float()
             losses.append(nn.functional.cross_entropy(logits.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=device)))
         return torch.stack(losses).mean()
 

@@ -1,8 +1,13 @@
 """Training the ranking stage on a held-out basket the towers never trained on.
 
-Users are split in two: the cross-encoder learns on half A; the second-stage ranker, which turns
-the cross-encoder's score into the final order, learns on half B, where that score is out of
-sample (otherwise it would learn to trust an over-fitted score). The first-stage ranker learns on all.
+Users are split in three: the cross-encoder learns on half A; the second-stage ranker, which turns
+the cross-encoder's score into the final order, learns on group B, where that score is out of
+sample (otherwise it would learn to trust an over-fitted score); group C, seen by no model, decides
+the default R: the R among `rerank_choices` whose reranked order has the best NDCG@10 there, or 0
+(no reranking) when no R's gain over the first stage is above `min_rerank_gain` at the one-sided 95%
+lower bound of the paired per-query differences. A cross-encoder that does not
+help is then never paid for by default. The first-stage ranker learns on A and B (on all queries when
+no cross-encoder is trained).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 
 from recs.config import StrictModel
+from recs.evaluation.metrics import ndcg_from_hits
 from recs.progress import progress_bar
 from recs.ranking.cross_encoder import (
     CrossEncoderConfig,
@@ -38,6 +45,11 @@ class RankingConfig(StrictModel):
     ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
     stage2_top: int = 50  # top of the first stage the second stage learns to reorder
     stage2_max_queries: int = 400  # each costs stage2_top cross-encoder passes
+    decision_share: float = Field(default=0.2, ge=0, lt=1)  # of the queries: group C
+    decision_max_queries: int = Field(default=300, ge=0)
+    # Candidate default R values; the largest is bounded by latency (CPU: ~15 ms per pair).
+    rerank_choices: tuple[int, ...] = (10, 20)
+    min_rerank_gain: float = Field(default=0.0, ge=0)
 
 
 @dataclass
@@ -69,17 +81,26 @@ def fit_ranking(
     report: dict = {"queries": len(examples), "queries_with_positive": len(with_positive),
                     "candidate_recall": float(np.mean([e.labels.sum() > 0 for e in examples])) if examples else 0.0}
     models = RankingModels(report=report)
+    use_cross_encoder = config.train_cross_encoder and len(with_positive) >= 10
+    group_c: list[QueryExample] = []
+    if use_cross_encoder:
+        rng = np.random.default_rng(config.ranker.seed)
+        shuffled = rng.permutation(len(with_positive))
+        n_c = min(int(len(shuffled) * config.decision_share), config.decision_max_queries)
+        group_c = [with_positive[i] for i in shuffled[:n_c]]
+        rest = shuffled[n_c:]
+        group_a = [with_positive[i] for i in rest[: len(rest) // 2]]
+        group_b = [with_positive[i] for i in rest[len(rest) // 2 :]][: config.stage2_max_queries]
     if config.train_ranker and with_positive:
-        models.ranker = train_ranker(examples, config.ranker)
+        # Group C stays out of every model, the first-stage ranker included, so that the choice of
+        # R compares out-of-sample orders (an in-sample first stage would bias it).
+        held_out = {id(e) for e in group_c}
+        models.ranker = train_ranker([e for e in examples if id(e) not in held_out], config.ranker)
         report["ranker"] = {"best_iteration": models.ranker.best_iteration, **models.ranker.metrics,
                             "importance": models.ranker.feature_importance()}
     report["ranker_seconds"] = time.monotonic() - started
-    if not (config.train_cross_encoder and len(with_positive) >= 10):
+    if not use_cross_encoder:
         return models
-    rng = np.random.default_rng(config.ranker.seed)
-    half = rng.permutation(len(with_positive))
-    group_a = [with_positive[i] for i in half[: len(half) // 2]]
-    group_b = [with_positive[i] for i in half[len(half) // 2 :]][: config.stage2_max_queries]
     first_a = _first_stage(group_a, models.ranker)
     queries = []
     for example, scores in zip(group_a, first_a, strict=True):
@@ -110,5 +131,50 @@ def fit_ranking(
         stage2_config = config.ranker.model_copy(update={"min_data_in_leaf": 10, "num_leaves": 15})
         models.stage2 = LearnedRanker(STAGE2_FEATURES, stage2_config).fit(np.concatenate(xs), np.concatenate(ys), np.array(groups))
         report["stage2"] = {"queries": len(groups), **models.stage2.metrics, "importance": models.stage2.feature_importance()}
+    report["rerank_decision"] = choose_rerank_top(view, group_c, models, config, show_progress)
     report["seconds"] = time.monotonic() - started
     return models
+
+
+def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: RankingModels, config: RankingConfig,
+                      show_progress: bool = False) -> dict:
+    """NDCG@10 on held-out queries of the first stage and of the reranked order at each R in
+    `rerank_choices`; the chosen default R (0: reranking does not pay)."""
+    choices = sorted(r for r in config.rerank_choices if r > 1)
+    if not queries or not choices or models.cross_encoder is None:
+        return {"queries": len(queries), "default_rerank_top": 0, "reason": "no held-out queries or no cross-encoder"}
+    first_all = _first_stage(queries, models.ranker)
+    ndcg: dict[int, list[float]] = {0: [], **{r: [] for r in choices}}
+    with progress_bar("choosing R", total=len(queries), enabled=show_progress) as advance:
+        for example, first in zip(queries, first_all, strict=True):
+            order = np.lexsort((example.candidates.item_rows, -example.candidates.features["two_tower_score"], -first))
+            top = order[: max(choices)]
+            ce = models.cross_encoder.score(example.context.state.text,
+                                            cross_encoder_texts(view, example.candidates, example.features, top))
+            n_rel = np.array([int(example.labels.sum())])
+            ndcg[0].append(float(ndcg_from_hits(example.labels[order][None, :10] > 0, n_rel, 10)[0]))
+            for r in choices:
+                head = top[:r]
+                if models.stage2 is not None:
+                    x = np.column_stack([example.features[head], first[head], ce[:r]]).astype(np.float32)
+                    scores = models.stage2.predict(x)
+                else:
+                    scores = ce[:r]
+                reranked = np.concatenate([head[np.argsort(-scores, kind="stable")], order[r:]])
+                ndcg[r].append(float(ndcg_from_hits(example.labels[reranked][None, :10] > 0, n_rel, 10)[0]))
+            advance(1)
+    means = {r: float(np.mean(v)) for r, v in ndcg.items()}
+    # One-sided 95% lower bound of the paired per-query gain: a gain within noise (a few dozen
+    # held-out queries) does not switch reranking on.
+    lower = {r: _lower_bound(np.asarray(ndcg[r]) - np.asarray(ndcg[0])) for r in choices}
+    best = max(choices, key=lambda r: (lower[r], -r))
+    chosen = best if lower[best] > config.min_rerank_gain else 0
+    return {"queries": len(queries), "ndcg@10_first_stage": means[0],
+            **{f"ndcg@10_rerank_{r}": means[r] for r in choices},
+            **{f"gain_lower_bound_{r}": lower[r] for r in choices}, "default_rerank_top": chosen}
+
+
+def _lower_bound(differences: np.ndarray) -> float:
+    if len(differences) < 2:
+        return float(differences.mean()) if len(differences) else 0.0
+    return float(differences.mean() - 1.645 * differences.std(ddof=1) / np.sqrt(len(differences)))

@@ -5,6 +5,11 @@ neighbours of that history, and popularity. Until a learned ranker orders them, 
 weighted reciprocal-rank fusion (RRF): score = sum over sources of weight_s / (RRF_K + rank_s),
 rank_s being the candidate's 1-based rank within source s (sources that did not find it add 0).
 RRF needs no score calibration across sources, which is why it is the documented default.
+
+With `history_first` (the default) the items the user bought come before everything else, in habit
+order (times bought, then recency), and RRF orders the rest. On real shops the user's own history is
+the strongest single source (the `repeat` baseline), so the merged list's top-N holds every item
+`repeat` would put there plus the other sources' best finds in the remaining places.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ FEATURES: tuple[str, ...] = (
     "from_cooc",
     "from_popularity",
 )
+_HISTORY_BONUS = 100.0
 NEVER_DAYS = 3650.0  # "days since bought" for an item never bought: far, finite (no NaN downstream)
 
 
@@ -40,6 +46,10 @@ class CandidateConfig(StrictModel):
     n_cooc: int = 100
     n_popularity: int = 20
     rrf_k: float = 10.0
+    history_first: bool = True
+    # The towers learn baskets' new-to-user items (TrainConfig.positives): their source searches
+    # only items the user has not bought, leaving re-buys to the history source.
+    two_tower_new_only: bool = True
     weights: dict[str, float] = Field(
         default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "popularity": 0.2}
     )
@@ -145,6 +155,10 @@ def generate_candidates(
             feats[f"from_{source}"][j] = 0.0 if rank is None else 1.0
             if rank is not None:
                 merged[j] += config.weights.get(source, 0.0) / (config.rrf_k + rank)
+        if config.history_first and row in ranks["history"]:
+            # Steps of 1 per habit rank: far above any RRF sum (< sum of weights / rrf_k), so
+            # bought items come first and keep their habit order.
+            merged[j] += _HISTORY_BONUS + config.n_history + 1 - ranks["history"][row]
     for name in feats:
         feats[name] = np.nan_to_num(feats[name], nan=0.0, posinf=0.0, neginf=0.0)
     return CandidateSet(rows_arr, feats, merged, cooc_source)

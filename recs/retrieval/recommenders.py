@@ -1,6 +1,7 @@
 """The retrieval stage behind the evaluation harness's `Recommender` interface.
 
-`two_tower`: the towers alone (full ranking over the catalog); `candidates`: every source merged
+`two_tower`: the towers alone (full ranking over the items the user has not bought, as the
+two-tower candidate source serves; `CandidateConfig.two_tower_new_only`); `candidates`: every source merged
 by reciprocal-rank fusion; `zero_shot`: the untuned backbone. Each wraps a `Retriever`; when one
 is given already trained, `fit` only swaps in the behaviour log to serve from (no retraining).
 """
@@ -52,8 +53,14 @@ class TwoTowerRecommender(_RetrieverRecommender):
     name = "two_tower"
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        _, vectors = self._user_vectors(users)
-        return vectors @ self.retriever.item_vectors.T  # type: ignore[union-attr]
+        contexts, vectors = self._user_vectors(users)
+        scores = vectors @ self.retriever.item_vectors.T  # type: ignore[union-attr]
+        if self.retriever.config.candidates.two_tower_new_only:  # type: ignore[union-attr]
+            # As the two-tower candidate source serves: only items the user has not bought.
+            for row, context in enumerate(contexts):
+                if len(context.history.rows):
+                    scores[row, np.unique(context.history.rows)] = -np.inf
+        return scores
 
 
 class ZeroShotRecommender(TwoTowerRecommender):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -282,7 +282,8 @@ class Retriever:
         filters = filters or Filters()
         cfg = self.config.candidates
         if context.known and user_vector is not None and (context.state.text or context.state.history_rows):
-            tt_rows, _ = self.search(user_vector, cfg.n_two_tower, filters, context.history)
+            tower_filters = replace(filters, exclude_bought=filters.exclude_bought or cfg.two_tower_new_only)
+            tt_rows, _ = self.search(user_vector, cfg.n_two_tower, tower_filters, context.history)
             all_scores = self.item_vectors @ user_vector
         else:
             tt_rows, all_scores = np.zeros(0, dtype=np.int64), np.zeros(len(self.catalog), dtype=np.float32)
