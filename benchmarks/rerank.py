@@ -146,7 +146,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
                                   valid_targets=split.valid, show_progress=args.progress)
         retriever.save(folder)
     started = time.perf_counter()
-    ranking_config = RankingConfig(cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
+    ranking_config = RankingConfig(train_cross_encoder=not args.no_cross_encoder, cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
                                                                      max_queries=args.ce_max_queries))
     models = fit_ranking(retriever, split.tune_events, split.valid, ranking_config,
                          _REPO / "build" / "bench" / f"rank-work-{folder.name}", show_progress=args.progress)
@@ -208,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-test-users", type=int, default=600)
     parser.add_argument("--curve-users", type=int, default=200, help="test users for the ROC/PR curves (0: none)")
     parser.add_argument("--curve-top", type=int, default=50)
+    parser.add_argument("--no-cross-encoder", action="store_true", help="learned ranker only (cheap: use with all test users)")
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
