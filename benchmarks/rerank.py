@@ -69,7 +69,7 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
     import numpy as np
 
     from recs.evaluation.curves import average_precision, plot_roc_pr, roc_auc
-    from recs.ranking.pipeline import cross_encoder_texts
+    from recs.ranking.pipeline import cross_encoder_texts, serving_order, stage2_input
     from recs.ranking.training import query_examples, serving_view
 
     canonical = split.fit_events.drop([c for c in split.fit_events.columns if c.startswith("_")])
@@ -85,14 +85,14 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
     for example in examples:
         first = pipeline.ranker.predict(example.features)
         keep("ranker (all candidates)", example.labels, first)
-        order = np.lexsort((example.candidates.item_rows, -example.candidates.features["two_tower_score"], -first))[:top]
+        order = serving_order(example.candidates, first)[:top]
         keep(f"ranker (top {top})", example.labels[order], first[order])
         if pipeline.cross_encoder is not None:
             texts = cross_encoder_texts(view, example.candidates, example.features, order)
             ce = pipeline.cross_encoder.score(example.context.state.text, texts)
             keep(f"cross_encoder (top {top})", example.labels[order], ce)
             if pipeline.stage2 is not None:
-                x = np.column_stack([example.features[order], first[order], ce]).astype(np.float32)
+                x = stage2_input(example.features[order], first[order], ce)
                 keep(f"ranker+cross_encoder (top {top})", example.labels[order], pipeline.stage2.predict(x))
     curves = {key: (np.concatenate(ls), np.concatenate(ss)) for key, (ls, ss) in collected.items()}
     if not curves:

@@ -30,7 +30,13 @@ from recs.ranking.cross_encoder import (
     CrossEncoderReranker,
     RerankQuery,
 )
-from recs.ranking.pipeline import STAGE2_FEATURES, RankOptions, cross_encoder_texts
+from recs.ranking.pipeline import (
+    STAGE2_FEATURES,
+    RankOptions,
+    cross_encoder_texts,
+    serving_order,
+    stage2_input,
+)
 from recs.ranking.ranker import LearnedRanker, RankerConfig
 from recs.ranking.training import QueryExample, query_examples, serving_view, train_ranker
 from recs.retrieval.retriever import Retriever
@@ -124,7 +130,7 @@ def fit_ranking(
             if not labels.any() or labels.all():
                 continue
             ce = reranker.score(example.context.state.text, cross_encoder_texts(view, example.candidates, example.features, top))
-            xs.append(np.column_stack([example.features[top], scores[top], ce]).astype(np.float32))
+            xs.append(stage2_input(example.features[top], scores[top], ce))
             ys.append(labels)
             groups.append(len(top))
     if len(groups) >= 5:
@@ -147,7 +153,7 @@ def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: Rank
     ndcg: dict[int, list[float]] = {0: [], **{r: [] for r in choices}}
     with progress_bar("choosing R", total=len(queries), enabled=show_progress) as advance:
         for example, first in zip(queries, first_all, strict=True):
-            order = np.lexsort((example.candidates.item_rows, -example.candidates.features["two_tower_score"], -first))
+            order = serving_order(example.candidates, first)
             top = order[: max(choices)]
             ce = models.cross_encoder.score(example.context.state.text,
                                             cross_encoder_texts(view, example.candidates, example.features, top))
@@ -156,8 +162,7 @@ def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: Rank
             for r in choices:
                 head = top[:r]
                 if models.stage2 is not None:
-                    x = np.column_stack([example.features[head], first[head], ce[:r]]).astype(np.float32)
-                    scores = models.stage2.predict(x)
+                    scores = models.stage2.predict(stage2_input(example.features[head], first[head], ce[:r]))
                 else:
                     scores = ce[:r]
                 reranked = np.concatenate([head[np.argsort(-scores, kind="stable")], order[r:]])

@@ -55,6 +55,17 @@ class RankedList:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def serving_order(cands: CandidateSet, scores: np.ndarray) -> np.ndarray:
+    """Candidate positions best first; ties (a tree ranker gives many) go to the two-tower score,
+    then the item."""
+    return np.lexsort((cands.item_rows, -cands.features["two_tower_score"], -scores))
+
+
+def stage2_input(features: np.ndarray, first: np.ndarray, cross_encoder: np.ndarray) -> np.ndarray:
+    """The second-stage ranker's rows (STAGE2_FEATURES) for the same candidates in the same order."""
+    return np.column_stack([features, first, cross_encoder]).astype(np.float32)
+
+
 def cross_encoder_texts(retriever: Retriever, cands: CandidateSet, features: np.ndarray, rows: np.ndarray) -> list[str]:
     out = []
     for j in rows.tolist():
@@ -102,9 +113,7 @@ class RankingPipeline:
             filters = Filters(filters.category, filters.in_stock_only, True, filters.exclude)
         cands, features, first = self.first_stage(context, vector if context.known else None, filters)
         timings["ranker"] = (time.monotonic() - started) * 1000
-        # Ties (a tree ranker gives many) are settled by the two-tower score, then the item.
-        tower = cands.features["two_tower_score"]
-        order = np.lexsort((cands.item_rows, -tower, -first))
+        order = serving_order(cands, first)
         final = first.astype(np.float64).copy()
         ce_scores = np.full(len(cands), np.nan)
         degraded = False
@@ -119,13 +128,12 @@ class RankingPipeline:
             else:
                 ce_scores[top] = scored
                 if self.stage2 is not None:
-                    stage2_x = np.column_stack([features[top], first[top], scored]).astype(np.float32)
-                    reranked = self.stage2.predict(stage2_x).astype(np.float64)
+                    reranked = self.stage2.predict(stage2_input(features[top], first[top], scored)).astype(np.float64)
                 else:
                     reranked = scored.astype(np.float64)
                 # The reranked top stays above the rest, reordered among itself.
                 final[top] = reranked - reranked.min() + final.max() + 1.0
-                order = np.lexsort((cands.item_rows, -tower, -final))
+                order = serving_order(cands, final)
         chosen = order
         if options.diversity > 0:
             window = order[: max(k * 5, 50)]
