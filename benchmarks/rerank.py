@@ -8,6 +8,10 @@ are trained here. The ranker, cross-encoder and second stage learn on each user'
 (history before it), and everything is evaluated on the test baskets. Methods: the baselines,
 `two_tower`, `ranker` (learned ranker alone), `ranker+cross_encoder` (slice `all@R=..`), `engine`
 (the default pipeline: R chosen by `fit_ranking` on held-out users, or --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
+Slice `discover`: the `new_to_user` question asked of each method's "discover" shelf: its list
+without the items the user bought (the engine's and ranker's `--novelty` shelf, the baselines'
+lists with `exclude_bought`). A single list cannot lead both `all` (re-buys) and `new_to_user`;
+a shop shows the two shelves, and each is measured against the same shelf of every baseline.
 Writes benchmarks/results/rerank.json, .md and .png.
 """
 
@@ -112,7 +116,7 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
 
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from recs.data.splits import leave_last_out
-    from recs.evaluation.protocol import evaluate, evaluate_baselines
+    from recs.evaluation.protocol import DISCOVER_SLICE, evaluate, evaluate_baselines
     from recs.ranking.cross_encoder import CrossEncoderConfig
     from recs.ranking.fit import RankingConfig, fit_ranking
     from recs.ranking.pipeline import RankingPipeline
@@ -133,7 +137,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         sample = users.sample(args.max_test_users, seed=0).implode()
         split = dataclasses.replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
     print(f"[{name}] {split.describe()}", flush=True)
-    rows = evaluate_baselines(list(BASELINES), dataset.items, split, KS, tune_als=not args.no_tune, slices=SLICES, dataset=name)
+    rows = evaluate_baselines(list(BASELINES), dataset.items, split, KS, tune_als=not args.no_tune, slices=SLICES, dataset=name,
+                              discover=True)
     best = max((r for r in rows if r["slice"] == "all"), key=lambda r: r["metrics"]["ndcg@10"])
     print(f"[{name}] best baseline {best['method']}: ndcg@10 {best['metrics']['ndcg@10']:.4f}", flush=True)
     folder = model_dir(name)
@@ -157,21 +162,28 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
              f"queries with a positive of {models.report.get('queries')}; cross-encoder "
              f"{(str(ce.steps) + ' steps, valid MRR ' + format(ce.best_metric, '.3f')) if ce else 'not trained'}")
 
-    def add(method: str, recommender: Any, slice_suffix: str = "", extra: dict[str, float] | None = None) -> None:
+    def add(method: str, recommender: Any, slice_suffix: str = "", extra: dict[str, float] | None = None,
+            discover: Any = None) -> None:
         began = time.perf_counter()
         recommender.fit(split.fit_events, dataset.items)
         results = evaluate(recommender, split, dataset.items, ks=KS, slices=SLICES)
+        if discover is not None:  # the method's own "discover" shelf, bought items excluded
+            discover.fit(split.fit_events, dataset.items)
+            results[DISCOVER_SLICE] = evaluate(discover, split, dataset.items, ks=KS, slices=("new_to_user",),
+                                               exclude_bought=True)["new_to_user"]
         took = time.perf_counter() - began
         for slice_name, metrics in results.items():
             merged = {**metrics, **(extra or {})} if slice_name == "all" else metrics
             rows.append({"dataset": name, "method": method, "slice": slice_name + slice_suffix, "metrics": merged,
                          "notes": f"{notes}; evaluated in {took:.0f}s"})
-        print(f"[{name}] {method}{slice_suffix}: ndcg@10 {results['all']['ndcg@10']:.4f} ({took:.0f}s)", flush=True)
+        shown = ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in results.items() if k != "cold_items")
+        print(f"[{name}] {method}{slice_suffix}: ndcg@10 {shown} ({took:.0f}s)", flush=True)
 
-    add("two_tower", TwoTowerRecommender(retriever=retriever))
+    add("two_tower", TwoTowerRecommender(retriever=retriever), discover=TwoTowerRecommender(retriever=retriever))
     test_users = split.test["user_id"].unique().sort().to_list()
     if models.ranker is not None:
-        add("ranker", RankerRecommender(pipeline), extra=latency_rows(name, pipeline, test_users, 0, args.latency_queries))
+        add("ranker", RankerRecommender(pipeline), extra=latency_rows(name, pipeline, test_users, 0, args.latency_queries),
+            discover=RankerRecommender(pipeline, novelty=True))
     if models.cross_encoder is not None:
         for r in args.rerank_top:
             lat = latency_rows(name, pipeline, test_users, r, args.latency_queries)
@@ -183,8 +195,13 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     if default_r > 0 and same:  # already scored at this R: the same pipeline, named `engine`
         rows.extend({**r, "method": "engine", "slice": r["slice"].rsplit("@", 1)[0], "notes": r["notes"] + f"; default R = {default_r}"}
                     for r in same)
+        shelf = EngineRecommender(pipeline, rerank_top=default_r, novelty=True).fit(split.fit_events, dataset.items)
+        metrics = evaluate(shelf, split, dataset.items, ks=KS, slices=("new_to_user",), exclude_bought=True)["new_to_user"]
+        rows.append({"dataset": name, "method": "engine", "slice": DISCOVER_SLICE, "metrics": metrics,
+                     "notes": f"{notes}; default R = {default_r}; discover shelf (--novelty)"})
     elif default_r > 0 and models.cross_encoder is not None:
-        add("engine", EngineRecommender(pipeline, rerank_top=default_r), extra=latency_rows(name, pipeline, test_users, default_r, args.latency_queries))
+        add("engine", EngineRecommender(pipeline, rerank_top=default_r), extra=latency_rows(name, pipeline, test_users, default_r, args.latency_queries),
+            discover=EngineRecommender(pipeline, rerank_top=default_r, novelty=True))
     else:  # R = 0: the engine's default order is the learned ranker's; same rows, named `engine`
         rows.extend({**r, "method": "engine", "notes": r["notes"] + "; default R = 0 (held-out users: reranking did not add NDCG@10)"}
                     for r in list(rows) if r["method"] == "ranker" and r["dataset"] == name)

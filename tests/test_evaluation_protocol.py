@@ -206,6 +206,20 @@ def test_evaluate_baselines_rows(split_items: tuple[Split, pl.DataFrame]) -> Non
     assert "tuned" not in untuned[0]["notes"] and "factors=3" in untuned[0]["notes"]
 
 
+def test_discover_rows_exclude_bought_items(split_items: tuple[Split, pl.DataFrame]) -> None:
+    split, items = split_items
+    model = make_baseline("repeat").fit(split.fit_events, items)
+    # u1 bought a, b: their discover list starts with the most popular item they never bought.
+    ranked = model.recommend(["u1"], k=3, exclude_bought=True).item_ids[0]
+    assert "a" not in ranked and "b" not in ranked
+    plain = evaluate(model, split, items, ks=(2,), slices=("new_to_user",))
+    shelf = evaluate(model, split, items, ks=(2,), slices=("new_to_user",), exclude_bought=True)
+    assert shelf["new_to_user"]["users"] == plain["new_to_user"]["users"]
+    rows = evaluate_baselines(["repeat"], items, split, ks=(2,), tune_als=False, discover=True)
+    assert [r["slice"] for r in rows] == ["all", "new_to_user", "cold_items", "discover"]
+    assert rows[-1]["metrics"] == shelf["new_to_user"]
+
+
 def test_tuning(split_items: tuple[Split, pl.DataFrame]) -> None:
     split, items = split_items
     result = tune("cooc", split, items, {"shrink": [0.0, 10.0], "half_life": [2.0]})

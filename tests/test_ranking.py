@@ -154,6 +154,27 @@ def test_novelty_returns_no_bought_item(engine: Engine) -> None:
     assert not bought & {x.item_id for x in engine.recommend(user_id=user, k=20, novelty=True)}
 
 
+def test_ranker_recommender_novelty_shelf_has_no_bought_item(engine: Engine) -> None:
+    from recs.ranking.recommenders import RankerRecommender
+
+    user = _user_with_purchases(engine)
+    events = engine.retriever.events
+    model = RankerRecommender(engine.pipeline, novelty=True).fit(events, engine.retriever.items)
+    bought = set(events.filter((pl.col("user_id") == user) & (pl.col("event") == "purchase"))["item_id"].to_list())
+    ranked = model.recommend([user], k=20).item_ids[0]
+    assert ranked and not bought & set(ranked)
+
+
+def test_pipeline_refuses_a_ranker_trained_on_other_features(engine: Engine) -> None:
+    from recs.errors import ArtifactError
+    from recs.ranking.pipeline import RankingPipeline
+
+    x, y, groups = _toy_ranking_data()
+    stale = LearnedRanker(("a", "b", "c"), RankerConfig(n_estimators=5)).fit(x, y, groups)
+    with pytest.raises(ArtifactError, match="train-ranker"):
+        RankingPipeline(engine.retriever, stale)
+
+
 def test_explanations_name_a_real_history_item_or_feature(engine: Engine) -> None:
     r = engine.retriever
     for user in r.events["user_id"].unique().sort().to_list()[:10]:

@@ -128,6 +128,40 @@ def test_candidates_keep_every_sources_features() -> None:
     assert [int(cands.item_rows[i]) for i in cands.order()[:2]] == [0, 1]
 
 
+def test_buy_again_features_count_baskets() -> None:
+    from recs.retrieval.candidates import NEVER_BASKETS, RECENT_HALF_LIFE, history_features
+
+    day = 86400.0
+    # Baskets at days 0, 10 (two lines), 20: item 0 in baskets 0 and 10, item 1 in 10 and 20.
+    history = UserHistory(np.array([0, 0, 1, 1]), np.array([0.0, 10 * day, 10 * day, 20 * day]))
+    habits = history_features(history, now=30 * day)
+    assert habits[0].times == 2 and habits[0].baskets_since == 1 and habits[1].baskets_since == 0
+    assert habits[0].basket_share == pytest.approx(2 / 3) and habits[1].basket_share == pytest.approx(2 / 3)
+    assert habits[0].recent_buys == pytest.approx(0.5 ** (1 / RECENT_HALF_LIFE) + 0.5 ** (2 / RECENT_HALF_LIFE))
+    assert habits[1].recent_buys == pytest.approx(1 + 0.5 ** (1 / RECENT_HALF_LIFE))
+    cands = generate_candidates(
+        two_tower_rows=np.array([2]), two_tower_scores_all=np.zeros(3, dtype=np.float32), history=history,
+        now=30 * day, neighbour_rows=np.full((3, 1), -1, dtype=np.int32), neighbour_scores=np.zeros((3, 1), dtype=np.float32),
+        popularity=np.ones(3), popular_rows=np.array([0]), config=CandidateConfig(n_popularity=0),
+        rebuy_rate=np.array([0.5, 0.25, 0.0], dtype=np.float32),
+    )
+    feats = {name: dict(zip(cands.item_rows.tolist(), v.tolist(), strict=True)) for name, v in cands.features.items()}
+    assert feats["baskets_since_bought"] == {0: 1.0, 1: 0.0, 2: NEVER_BASKETS}
+    assert feats["item_rebuy_rate"] == {0: 0.5, 1: 0.25, 2: 0.0} and feats["basket_share"][2] == 0.0
+
+
+def test_item_rebuy_rate_counts_buyers_who_came_back() -> None:
+    from datetime import UTC, datetime
+
+    from recs.retrieval.retriever import item_rebuy_rate
+
+    t = [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
+    purchases = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u2"], "item_id": ["a", "a", "a", "b", "b"],
+                              "timestamp": [t[0], t[1], t[0], t[0], t[0]]})  # u2 bought b twice in one basket
+    rate = item_rebuy_rate(purchases, {"a": 0, "b": 1, "c": 2}, 3, shrink=1.0)
+    assert rate.tolist() == pytest.approx([1 / 3, 0.0, 0.0])
+
+
 def test_candidates_rrf_only_when_history_first_is_off() -> None:
     n = 4
     history = UserHistory(np.array([3]), np.array([0.0]))

@@ -23,7 +23,7 @@ from recs.evaluation.metrics import (
     popularity_percentiles,
     recall_at_k,
 )
-from recs.evaluation.protocol import SLICES, evaluate, evaluate_baselines
+from recs.evaluation.protocol import DISCOVER_SLICE, SLICES, evaluate, evaluate_baselines
 from recs.evaluation.recommender import Recommendations, Recommender, UnknownUserPolicy
 from recs.evaluation.report import format_table, plot_metrics, write_results
 from recs.evaluation.tuning import DEFAULT_ALS_GRID, tune, tune_als
@@ -31,6 +31,7 @@ from recs.evaluation.tuning import DEFAULT_ALS_GRID, tune, tune_als
 __all__ = [
     "BASELINES",
     "DEFAULT_ALS_GRID",
+    "DISCOVER_SLICE",
     "SLICES",
     "ALSRecommender",
     "BM25Recommender",

@@ -32,9 +32,12 @@ from recs.evaluation.metrics import (
 )
 from recs.evaluation.recommender import Recommender
 
-__all__ = ["SLICES", "check_ks", "evaluate", "evaluate_baselines", "training_popularity"]
+__all__ = ["DISCOVER_SLICE", "SLICES", "check_ks", "evaluate", "evaluate_baselines", "training_popularity"]
 
 SLICES: tuple[str, ...] = ("all", "new_to_user", "cold_items")
+# Rows of the `discover` shelf: the `new_to_user` slice scored on lists without the user's bought
+# items, so every method answers the same question ("which new items will they buy").
+DISCOVER_SLICE = "discover"
 
 
 def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -104,8 +107,12 @@ def evaluate(
     ks: Sequence[int] = (10, 50),
     slices: Sequence[str] = SLICES,
     batch_size: int = 1024,
+    exclude_bought: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Metrics of a model already fitted on `split.fit_events`, per slice.
+
+    `exclude_bought` scores the lists without the items each user bought (a "discover" shelf):
+    with the `new_to_user` slice it asks every method the same question, "which new items".
 
     Returns slice -> {"recall@k", "ndcg@k", "mrr@k", "hit_rate@k", "coverage@k",
     "popularity_bias@k", "diversity@k" (only when items have categories), "users"} for each k.
@@ -128,7 +135,7 @@ def evaluate(
     k_max = max(ks)
     ranked: list[list[str]] = []
     for start in range(0, len(users), batch_size):
-        ranked.extend(model.recommend(users[start : start + batch_size], k=k_max).item_ids)
+        ranked.extend(model.recommend(users[start : start + batch_size], k=k_max, exclude_bought=exclude_bought).item_ids)
 
     categories: dict[str, str] = {}
     if "category" in items.columns:
@@ -180,13 +187,15 @@ def evaluate_baselines(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     dataset: str | None = None,
     batch_size: int = 1024,
+    discover: bool = False,
 ) -> list[dict[str, Any]]:
     """Fit each named baseline on `split.fit_events` and evaluate it.
 
     Returns rows {"dataset", "method", "slice", "metrics", "notes"} (the results format). `params`
     gives constructor parameters per method. With `tune_als`, ALS is first tuned on the validation
     split (fit on `split.tune_events`, NDCG@10 on `split.valid`); the chosen parameters go in the
-    notes (tuning is skipped, and said so, when there are no validation users).
+    notes (tuning is skipped, and said so, when there are no validation users). With `discover`,
+    each method also gets a DISCOVER_SLICE row (bought items excluded, new-to-user relevance).
     """
     ks = check_ks(ks)
     slices = _check_slices(slices)
@@ -224,6 +233,11 @@ def evaluate_baselines(
         result_by_slice = evaluate(
             model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size
         )
+        if discover:
+            result_by_slice[DISCOVER_SLICE] = evaluate(
+                model, split, dataset_items, ks=ks, slices=("new_to_user",), batch_size=batch_size,
+                exclude_bought=True,
+            )["new_to_user"]
         for s, metrics in result_by_slice.items():
             rows.append(
                 {

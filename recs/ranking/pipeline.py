@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from recs.config import StrictModel
+from recs.errors import ArtifactError
 from recs.ranking.diversity import cap_per_category, mmr
 from recs.ranking.explain import reason
 from recs.ranking.features import RANKING_FEATURES, feature_matrix
@@ -86,6 +87,9 @@ class RankingPipeline:
         cross_encoder: CrossEncoderReranker | None = None,
         stage2: LearnedRanker | None = None,
     ) -> None:
+        for model, names in ((ranker, RANKING_FEATURES), (stage2, STAGE2_FEATURES)):
+            if model is not None and tuple(model.feature_names) != names:
+                raise ArtifactError("the ranker was trained on other features (an older recs): run `recs train-ranker` again")
         self.retriever = retriever
         self.ranker = ranker
         self.cross_encoder = cross_encoder

@@ -17,10 +17,11 @@ from recs.errors import ArtifactError, NotFittedError
 
 class RankerConfig(StrictModel):
     n_candidates: int = Field(default=200, ge=1)
-    num_leaves: int = Field(default=31, ge=2)
-    learning_rate: float = Field(default=0.05, gt=0)
-    n_estimators: int = Field(default=400, ge=1)
-    min_data_in_leaf: int = Field(default=20, ge=1)
+    # Small, slow trees: the label (next basket) is noisy and a few thousand queries is typical.
+    num_leaves: int = Field(default=15, ge=2)
+    learning_rate: float = Field(default=0.02, gt=0)
+    n_estimators: int = Field(default=600, ge=1)
+    min_data_in_leaf: int = Field(default=50, ge=1)  # at most 5% of the training rows (small shops)
     feature_fraction: float = Field(default=0.9, gt=0, le=1)
     early_stopping_rounds: int = Field(default=40, ge=1)
     valid_share: float = Field(default=0.2, ge=0, lt=1)
@@ -57,7 +58,7 @@ class LearnedRanker:
             "eval_at": [10],
             "num_leaves": self.config.num_leaves,
             "learning_rate": self.config.learning_rate,
-            "min_data_in_leaf": self.config.min_data_in_leaf,
+            "min_data_in_leaf": max(1, min(self.config.min_data_in_leaf, int(train_rows.sum()) // 20)),
             "feature_fraction": self.config.feature_fraction,
             "seed": self.config.seed,
             "deterministic": True,

@@ -1,7 +1,8 @@
 """The ranking pipeline behind the evaluation harness's `Recommender` interface.
 
 `ranker`: candidates ordered by the learned ranker; `engine`: the full default pipeline (ranker,
-cross-encoder on the top R, second stage). Both serve from the events given to `fit`.
+cross-encoder on the top R, second stage). Both serve from the events given to `fit`; with
+`novelty` they serve the "discover" shelf (only items new to the user).
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ class _PipelineRecommender(_RetrieverRecommender):
 class RankerRecommender(_PipelineRecommender):
     name = "ranker"
 
-    def __init__(self, pipeline: RankingPipeline, unknown_user: str = "fallback") -> None:
-        super().__init__(pipeline, RankOptions(rerank=False), unknown_user)
+    def __init__(self, pipeline: RankingPipeline, unknown_user: str = "fallback", novelty: bool = False) -> None:
+        super().__init__(pipeline, RankOptions(rerank=False, novelty=novelty), unknown_user)
 
 
 class EngineRecommender(_PipelineRecommender):
     name = "engine"
 
-    def __init__(self, pipeline: RankingPipeline, rerank_top: int = 20, unknown_user: str = "fallback") -> None:
-        super().__init__(pipeline, RankOptions(rerank=True, rerank_top=rerank_top, time_budget_ms=None), unknown_user)
+    def __init__(self, pipeline: RankingPipeline, rerank_top: int = 20, unknown_user: str = "fallback", novelty: bool = False) -> None:
+        super().__init__(pipeline, RankOptions(rerank=True, rerank_top=rerank_top, time_budget_ms=None, novelty=novelty), unknown_user)

@@ -29,6 +29,10 @@ FEATURES: tuple[str, ...] = (
     "days_since_bought",
     "rebuy_interval_days",
     "rebuy_due",
+    "baskets_since_bought",
+    "recent_buys",
+    "basket_share",
+    "item_rebuy_rate",
     "cooc_score",
     "popularity",
     "from_two_tower",
@@ -38,6 +42,8 @@ FEATURES: tuple[str, ...] = (
 )
 _HISTORY_BONUS = 100.0
 NEVER_DAYS = 3650.0  # "days since bought" for an item never bought: far, finite (no NaN downstream)
+NEVER_BASKETS = 1000.0  # "baskets since bought" for an item never bought
+RECENT_HALF_LIFE = 5.0  # baskets: a purchase this many of the user's baskets back counts half
 
 
 class CandidateConfig(StrictModel):
@@ -81,17 +87,37 @@ class CandidateSet:
         return np.lexsort((self.item_rows, -self.merged_score))
 
 
-def history_features(history: UserHistory, now: float) -> dict[int, tuple[float, float, float]]:
-    """item row -> (times bought, days since last bought, mean days between purchases or 0)."""
-    out: dict[int, tuple[float, float, float]] = {}
+@dataclass
+class ItemHabit:
+    """One bought item in a user's history: the buy-again signals (next-basket literature)."""
+
+    times: float  # distinct purchase instants (baskets) that held it
+    days_since: float
+    interval_days: float  # mean days between its purchases, 0 if bought once
+    baskets_since: float  # the user's baskets after its last purchase (0: in the last basket)
+    recent_buys: float  # its purchases weighted 0.5 ** (baskets back / RECENT_HALF_LIFE)
+    basket_share: float  # share of the user's baskets that held it
+
+
+def history_features(history: UserHistory, now: float) -> dict[int, ItemHabit]:
+    """item row -> its buy-again signals."""
+    out: dict[int, ItemHabit] = {}
     if len(history.rows) == 0:
         return out
+    # Lines of one basket share a time: baskets are distinct purchase instants, newest = age 0.
+    instants = np.unique(history.times)
     for row in np.unique(history.rows):
-        times = np.sort(history.times[history.rows == row])
-        # Lines of one basket share a time: count distinct purchase instants.
-        distinct = np.unique(times)
+        distinct = np.unique(history.times[history.rows == row])
+        ages = len(instants) - 1 - np.searchsorted(instants, distinct)
         interval = float(np.diff(distinct).mean() / 86400.0) if len(distinct) > 1 else 0.0
-        out[int(row)] = (float(len(distinct)), max(0.0, (now - distinct[-1]) / 86400.0), interval)
+        out[int(row)] = ItemHabit(
+            times=float(len(distinct)),
+            days_since=max(0.0, (now - distinct[-1]) / 86400.0),
+            interval_days=interval,
+            baskets_since=float(ages.min()),
+            recent_buys=float(np.power(0.5, ages / RECENT_HALF_LIFE).sum()),
+            basket_share=float(len(distinct) / len(instants)),
+        )
     return out
 
 
@@ -106,17 +132,19 @@ def generate_candidates(
     popular_rows: np.ndarray,
     config: CandidateConfig,
     allowed: np.ndarray | None = None,
+    rebuy_rate: np.ndarray | None = None,
 ) -> CandidateSet:
     """`two_tower_rows`: the index's top items for the user (best first); `two_tower_scores_all`:
     the user's score for every catalog row (so every candidate gets its two-tower feature);
-    `allowed`: optional boolean mask over the catalog (filters), applied to every source."""
+    `allowed`: optional boolean mask over the catalog (filters), applied to every source;
+    `rebuy_rate`: per catalog row, the share of its buyers who bought it again (0 when omitted)."""
     from recs.retrieval.copurchase import neighbour_scores as cooc_of
 
     hist = history_features(history, now)
     ranks: dict[str, dict[int, int]] = {s: {} for s in SOURCES}
     for rank, row in enumerate(two_tower_rows[: config.n_two_tower].tolist(), start=1):
         ranks["two_tower"][row] = rank
-    by_habit = sorted(hist, key=lambda r: (-hist[r][0], hist[r][1], r))[: config.n_history]
+    by_habit = sorted(hist, key=lambda r: (-hist[r].times, hist[r].days_since, r))[: config.n_history]
     for rank, row in enumerate(by_habit, start=1):
         ranks["history"][row] = rank
     cooc: dict[int, tuple[float, int]] = {}
@@ -140,13 +168,18 @@ def generate_candidates(
     cooc_source = np.full(n, -1, dtype=np.int64)
     log_pop = np.log1p(popularity).astype(np.float32)
     for j, row in enumerate(rows):
-        times, days, interval = hist.get(row, (0.0, NEVER_DAYS, 0.0))
+        habit = hist.get(row)
+        times, days, interval = (habit.times, habit.days_since, habit.interval_days) if habit else (0.0, NEVER_DAYS, 0.0)
         feats["two_tower_score"][j] = two_tower_scores_all[row]
         feats["two_tower_rank"][j] = ranks["two_tower"].get(row, config.n_two_tower + 1)
         feats["times_bought"][j] = times
         feats["days_since_bought"][j] = days
         feats["rebuy_interval_days"][j] = interval
         feats["rebuy_due"][j] = min(days / interval, 10.0) if interval > 0 else 0.0
+        feats["baskets_since_bought"][j] = habit.baskets_since if habit else NEVER_BASKETS
+        feats["recent_buys"][j] = habit.recent_buys if habit else 0.0
+        feats["basket_share"][j] = habit.basket_share if habit else 0.0
+        feats["item_rebuy_rate"][j] = rebuy_rate[row] if rebuy_rate is not None else 0.0
         feats["cooc_score"][j] = cooc.get(row, (0.0, -1))[0]
         cooc_source[j] = cooc.get(row, (0.0, -1))[1]
         feats["popularity"][j] = log_pop[row]

@@ -61,6 +61,19 @@ class UserContext:
     interactions: list[tuple[int, str, float]] = field(default_factory=list)
 
 
+def item_rebuy_rate(purchases: pl.DataFrame, row_of: dict[str, int], n_items: int, shrink: float = 5.0) -> np.ndarray:
+    """Per catalog row: buyers who bought it at two or more instants / (buyers + shrink). Staples
+    are re-bought, one-offs are not; the shrink keeps items with few buyers near 0."""
+    out = np.zeros(n_items, dtype=np.float32)
+    if purchases.height == 0:
+        return out
+    per_user = purchases.group_by("user_id", "item_id").agg(pl.col("timestamp").n_unique().alias("n"))
+    rates = per_user.group_by("item_id").agg(((pl.col("n") >= 2).sum() / (pl.len() + shrink)).alias("rate"))
+    for item, rate in rates.iter_rows():
+        out[row_of[item]] = rate
+    return out
+
+
 def _epoch_seconds(series: pl.Series) -> np.ndarray:
     return series.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
 
@@ -94,6 +107,7 @@ class Retriever:
         for item, n in counts.iter_rows():
             self.popularity[self.catalog.row_of[item]] = n
         self.popular_rows = np.lexsort((np.arange(len(self.catalog)), -self.popularity))
+        self.rebuy_rate = item_rebuy_rate(purchases, self.catalog.row_of, len(self.catalog))
         self.neighbours = neighbours or copurchase_neighbours(self.events, self.catalog.row_of, len(self.catalog))
         self.item_vectors = item_vectors if item_vectors is not None else self.encode_catalog()
         self.index = index or self._build_index(self.item_vectors)
@@ -290,6 +304,7 @@ class Retriever:
         return generate_candidates(
             tt_rows, all_scores, context.history, self.now, self.neighbours[0], self.neighbours[1],
             self.popularity, self.popular_rows, cfg, allowed=self.allowed_mask(filters, context.history),
+            rebuy_rate=self.rebuy_rate,
         )
 
     # -- persistence ----------------------------------------------------------------------------
