@@ -52,6 +52,7 @@ demo: $(STAMP)
 	$(RECS) export-vectors --model $(DEMO)/onnx --to opensearch --out $(DEMO)/vectors/opensearch
 	for user in U0001 U0042 U0123; do $(RECS) query --model $(DEMO)/onnx --user $$user --k 10 || exit 1; done
 	$(RECS) query --model $(DEMO)/onnx --text "camping trip this weekend" --k 5
+	$(RECS) query --model $(DEMO)/onnx --user U0042 --k 5 --novelty
 	RECS_ONNX_PRECISION=int8 $(RECS) query --model $(DEMO)/onnx --user U0042 --k 10
 	$(RECS) bundle --model $(DEMO)/onnx --item I00108 --budget 250
 

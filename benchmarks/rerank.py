@@ -156,7 +156,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     models = fit_ranking(retriever, split.tune_events, split.valid, ranking_config,
                          _REPO / "build" / "bench" / f"rank-work-{folder.name}", show_progress=args.progress)
     train_s = time.perf_counter() - started
-    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2)
+    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover)
     ce = models.cross_encoder.report if models.cross_encoder and models.cross_encoder.report else None
     notes = (f"ranking trained on validation baskets in {train_s:.0f}s: {models.report.get('queries_with_positive')} "
              f"queries with a positive of {models.report.get('queries')}; cross-encoder "

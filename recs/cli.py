@@ -535,13 +535,16 @@ def train_ranker_command(
     decision = models.report.get("rerank_decision")
     if rerank_top is None and decision is not None:
         options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
-    save_ranking(model, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2), options)
+    save_ranking(model, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover), options)
     report = models.report
     console.print(
         f"ranker: {report.get('queries_with_positive', 0)}/{report.get('queries', 0)} training queries with a positive "
         f"among their candidates; validation ndcg@10 {report.get('ranker', {}).get('valid_ndcg@10', float('nan')):.4f}",
         highlight=False,
     )
+    if "discover" in report:
+        console.print(f"discover ranker (--novelty shelf): validation AUC {report['discover'].get('valid_auc', float('nan')):.4f}",
+                      highlight=False)
     if models.cross_encoder is not None and models.cross_encoder.report is not None:
         ce = models.cross_encoder.report
         console.print(f"cross-encoder: {ce.steps} steps in {ce.seconds:.0f}s, best validation MRR {ce.best_metric:.4f}", highlight=False)

@@ -114,5 +114,5 @@ def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: 
     retriever = Retriever.load(target)
     config = RankingConfig(cross_encoder=CrossEncoderConfig(epochs=1, max_queries=40, max_tokens=64))
     models = fit_ranking(retriever, split.fit_events, split.test, config, tmp_path_factory.mktemp("rank-work"), show_progress=False)
-    save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2), RankOptions())
+    save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover), RankOptions())
     return target

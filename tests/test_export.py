@@ -68,7 +68,7 @@ def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
     assert {"catalog", "index", "interactions", "onnx"} <= set(artifact.components)
     assert not artifact.has_component("towers")  # no torch weights travel
     spec = artifact.component("onnx").config
-    assert set(spec["graphs"]) == {"item_tower", "user_tower", "cross_encoder", "ranker", "stage2"}
+    assert set(spec["graphs"]) == {"item_tower", "user_tower", "cross_encoder", "ranker", "stage2", "discover"}
     assert "tokenizer.json" in artifact.files and not any(f.endswith(".onnx.data") for f in artifact.files)
     for name in ("item_tower", "user_tower", "cross_encoder"):
         entry = spec["graphs"][name]
@@ -89,7 +89,7 @@ def test_fp32_and_int8_parity_with_torch(exported) -> None:
         assert min(parity[tower]["fp32"]["by_setting"].values()) >= 0.999
         assert parity[tower]["int8"]["min_cosine"] >= 0.98
     assert max(parity["cross_encoder"]["fp32"]["by_setting"].values()) < 1e-3
-    for ranker in ("ranker", "stage2"):
+    for ranker in ("ranker", "stage2", "discover"):
         assert parity[ranker]["rows"] > 0 and parity[ranker]["max_abs_diff"] < 1e-3
 
 

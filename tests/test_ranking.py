@@ -165,6 +165,47 @@ def test_ranker_recommender_novelty_shelf_has_no_bought_item(engine: Engine) -> 
     assert ranked and not bought & set(ranked)
 
 
+def test_discover_ranker_is_saved_and_orders_the_novelty_shelf(engine: Engine) -> None:
+    p = engine.pipeline
+    assert p.discover is not None and p.discover.config.objective == "binary"
+    user = _user_with_purchases(engine)
+    context = engine.retriever.context(user_id=user)
+    vector = engine.retriever.user_vectors([context.state])[0]
+    from recs.retrieval.retriever import Filters
+
+    _, features, shelf = p.first_stage(context, vector, Filters(exclude_bought=True), novelty=True)
+    np.testing.assert_array_equal(shelf, p.discover.predict(features))
+    _, features, main = p.first_stage(context, vector, Filters(exclude_bought=True))
+    np.testing.assert_array_equal(main, p.ranker.predict(features))
+
+
+def test_artifact_carries_collaborative_factors(ranked_artifact: Path, engine: Engine) -> None:
+    from recs.artifacts import open_artifact
+
+    assert "item_factors.npy" in open_artifact(ranked_artifact).files
+    factors = engine.retriever.factors
+    assert factors is not None and factors.item_factors.shape[0] == len(engine.retriever.catalog)
+    user = _user_with_purchases(engine)
+    cands = engine.retriever.candidates(engine.retriever.context(user_id=user), None)
+    assert cands.features["from_als"].any() and np.isfinite(cands.features["als_score"]).all()
+
+
+def test_binary_ranker_scores_are_raw_and_export_to_onnx(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from recs.export.ranker import export_ranker
+
+    x, y, groups = _toy_ranking_data()
+    ranker = LearnedRanker(("a", "b", "c"), RankerConfig(objective="binary", n_estimators=30, min_data_in_leaf=5)).fit(x, y, groups)
+    scores = ranker.predict(x)
+    assert scores.min() < 0  # raw log-odds, not probabilities
+    assert "valid_auc" in ranker.metrics
+    export_ranker(ranker, tmp_path / "discover.onnx")
+    session = ort.InferenceSession(str(tmp_path / "discover.onnx"), providers=["CPUExecutionProvider"])
+    onnx_scores = session.run(None, {"features": x})[0].ravel()
+    np.testing.assert_allclose(onnx_scores, scores, atol=1e-4)
+
+
 def test_pipeline_refuses_a_ranker_trained_on_other_features(engine: Engine) -> None:
     from recs.errors import ArtifactError
     from recs.ranking.pipeline import RankingPipeline
@@ -187,6 +228,8 @@ def test_explanations_name_a_real_history_item_or_feature(engine: Engine) -> Non
                 assert item.features["times_bought"] >= 2
             elif item.reason.startswith("you bought this"):
                 assert item.features["times_bought"] >= 1
+            elif item.reason.startswith("bought by shoppers"):
+                assert item.features["from_als"] == 1
             else:
                 assert item.reason.startswith(("popular", "matches your search"))
 

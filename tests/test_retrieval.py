@@ -162,6 +162,38 @@ def test_item_rebuy_rate_counts_buyers_who_came_back() -> None:
     assert rate.tolist() == pytest.approx([1 / 3, 0.0, 0.0])
 
 
+def test_als_source_adds_new_items_and_scores_every_candidate() -> None:
+    history = UserHistory(np.array([0]), np.array([0.0]))
+    als = np.array([9.0, 0.1, 0.5, 3.0, 2.0], dtype=np.float32)  # row 0 is bought: not from ALS
+    cands = generate_candidates(
+        two_tower_rows=np.array([1]), two_tower_scores_all=np.zeros(5, dtype=np.float32), history=history, now=0.0,
+        neighbour_rows=np.full((5, 1), -1, dtype=np.int32), neighbour_scores=np.zeros((5, 1), dtype=np.float32),
+        popularity=np.ones(5), popular_rows=np.array([0]), config=CandidateConfig(n_popularity=0, n_als=2),
+        als_scores_all=als,
+    )
+    feats = {name: dict(zip(cands.item_rows.tolist(), v.tolist(), strict=True)) for name, v in cands.features.items()}
+    assert {r for r, v in feats["from_als"].items() if v} == {3, 4}
+    assert feats["als_score"] == pytest.approx({0: 9.0, 1: 0.1, 3: 3.0, 4: 2.0})
+
+
+def test_fit_factors_learns_who_buys_alike() -> None:
+    from datetime import UTC, datetime
+
+    from recs.retrieval.factors import UserItemFactors, fit_factors
+
+    # Two tastes: users 0-9 buy items a, b; users 10-19 buy c, d. u0 never bought b.
+    rows = [(f"u{u}", item) for u in range(10) for item in "ab" if (u, item) != (0, "b")]
+    rows += [(f"u{u}", item) for u in range(10, 20) for item in "cd"]
+    events = pl.DataFrame({"user_id": [u for u, _ in rows], "item_id": [i for _, i in rows],
+                           "event": ["purchase"] * len(rows), "timestamp": [datetime(2024, 1, 1, tzinfo=UTC)] * len(rows)})
+    factors = fit_factors(events, {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}, 5, factors=4, iterations=10)
+    scores = factors.scores("u0")
+    assert scores is not None and np.isfinite(scores).all() and scores[1] > max(scores[2], scores[3])
+    assert factors.scores("nobody") is None
+    again = UserItemFactors(**{k.removesuffix(".npy").replace("factor_users", "user_ids"): v for k, v in factors.arrays().items()})
+    np.testing.assert_array_equal(again.scores("u0"), scores)
+
+
 def test_candidates_rrf_only_when_history_first_is_off() -> None:
     n = 4
     history = UserHistory(np.array([3]), np.array([0.0]))

@@ -8,7 +8,7 @@ The folder is an artifact like any other (manifest, sha256 per file, atomic save
     retrieval_config.json, tokenizer.json      \
     onnx/user_tower.onnx, onnx/item_tower.onnx  |
     onnx/cross_encoder.onnx                     |  component "onnx": graphs, I/O names, tokenizer
-    onnx/ranker.onnx, onnx/stage2.onnx          |  settings, rank options, parity report
+    onnx/{ranker,stage2,discover}.onnx          |  settings, rank options, parity report
     onnx/*.int8.onnx  (with int8=True)          |
     onnx/set_scorer.onnx, set_completion.onnx   |  (when the artifact has a "set_scorer" component;
     set_scorer/ (cooc, ids, config, bundles)   /   its torch weights stay behind)
@@ -129,7 +129,7 @@ class _Exporter:
         if cross is not None:
             self._transformer(writer, tmp, "cross_encoder", CrossEncoderGraph(cross.model), example_batch(cross.tokenizer, pairs=True),
                               cross.config.max_tokens)
-        for name in ("ranker", "stage2"):
+        for name in ("ranker", "stage2", "discover"):
             ranker = getattr(self.pipeline, name)
             if ranker is not None:
                 rel = f"onnx/{name}.onnx"
@@ -282,7 +282,7 @@ class _Exporter:
         from recs.retrieval.retriever import Filters
 
         p, r = self.pipeline, self.retriever
-        if p.ranker is None and p.stage2 is None:
+        if p.ranker is None and p.stage2 is None and p.discover is None:
             return {}
         users = r.events["user_id"].unique(maintain_order=True).head(PARITY_USERS).to_list()
         contexts = [r.context(user_id=str(u)) for u in users]
@@ -298,6 +298,8 @@ class _Exporter:
         out: dict[str, np.ndarray] = {}
         if p.ranker is not None and first_x:
             out["ranker"] = np.concatenate(first_x).astype(np.float32)
+        if p.discover is not None and first_x:
+            out["discover"] = np.concatenate(first_x).astype(np.float32)
         if p.stage2 is not None and second_x:
             out["stage2"] = np.concatenate(second_x)
         return out

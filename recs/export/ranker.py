@@ -29,7 +29,7 @@ def export_ranker(ranker: Any, path: Path) -> dict[str, Any]:
 
     n = len(ranker.feature_names)
     model = onnxmltools.convert_lightgbm(
-        ranker.booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n]))],
+        raw_score_booster(ranker.booster), initial_types=[(INPUT_NAME, FloatTensorType([None, n]))],
         target_opset=RANKER_OPSET, zipmap=False,
     )
     _rename_output(model, OUTPUT_NAME)
@@ -37,6 +37,20 @@ def export_ranker(ranker: Any, path: Path) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME], "feature_names": list(ranker.feature_names)}
+
+
+def raw_score_booster(booster: Any) -> Any:
+    """The same trees labelled as a regression, so that the converter emits their raw sum (what
+    `LearnedRanker.predict` returns) instead of a classifier's label and probabilities."""
+    import re
+
+    import lightgbm as lgb
+
+    text = booster.model_to_string()
+    if "objective=binary" not in text:
+        return booster
+    text = re.sub(r"objective=binary[^\n]*", "objective=regression", text).replace("[objective: binary]", "[objective: regression]")
+    return lgb.Booster(model_str=text)
 
 
 def _rename_output(model: Any, name: str) -> None:

@@ -27,6 +27,8 @@ def reason(retriever: Retriever, context: UserContext, cands: CandidateSet, j: i
         return f"because you looked at {retriever.catalog.titles[nearest]}"
     if f["from_two_tower"] > 0 and not history and context.state.text:
         return "matches your search or session"
+    if f["from_als"] > 0:
+        return "bought by shoppers who buy what you buy"
     category = retriever.categories[row].split(" > ")[0] if retriever.categories[row] else ""
     return f"popular in {category}" if category else "popular right now"
 

@@ -7,7 +7,7 @@ the default R: the R among `rerank_choices` whose reranked order has the best ND
 (no reranking) when no R's gain over the first stage is above `min_rerank_gain` at the one-sided 95%
 lower bound of the paired per-query differences. A cross-encoder that does not
 help is then never paid for by default. The first-stage ranker learns on A and B (on all queries when
-no cross-encoder is trained).
+no cross-encoder is trained), and so does the discover ranker (the `--novelty` shelf's order).
 """
 
 from __future__ import annotations
@@ -38,15 +38,23 @@ from recs.ranking.pipeline import (
     stage2_input,
 )
 from recs.ranking.ranker import LearnedRanker, RankerConfig
-from recs.ranking.training import QueryExample, query_examples, serving_view, train_ranker
+from recs.ranking.training import (
+    QueryExample,
+    query_examples,
+    serving_view,
+    train_discover_ranker,
+    train_ranker,
+)
 from recs.retrieval.retriever import Retriever
 
 
 class RankingConfig(StrictModel):
     ranker: RankerConfig = RankerConfig()
+    discover: RankerConfig = RankerConfig(objective="binary")  # the --novelty shelf's ranker
     cross_encoder: CrossEncoderConfig = CrossEncoderConfig()
     options: RankOptions = RankOptions()
     train_ranker: bool = True
+    train_discover: bool = True
     train_cross_encoder: bool = True
     ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
     stage2_top: int = 50  # top of the first stage the second stage learns to reorder
@@ -64,6 +72,7 @@ class RankingModels:
     cross_encoder: CrossEncoderReranker | None = None
     stage2: LearnedRanker | None = None
     report: dict = field(default_factory=dict)
+    discover: LearnedRanker | None = None
 
 
 def _first_stage(examples: list[QueryExample], ranker: LearnedRanker | None) -> list[np.ndarray]:
@@ -104,6 +113,10 @@ def fit_ranking(
         models.ranker = train_ranker([e for e in examples if id(e) not in held_out], config.ranker)
         report["ranker"] = {"best_iteration": models.ranker.best_iteration, **models.ranker.metrics,
                             "importance": models.ranker.feature_importance()}
+        if config.train_discover:
+            models.discover = train_discover_ranker([e for e in examples if id(e) not in held_out], config.discover)
+            if models.discover is not None:
+                report["discover"] = {"best_iteration": models.discover.best_iteration, **models.discover.metrics}
     report["ranker_seconds"] = time.monotonic() - started
     if not use_cross_encoder:
         return models

@@ -86,23 +86,28 @@ class RankingPipeline:
         ranker: LearnedRanker | None = None,
         cross_encoder: CrossEncoderReranker | None = None,
         stage2: LearnedRanker | None = None,
+        discover: LearnedRanker | None = None,
     ) -> None:
-        for model, names in ((ranker, RANKING_FEATURES), (stage2, STAGE2_FEATURES)):
+        for model, names in ((ranker, RANKING_FEATURES), (stage2, STAGE2_FEATURES), (discover, RANKING_FEATURES)):
             if model is not None and tuple(model.feature_names) != names:
                 raise ArtifactError("the ranker was trained on other features (an older recs): run `recs train-ranker` again")
         self.retriever = retriever
         self.ranker = ranker
         self.cross_encoder = cross_encoder
         self.stage2 = stage2
+        self.discover = discover  # orders the novelty ("discover") shelf; the ranker does without it
 
-    def first_stage(self, context: UserContext, vector: np.ndarray | None, filters: Filters) -> tuple[CandidateSet, np.ndarray, np.ndarray]:
-        """Candidates, their feature matrix and first-stage scores (ranker, or RRF without one)."""
+    def first_stage(self, context: UserContext, vector: np.ndarray | None, filters: Filters,
+                    novelty: bool = False) -> tuple[CandidateSet, np.ndarray, np.ndarray]:
+        """Candidates, their feature matrix and first-stage scores (ranker, or RRF without one);
+        `novelty` scores with the discover ranker where there is one."""
         cands = self.retriever.candidates(context, vector, filters)
         features = feature_matrix(self.retriever, context, cands)
+        ranker = self.discover if novelty and self.discover is not None else self.ranker
         # The ranker learned from users with a history; someone known only by a text or a session
         # has none of its signals, so the retrieval order (led by the two-tower) serves them better.
-        if self.ranker is not None and context.interactions:
-            scores = self.ranker.predict(features)
+        if ranker is not None and context.interactions:
+            scores = ranker.predict(features)
         else:
             scores = cands.merged_score.astype(np.float32)
         return cands, features, scores
@@ -115,7 +120,7 @@ class RankingPipeline:
         started = time.monotonic()
         if options.novelty:
             filters = Filters(filters.category, filters.in_stock_only, True, filters.exclude)
-        cands, features, first = self.first_stage(context, vector if context.known else None, filters)
+        cands, features, first = self.first_stage(context, vector if context.known else None, filters, options.novelty)
         timings["ranker"] = (time.monotonic() - started) * 1000
         order = serving_order(cands, first)
         final = first.astype(np.float64).copy()

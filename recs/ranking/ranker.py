@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -16,6 +17,9 @@ from recs.errors import ArtifactError, NotFittedError
 
 
 class RankerConfig(StrictModel):
+    # "lambdarank" orders a user's candidates (the main ranker); "binary" scores each candidate's
+    # chance alone (the discover ranker, whose queries hold few positives). Scores are raw either way.
+    objective: Literal["lambdarank", "binary"] = "lambdarank"
     n_candidates: int = Field(default=200, ge=1)
     # Small, slow trees: the label (next basket) is noisy and a few thousand queries is typical.
     num_leaves: int = Field(default=15, ge=2)
@@ -52,10 +56,11 @@ class LearnedRanker:
             valid_groups[rng.choice(len(groups), n_valid, replace=False)] = True
         row_group = np.repeat(np.arange(len(groups)), groups)
         train_rows, valid_rows = ~valid_groups[row_group], valid_groups[row_group]
+        ranking = self.config.objective == "lambdarank"
         params = {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [10],
+            "objective": self.config.objective,
+            "metric": "ndcg" if ranking else "auc",
+            **({"eval_at": [10]} if ranking else {}),
             "num_leaves": self.config.num_leaves,
             "learning_rate": self.config.learning_rate,
             "min_data_in_leaf": max(1, min(self.config.min_data_in_leaf, int(train_rows.sum()) // 20)),
@@ -76,7 +81,8 @@ class LearnedRanker:
         self.booster = lgb.train(params, train, num_boost_round=self.config.n_estimators, valid_sets=valid_sets, callbacks=callbacks)
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
         if valid_sets:
-            self.metrics = {"valid_ndcg@10": float(self.booster.best_score["valid_0"]["ndcg@10"])}
+            key = "ndcg@10" if ranking else "auc"
+            self.metrics = {f"valid_{key}": float(self.booster.best_score["valid_0"][key])}
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -84,7 +90,7 @@ class LearnedRanker:
             raise NotFittedError("the ranker is not trained: run `recs train-ranker`")
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
-        scores = self.booster.predict(features, num_iteration=self.best_iteration)
+        scores = self.booster.predict(features, num_iteration=self.best_iteration, raw_score=True)
         return np.nan_to_num(np.asarray(scores, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
     def feature_importance(self) -> dict[str, float]:

@@ -26,7 +26,8 @@ class _PipelineRecommender(_RetrieverRecommender):
         canonical = events.drop([c for c in events.columns if c.startswith("_")])
         view = serving_view(self.pipeline.retriever, canonical)
         self.retriever = view
-        self.pipeline = RankingPipeline(view, self.pipeline.ranker, self.pipeline.cross_encoder, self.pipeline.stage2)
+        p = self.pipeline
+        self.pipeline = RankingPipeline(view, p.ranker, p.cross_encoder, p.stage2, p.discover)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         contexts, vectors = self._user_vectors(users)

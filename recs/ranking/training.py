@@ -75,3 +75,23 @@ def train_ranker(examples: list[QueryExample], config: RankerConfig | None = Non
     labels = np.concatenate([e.labels for e in useful])
     groups = np.array([len(e.labels) for e in useful])
     return LearnedRanker(RANKING_FEATURES, config).fit(features, labels, groups)
+
+
+def train_discover_ranker(examples: list[QueryExample], config: RankerConfig | None = None) -> LearnedRanker | None:
+    """The "discover" shelf's ranker: the same features, learned only on the candidates each user
+    never bought, labelled by the new items of their basket. The main ranker's order among new
+    items is shaped by re-buys (most of its positives); this one learns what predicts a first
+    purchase. None when no query has a new positive."""
+    new = RANKING_FEATURES.index("new_to_user")
+    parts = []
+    for e in examples:
+        keep = e.features[:, new] > 0
+        if keep.sum() > 1 and e.labels[keep].any():
+            parts.append((e.features[keep], e.labels[keep]))
+    if len(parts) < 2:
+        return None
+    features = np.concatenate([f for f, _ in parts])
+    labels = np.concatenate([y for _, y in parts])
+    groups = np.array([len(y) for _, y in parts])
+    config = config or RankerConfig(objective="binary")
+    return LearnedRanker(RANKING_FEATURES, config).fit(features, labels, groups)

@@ -1,7 +1,8 @@
 """Candidates from every source, each carrying the features of every source that found it.
 
 Sources: the two-tower's nearest items, the user's own purchase history (buy-again), co-purchase
-neighbours of that history, and popularity. Until a learned ranker orders them, they are merged by
+neighbours of that history, collaborative factors (ALS: items bought by users who buy alike), and
+popularity. Until a learned ranker orders them, they are merged by
 weighted reciprocal-rank fusion (RRF): score = sum over sources of weight_s / (RRF_K + rank_s),
 rank_s being the candidate's 1-based rank within source s (sources that did not find it add 0).
 RRF needs no score calibration across sources, which is why it is the documented default.
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from recs.config import StrictModel
 
-SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "popularity")
+SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "popularity")
 FEATURES: tuple[str, ...] = (
     "two_tower_score",
     "two_tower_rank",
@@ -34,10 +35,12 @@ FEATURES: tuple[str, ...] = (
     "basket_share",
     "item_rebuy_rate",
     "cooc_score",
+    "als_score",
     "popularity",
     "from_two_tower",
     "from_history",
     "from_cooc",
+    "from_als",
     "from_popularity",
 )
 _HISTORY_BONUS = 100.0
@@ -50,6 +53,10 @@ class CandidateConfig(StrictModel):
     n_two_tower: int = 200
     n_history: int = 100
     n_cooc: int = 100
+    # Collaborative factors (ALS): their best items the user has not bought join the pool and every
+    # candidate gets its ALS score; 0 factors turns the source off.
+    n_als: int = Field(default=100, ge=0)
+    als_factors: int = Field(default=64, ge=0)
     n_popularity: int = 20
     rrf_k: float = 10.0
     history_first: bool = True
@@ -57,7 +64,8 @@ class CandidateConfig(StrictModel):
     # only items the user has not bought, leaving re-buys to the history source.
     two_tower_new_only: bool = True
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "popularity": 0.2}
+        # ALS feeds the ranker; it is not in the fused order (weight 0) unless set here.
+        default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "als": 0.0, "popularity": 0.2}
     )
 
 
@@ -133,11 +141,13 @@ def generate_candidates(
     config: CandidateConfig,
     allowed: np.ndarray | None = None,
     rebuy_rate: np.ndarray | None = None,
+    als_scores_all: np.ndarray | None = None,
 ) -> CandidateSet:
     """`two_tower_rows`: the index's top items for the user (best first); `two_tower_scores_all`:
     the user's score for every catalog row (so every candidate gets its two-tower feature);
     `allowed`: optional boolean mask over the catalog (filters), applied to every source;
-    `rebuy_rate`: per catalog row, the share of its buyers who bought it again (0 when omitted)."""
+    `rebuy_rate`: per catalog row, the share of its buyers who bought it again (0 when omitted);
+    `als_scores_all`: the user's ALS score for every catalog row (None: no factors for this user)."""
     from recs.retrieval.copurchase import neighbour_scores as cooc_of
 
     hist = history_features(history, now)
@@ -155,6 +165,13 @@ def generate_candidates(
         by_cooc = sorted(cooc, key=lambda r: (-cooc[r][0], r))[: config.n_cooc]
         for rank, row in enumerate(by_cooc, start=1):
             ranks["cooc"][row] = rank
+    if als_scores_all is not None and config.n_als > 0:
+        bought = set(hist)
+        best = np.argsort(-als_scores_all, kind="stable")[: config.n_als + len(bought)]
+        for rank, row in enumerate((r for r in best.tolist() if r not in bought), start=1):
+            if rank > config.n_als:
+                break
+            ranks["als"][row] = rank
     for rank, row in enumerate(popular_rows[: config.n_popularity].tolist(), start=1):
         ranks["popularity"][row] = rank
 
@@ -182,6 +199,7 @@ def generate_candidates(
         feats["item_rebuy_rate"][j] = rebuy_rate[row] if rebuy_rate is not None else 0.0
         feats["cooc_score"][j] = cooc.get(row, (0.0, -1))[0]
         cooc_source[j] = cooc.get(row, (0.0, -1))[1]
+        feats["als_score"][j] = als_scores_all[row] if als_scores_all is not None else 0.0
         feats["popularity"][j] = log_pop[row]
         for source in SOURCES:
             rank = ranks[source].get(row)

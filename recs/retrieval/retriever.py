@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recs.artifacts import ArtifactWriter, open_artifact, register_component_kind
+from recs.artifacts import Artifact, ArtifactWriter, open_artifact, register_component_kind
 from recs.config import UnknownUserPolicy
 from recs.data.splits import leave_last_out
 from recs.data.text import render_item, render_user
@@ -26,6 +26,7 @@ from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
 from recs.retrieval.candidates import CandidateSet, UserHistory, generate_candidates
 from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.copurchase import copurchase_neighbours
+from recs.retrieval.factors import UserItemFactors, fit_factors
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
 from recs.retrieval.pairs import Catalog, UserState, build_examples, state_from_events
@@ -74,6 +75,15 @@ def item_rebuy_rate(purchases: pl.DataFrame, row_of: dict[str, int], n_items: in
     return out
 
 
+def read_factors(artifact: Artifact) -> UserItemFactors | None:
+    """The saved collaborative factors, or None when the artifact predates them (they are refitted
+    from its events where `implicit` is installed)."""
+    if "item_factors.npy" not in artifact.files:
+        return None
+    return UserItemFactors(artifact.read_npy("factor_users.npy"), artifact.read_npy("user_factors.npy"),
+                           artifact.read_npy("item_factors.npy"))
+
+
 def _epoch_seconds(series: pl.Series) -> np.ndarray:
     return series.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
 
@@ -90,6 +100,7 @@ class Retriever:
         index: ItemIndex | None = None,
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
         report: TrainReport | None = None,
+        factors: UserItemFactors | None = None,
     ) -> None:
         self.model = model.eval() if model is not None else None
         self.tokenizer = tokenizer
@@ -109,6 +120,9 @@ class Retriever:
         self.popular_rows = np.lexsort((np.arange(len(self.catalog)), -self.popularity))
         self.rebuy_rate = item_rebuy_rate(purchases, self.catalog.row_of, len(self.catalog))
         self.neighbours = neighbours or copurchase_neighbours(self.events, self.catalog.row_of, len(self.catalog))
+        self.factors = factors
+        if factors is None and config.candidates.als_factors > 0:
+            self.factors = fit_factors(self.events, self.catalog.row_of, len(self.catalog), config.candidates.als_factors)
         self.item_vectors = item_vectors if item_vectors is not None else self.encode_catalog()
         self.index = index or self._build_index(self.item_vectors)
         self._by_user: dict[str, pl.DataFrame] | None = None
@@ -305,6 +319,7 @@ class Retriever:
             tt_rows, all_scores, context.history, self.now, self.neighbours[0], self.neighbours[1],
             self.popularity, self.popular_rows, cfg, allowed=self.allowed_mask(filters, context.history),
             rebuy_rate=self.rebuy_rate,
+            als_scores_all=self.factors.scores(context.user_id) if self.factors is not None else None,
         )
 
     # -- persistence ----------------------------------------------------------------------------
@@ -340,9 +355,14 @@ class Retriever:
             self.events.write_parquet(root / "events.parquet")
             writer.write_npy("neighbour_rows.npy", self.neighbours[0])
             writer.write_npy("neighbour_scores.npy", self.neighbours[1])
+            factor_files = []
+            if self.factors is not None:
+                for name, array in self.factors.arrays().items():
+                    writer.write_npy(name, array)
+                    factor_files.append(name)
             writer.add_component(
                 "interactions", "interactions",
-                files=["events.parquet", "neighbour_rows.npy", "neighbour_scores.npy"],
+                files=["events.parquet", "neighbour_rows.npy", "neighbour_scores.npy", *factor_files],
                 config={"events": self.events.height},
             )
         return path
@@ -376,4 +396,5 @@ class Retriever:
             index=ItemIndex.load(artifact.file("index")),
             neighbours=(artifact.read_npy("neighbour_rows.npy"), artifact.read_npy("neighbour_scores.npy")),
             report=report,
+            factors=read_factors(artifact),
         )

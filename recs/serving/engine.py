@@ -67,13 +67,14 @@ class Engine:
         root = artifact.path
         ranker = LearnedRanker.load(root, "ranker") if artifact.has_component("ranker") else None
         stage2 = LearnedRanker.load(root, "stage2") if artifact.has_component("stage2") else None
+        discover = LearnedRanker.load(root, "discover") if artifact.has_component("discover") else None
         cross = CrossEncoderReranker.load(root, retriever.tokenizer) if artifact.has_component("cross_encoder") else None
         options = RankOptions()
         if artifact.has_component("ranker"):
             saved = artifact.component("ranker").config.get("options")
             if saved:
                 options = RankOptions.parse_dict(saved, source=f"{path}/manifest.json")
-        engine = cls(retriever, RankingPipeline(retriever, ranker, cross, stage2), options)
+        engine = cls(retriever, RankingPipeline(retriever, ranker, cross, stage2, discover), options)
         if artifact.has_component("set_scorer"):
             engine.bundler = Bundler.load(artifact, retriever)
         return engine
@@ -206,7 +207,7 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
     """Add (or replace) the ranking components of an existing artifact, atomically."""
     path = Path(path)
     with ArtifactWriter(path, base=path) as writer:
-        for name in ("ranker", "stage2", "cross_encoder"):
+        for name in ("ranker", "stage2", "discover", "cross_encoder"):
             if name in writer.components:
                 writer.remove_component(name)
         root = writer.path
@@ -215,6 +216,8 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
             writer.add_component("ranker", "ranker", files=files, config={"options": options.model_dump()})
         if pipeline.stage2 is not None:
             writer.add_component("stage2", "ranker", files=pipeline.stage2.save(root, "stage2"))
+        if pipeline.discover is not None:
+            writer.add_component("discover", "ranker", files=pipeline.discover.save(root, "discover"))
         if pipeline.cross_encoder is not None:
             writer.add_component("cross_encoder", "cross_encoder", files=pipeline.cross_encoder.save(root))
     return path

@@ -31,7 +31,7 @@ from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
 from recs.retrieval.pairs import UserState
-from recs.retrieval.retriever import Retriever
+from recs.retrieval.retriever import Retriever, read_factors
 
 __all__ = [
     "ONNX_COMPONENT",
@@ -270,6 +270,7 @@ class OnnxRetriever(Retriever):
             item_vectors=artifact.read_npy("item_vectors.npy"),
             index=ItemIndex.load(artifact.file("index")),
             neighbours=(artifact.read_npy("neighbour_rows.npy"), artifact.read_npy("neighbour_scores.npy")),
+            factors=read_factors(artifact),
         )
 
 
@@ -354,13 +355,14 @@ def load_onnx_engine(path: str | Path | Artifact, options: RuntimeOptions | None
     graphs = spec["graphs"]
     ranker = OnnxRanker(graph(artifact, spec, "ranker", options), graphs["ranker"]["feature_names"]) if "ranker" in graphs else None
     stage2 = OnnxRanker(graph(artifact, spec, "stage2", options), graphs["stage2"]["feature_names"]) if "stage2" in graphs else None
+    discover = OnnxRanker(graph(artifact, spec, "discover", options), graphs["discover"]["feature_names"]) if "discover" in graphs else None
     cross = None
     if "cross_encoder" in graphs:
         cross = OnnxCrossEncoder(graph(artifact, spec, "cross_encoder", options), retriever.tokenizer, int(graphs["cross_encoder"]["max_tokens"]))
     rank_options = RankOptions()
     if spec.get("rank_options"):
         rank_options = RankOptions.parse_dict(spec["rank_options"], source=f"{artifact.path}/manifest.json")
-    engine = Engine(retriever, RankingPipeline(retriever, ranker, cross, stage2), rank_options)  # type: ignore[arg-type]
+    engine = Engine(retriever, RankingPipeline(retriever, ranker, cross, stage2, discover), rank_options)  # type: ignore[arg-type]
     engine.runtime = options  # type: ignore[attr-defined]
     if "set_scorer" in graphs:  # the bundler (set scorer + composer) behind Engine.bundle
         engine.bundler = load_onnx_bundler(artifact, retriever, options)
