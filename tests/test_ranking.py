@@ -177,6 +177,8 @@ def test_discover_ranker_is_saved_and_orders_the_novelty_shelf(engine: Engine) -
     np.testing.assert_array_equal(shelf, p.discover.predict(features))
     _, features, main = p.first_stage(context, vector, Filters(exclude_bought=True))
     np.testing.assert_array_equal(main, p.ranker.predict(features))
+    shelf_list = p.rank(context, vector, Filters(), 10, RankOptions(novelty=True, rerank_top=10, time_budget_ms=None))
+    assert shelf_list.items and all("cross_encoder" not in item.stages for item in shelf_list.items)
 
 
 def test_artifact_carries_collaborative_factors(ranked_artifact: Path, engine: Engine) -> None:

@@ -127,7 +127,10 @@ class RankingPipeline:
         ce_scores = np.full(len(cands), np.nan)
         degraded = False
         top = order[: options.rerank_top]
-        if options.rerank and self.cross_encoder is not None and len(top) > 1 and context.known:
+        # The second stage learned to fold the cross-encoder into the main ranker's order; the
+        # discover shelf is ordered by its own ranker, so it is not reranked.
+        discover_shelf = options.novelty and self.discover is not None
+        if options.rerank and self.cross_encoder is not None and len(top) > 1 and context.known and not discover_shelf:
             deadline = None if options.time_budget_ms is None else started + options.time_budget_ms / 1000.0
             ce_start = time.monotonic()
             scored = self.cross_encoder.score(context.state.text, cross_encoder_texts(self.retriever, cands, features, top), deadline)
