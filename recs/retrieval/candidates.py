@@ -167,7 +167,10 @@ def generate_candidates(
             ranks["cooc"][row] = rank
     if als_scores_all is not None and config.n_als > 0:
         bought = set(hist)
-        best = np.argsort(-als_scores_all, kind="stable")[: config.n_als + len(bought)]
+        k = min(len(als_scores_all), config.n_als + len(bought))
+        # argpartition first: a full sort of a large catalog per request would dominate latency.
+        best = np.argpartition(-als_scores_all, k - 1)[:k]
+        best = best[np.lexsort((best, -als_scores_all[best]))]
         for rank, row in enumerate((r for r in best.tolist() if r not in bought), start=1):
             if rank > config.n_als:
                 break
