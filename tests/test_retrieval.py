@@ -190,7 +190,7 @@ def test_fit_factors_learns_who_buys_alike() -> None:
     scores = factors.scores("u0")
     assert scores is not None and np.isfinite(scores).all() and scores[1] > max(scores[2], scores[3])
     assert factors.scores("nobody") is None
-    again = UserItemFactors(**{k.removesuffix(".npy").replace("factor_users", "user_ids"): v for k, v in factors.arrays().items()})
+    again = UserItemFactors.from_files(factors.arrays().__getitem__)
     np.testing.assert_array_equal(again.scores("u0"), scores)
 
 

@@ -129,12 +129,10 @@ class _Exporter:
         if cross is not None:
             self._transformer(writer, tmp, "cross_encoder", CrossEncoderGraph(cross.model), example_batch(cross.tokenizer, pairs=True),
                               cross.config.max_tokens)
-        for name in ("ranker", "stage2", "discover"):
-            ranker = getattr(self.pipeline, name)
-            if ranker is not None:
-                rel = f"onnx/{name}.onnx"
-                self.graphs[name] = {"fp32": rel, **export_ranker(ranker, writer.file(rel))}
-                self.files.append(rel)
+        for name, ranker in self.pipeline.rankers().items():
+            rel = f"onnx/{name}.onnx"
+            self.graphs[name] = {"fp32": rel, **export_ranker(ranker, writer.file(rel))}
+            self.files.append(rel)
         self._set_scorer(writer.path, check)
         if check:
             self._check(writer.path)
@@ -278,11 +276,11 @@ class _Exporter:
 
     def _ranker_features(self) -> dict[str, np.ndarray]:
         """Real candidate features of a few users (what the rankers see when serving)."""
-        from recs.ranking.pipeline import cross_encoder_texts
+        from recs.ranking.pipeline import cross_encoder_texts, stage2_input
         from recs.retrieval.retriever import Filters
 
         p, r = self.pipeline, self.retriever
-        if p.ranker is None and p.stage2 is None and p.discover is None:
+        if not p.rankers():
             return {}
         users = r.events["user_id"].unique(maintain_order=True).head(PARITY_USERS).to_list()
         contexts = [r.context(user_id=str(u)) for u in users]
@@ -294,12 +292,11 @@ class _Exporter:
             if p.stage2 is not None and p.cross_encoder is not None and len(first) > 1:
                 top = np.lexsort((cands.item_rows, -first))[:20]
                 scored = p.cross_encoder.score(context.state.text, cross_encoder_texts(r, cands, features, top))
-                second_x.append(np.column_stack([features[top], first[top], scored]).astype(np.float32))
+                second_x.append(stage2_input(features[top], first[top], scored))
         out: dict[str, np.ndarray] = {}
-        if p.ranker is not None and first_x:
-            out["ranker"] = np.concatenate(first_x).astype(np.float32)
-        if p.discover is not None and first_x:
-            out["discover"] = np.concatenate(first_x).astype(np.float32)
+        for name in ("ranker", "discover"):  # both score the candidates' feature rows
+            if getattr(p, name) is not None and first_x:
+                out[name] = np.concatenate(first_x).astype(np.float32)
         if p.stage2 is not None and second_x:
             out["stage2"] = np.concatenate(second_x)
         return out

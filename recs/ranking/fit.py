@@ -110,11 +110,12 @@ def fit_ranking(
         # Group C stays out of every model, the first-stage ranker included, so that the choice of
         # R compares out-of-sample orders (an in-sample first stage would bias it).
         held_out = {id(e) for e in group_c}
-        models.ranker = train_ranker([e for e in examples if id(e) not in held_out], config.ranker)
+        trainable = [e for e in examples if id(e) not in held_out]
+        models.ranker = train_ranker(trainable, config.ranker)
         report["ranker"] = {"best_iteration": models.ranker.best_iteration, **models.ranker.metrics,
                             "importance": models.ranker.feature_importance()}
         if config.train_discover:
-            models.discover = train_discover_ranker([e for e in examples if id(e) not in held_out], config.discover)
+            models.discover = train_discover_ranker(trainable, config.discover)
             if models.discover is not None:
                 report["discover"] = {"best_iteration": models.discover.best_iteration, **models.discover.metrics}
     report["ranker_seconds"] = time.monotonic() - started

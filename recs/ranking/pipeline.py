@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from recs.ranking.cross_encoder import CrossEncoderReranker
 
 STAGE2_FEATURES: tuple[str, ...] = (*RANKING_FEATURES, "ranker_score", "cross_encoder_score")
+# The pipeline's LightGBM models: attribute names, and their component / ONNX graph names.
+RANKER_NAMES: tuple[str, ...] = ("ranker", "stage2", "discover")
 _TOUCHED = RANKING_FEATURES.index("times_interacted")
 
 
@@ -96,6 +98,10 @@ class RankingPipeline:
         self.cross_encoder = cross_encoder
         self.stage2 = stage2
         self.discover = discover  # orders the novelty ("discover") shelf; the ranker does without it
+
+    def rankers(self) -> dict[str, LearnedRanker]:
+        """The trained LightGBM models by RANKER_NAMES name (what is saved and exported)."""
+        return {name: getattr(self, name) for name in RANKER_NAMES if getattr(self, name) is not None}
 
     def first_stage(self, context: UserContext, vector: np.ndarray | None, filters: Filters,
                     novelty: bool = False) -> tuple[CandidateSet, np.ndarray, np.ndarray]:

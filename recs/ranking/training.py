@@ -68,13 +68,10 @@ def query_examples(
 
 def train_ranker(examples: list[QueryExample], config: RankerConfig | None = None) -> LearnedRanker:
     """LambdaRank on the queries that have at least one positive among their candidates."""
-    useful = [e for e in examples if e.labels.any() and len(e.labels) > 1]
-    if not useful:
+    queries = [(e.features, e.labels) for e in examples if e.labels.any() and len(e.labels) > 1]
+    if not queries:
         raise ValueError("no training query has a positive among its candidates")
-    features = np.concatenate([e.features for e in useful])
-    labels = np.concatenate([e.labels for e in useful])
-    groups = np.array([len(e.labels) for e in useful])
-    return LearnedRanker(RANKING_FEATURES, config).fit(features, labels, groups)
+    return _fit_queries(queries, config or RankerConfig())
 
 
 def train_discover_ranker(examples: list[QueryExample], config: RankerConfig | None = None) -> LearnedRanker | None:
@@ -83,15 +80,19 @@ def train_discover_ranker(examples: list[QueryExample], config: RankerConfig | N
     items is shaped by re-buys (most of its positives); this one learns what predicts a first
     purchase. None when no query has a new positive."""
     new = RANKING_FEATURES.index("new_to_user")
-    parts = []
+    queries = []
     for e in examples:
         keep = e.features[:, new] > 0
         if keep.sum() > 1 and e.labels[keep].any():
-            parts.append((e.features[keep], e.labels[keep]))
-    if len(parts) < 2:
+            queries.append((e.features[keep], e.labels[keep]))
+    if len(queries) < 2:
         return None
-    features = np.concatenate([f for f, _ in parts])
-    labels = np.concatenate([y for _, y in parts])
-    groups = np.array([len(y) for _, y in parts])
-    config = config or RankerConfig(objective="binary")
+    return _fit_queries(queries, config or RankerConfig(objective="binary"))
+
+
+def _fit_queries(queries: list[tuple[np.ndarray, np.ndarray]], config: RankerConfig) -> LearnedRanker:
+    """One LightGBM model over (features, labels) query groups."""
+    features = np.concatenate([f for f, _ in queries])
+    labels = np.concatenate([y for _, y in queries])
+    groups = np.array([len(y) for _, y in queries])
     return LearnedRanker(RANKING_FEATURES, config).fit(features, labels, groups)

@@ -8,12 +8,16 @@ so that serving needs only numpy. Users absent from the fitted events have no fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from recs.data.schema import EVENT_WEIGHT
+
+# Where each array lives in an artifact (component "interactions").
+FILES: dict[str, str] = {"user_ids": "factor_users.npy", "user_factors": "user_factors.npy", "item_factors": "item_factors.npy"}
 
 
 @dataclass
@@ -33,8 +37,14 @@ class UserItemFactors:
         return np.nan_to_num(self.item_factors @ self.user_factors[row], nan=0.0).astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"factor_users.npy": self.user_ids.astype(str), "user_factors.npy": self.user_factors,
-                "item_factors.npy": self.item_factors}
+        """File name -> array, as saved in an artifact."""
+        return {FILES["user_ids"]: self.user_ids.astype(str), FILES["user_factors"]: self.user_factors,
+                FILES["item_factors"]: self.item_factors}
+
+    @classmethod
+    def from_files(cls, read: Callable[[str], np.ndarray]) -> UserItemFactors:
+        """The factors back from `read(file name)` (e.g. `Artifact.read_npy`)."""
+        return cls(**{field: read(name) for field, name in FILES.items()})
 
 
 def fit_factors(
@@ -43,11 +53,9 @@ def fit_factors(
 ) -> UserItemFactors:
     """ALS (Hu, Koren & Volinsky) on event-weighted counts with log confidence: the `als`
     baseline's defaults, which are tuned for shops in general."""
-    import implicit.als
     import scipy.sparse as sp
-    from threadpoolctl import threadpool_limits
 
-    from recs.evaluation.baselines.als import confidence
+    from recs.evaluation.baselines.als import fit_als
 
     weighted = events.filter(pl.col("item_id").is_in(list(row_of))).with_columns(
         pl.col("event").replace_strict(EVENT_WEIGHT, default=0.0, return_dtype=pl.Float64).alias("_v")
@@ -60,15 +68,5 @@ def fit_factors(
     cols = np.array([row_of[i] for i in weighted["item_id"].to_list()], dtype=np.int64)
     matrix = sp.csr_matrix((weighted["_v"].to_numpy(), (rows, cols)), shape=(len(user_ids), n_items))
     matrix.sum_duplicates()
-    # BLAS threads inside implicit's threads slow ALS down many times over (implicit warns).
-    with threadpool_limits(1, "blas"):
-        model = implicit.als.AlternatingLeastSquares(
-            factors=factors, regularization=regularization, alpha=1.0, iterations=iterations,
-            num_threads=2, random_state=seed, use_gpu=False,
-        )
-        model.fit(confidence(matrix, "log", 1.0), show_progress=False)
-    return UserItemFactors(
-        user_ids,
-        np.nan_to_num(np.ascontiguousarray(model.user_factors, dtype=np.float32)),
-        np.nan_to_num(np.ascontiguousarray(model.item_factors, dtype=np.float32)),
-    )
+    user_factors, item_factors = fit_als(matrix, factors, regularization, iterations, 1.0, "log", 2, seed)
+    return UserItemFactors(user_ids, np.nan_to_num(user_factors), np.nan_to_num(item_factors))

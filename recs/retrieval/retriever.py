@@ -26,6 +26,7 @@ from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
 from recs.retrieval.candidates import CandidateSet, UserHistory, generate_candidates
 from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.copurchase import copurchase_neighbours
+from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, fit_factors
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
@@ -78,10 +79,9 @@ def item_rebuy_rate(purchases: pl.DataFrame, row_of: dict[str, int], n_items: in
 def read_factors(artifact: Artifact) -> UserItemFactors | None:
     """The saved collaborative factors, or None when the artifact predates them (they are refitted
     from its events where `implicit` is installed)."""
-    if "item_factors.npy" not in artifact.files:
+    if FACTOR_FILES["item_factors"] not in artifact.files:
         return None
-    return UserItemFactors(artifact.read_npy("factor_users.npy"), artifact.read_npy("user_factors.npy"),
-                           artifact.read_npy("item_factors.npy"))
+    return UserItemFactors.from_files(artifact.read_npy)
 
 
 def _epoch_seconds(series: pl.Series) -> np.ndarray:

@@ -16,7 +16,7 @@ from recs.artifacts import ArtifactWriter, open_artifact, register_component_kin
 from recs.bundling.bundler import Bundler, Bundles, RankedBundle, save_bundler
 from recs.config import UnknownUserPolicy
 from recs.errors import ConfigError, NotFittedError
-from recs.ranking.pipeline import RankingPipeline, RankOptions
+from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions
 from recs.retrieval.candidates import SOURCES
 from recs.retrieval.retriever import Filters, Retriever
 
@@ -65,16 +65,14 @@ class Engine:
         retriever = Retriever.load(path)
         artifact = open_artifact(path)
         root = artifact.path
-        ranker = LearnedRanker.load(root, "ranker") if artifact.has_component("ranker") else None
-        stage2 = LearnedRanker.load(root, "stage2") if artifact.has_component("stage2") else None
-        discover = LearnedRanker.load(root, "discover") if artifact.has_component("discover") else None
+        rankers = {name: LearnedRanker.load(root, name) for name in RANKER_NAMES if artifact.has_component(name)}
         cross = CrossEncoderReranker.load(root, retriever.tokenizer) if artifact.has_component("cross_encoder") else None
         options = RankOptions()
         if artifact.has_component("ranker"):
             saved = artifact.component("ranker").config.get("options")
             if saved:
                 options = RankOptions.parse_dict(saved, source=f"{path}/manifest.json")
-        engine = cls(retriever, RankingPipeline(retriever, ranker, cross, stage2, discover), options)
+        engine = cls(retriever, RankingPipeline(retriever, cross_encoder=cross, **rankers), options)
         if artifact.has_component("set_scorer"):
             engine.bundler = Bundler.load(artifact, retriever)
         return engine
@@ -207,17 +205,14 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
     """Add (or replace) the ranking components of an existing artifact, atomically."""
     path = Path(path)
     with ArtifactWriter(path, base=path) as writer:
-        for name in ("ranker", "stage2", "discover", "cross_encoder"):
+        for name in (*RANKER_NAMES, "cross_encoder"):
             if name in writer.components:
                 writer.remove_component(name)
         root = writer.path
-        if pipeline.ranker is not None:
-            files = pipeline.ranker.save(root, "ranker")
-            writer.add_component("ranker", "ranker", files=files, config={"options": options.model_dump()})
-        if pipeline.stage2 is not None:
-            writer.add_component("stage2", "ranker", files=pipeline.stage2.save(root, "stage2"))
-        if pipeline.discover is not None:
-            writer.add_component("discover", "ranker", files=pipeline.discover.save(root, "discover"))
+        for name, model in pipeline.rankers().items():
+            # The serving defaults travel with the main ranker.
+            config = {"options": options.model_dump()} if name == "ranker" else None
+            writer.add_component(name, "ranker", files=model.save(root, name), config=config)
         if pipeline.cross_encoder is not None:
             writer.add_component("cross_encoder", "cross_encoder", files=pipeline.cross_encoder.save(root))
     return path

@@ -342,7 +342,7 @@ def load_onnx_engine(path: str | Path | Artifact, options: RuntimeOptions | None
     """An `Engine` over an exported folder: ONNX towers, ranker, cross-encoder, second stage.
 
     `kwargs` build `RuntimeOptions` (precision, providers, threads, inter_op_threads)."""
-    from recs.ranking.pipeline import RankingPipeline, RankOptions
+    from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions
     from recs.serving.engine import Engine
 
     if options is None:
@@ -353,16 +353,15 @@ def load_onnx_engine(path: str | Path | Artifact, options: RuntimeOptions | None
     spec = onnx_spec(artifact)
     retriever = OnnxRetriever.from_artifact(artifact, options)
     graphs = spec["graphs"]
-    ranker = OnnxRanker(graph(artifact, spec, "ranker", options), graphs["ranker"]["feature_names"]) if "ranker" in graphs else None
-    stage2 = OnnxRanker(graph(artifact, spec, "stage2", options), graphs["stage2"]["feature_names"]) if "stage2" in graphs else None
-    discover = OnnxRanker(graph(artifact, spec, "discover", options), graphs["discover"]["feature_names"]) if "discover" in graphs else None
+    rankers = {name: OnnxRanker(graph(artifact, spec, name, options), graphs[name]["feature_names"])
+               for name in RANKER_NAMES if name in graphs}
     cross = None
     if "cross_encoder" in graphs:
         cross = OnnxCrossEncoder(graph(artifact, spec, "cross_encoder", options), retriever.tokenizer, int(graphs["cross_encoder"]["max_tokens"]))
     rank_options = RankOptions()
     if spec.get("rank_options"):
         rank_options = RankOptions.parse_dict(spec["rank_options"], source=f"{artifact.path}/manifest.json")
-    engine = Engine(retriever, RankingPipeline(retriever, ranker, cross, stage2, discover), rank_options)  # type: ignore[arg-type]
+    engine = Engine(retriever, RankingPipeline(retriever, cross_encoder=cross, **rankers), rank_options)  # type: ignore[arg-type]
     engine.runtime = options  # type: ignore[attr-defined]
     if "set_scorer" in graphs:  # the bundler (set scorer + composer) behind Engine.bundle
         engine.bundler = load_onnx_bundler(artifact, retriever, options)

@@ -34,6 +34,43 @@ def confidence(user_items: sp.csr_matrix, weighting: Weighting, alpha: float) ->
     return m
 
 
+def fit_als(
+    user_items: sp.csr_matrix,
+    factors: int,
+    regularization: float,
+    iterations: int,
+    alpha: float,
+    weighting: Weighting,
+    num_threads: int,
+    random_state: int,
+    use_gpu: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """implicit ALS on a (users x items) matrix of weighted counts: (user factors, item factors),
+    float32, C-contiguous, on the CPU."""
+    import implicit.als
+    from threadpoolctl import threadpool_limits
+
+    # implicit's own advice: BLAS threads inside its threads slow ALS down many times over
+    # (it checks, and warns, when the model is built).
+    with threadpool_limits(1, "blas"):
+        model = implicit.als.AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=1.0,  # already applied by `confidence`
+            iterations=iterations,
+            num_threads=num_threads,
+            random_state=random_state,
+            use_gpu=use_gpu,
+        )
+        model.fit(confidence(user_items, weighting, alpha), show_progress=False)
+    if use_gpu:
+        model = model.to_cpu()
+    return (
+        np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        np.ascontiguousarray(model.item_factors, dtype=np.float32),
+    )
+
+
 class ALSRecommender(Recommender):
     """`implicit` ALS on the user x item matrix of event-weighted counts (purchases 1, carts,
     clicks and views lower, `event_weights` overrides), turned into confidences by `weighting` and
@@ -93,9 +130,7 @@ class ALSRecommender(Recommender):
         return self.num_threads if self.num_threads > 0 else max(1, min(4, os.cpu_count() or 1))
 
     def _fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
-        import implicit.als
         import implicit.gpu
-        from threadpoolctl import threadpool_limits
 
         weighted = events.with_columns(
             pl.col("event")
@@ -108,23 +143,10 @@ class ALSRecommender(Recommender):
             if self.use_gpu is None
             else bool(self.use_gpu and implicit.gpu.HAS_CUDA)
         )
-        # implicit's own advice: BLAS threads inside its threads slow ALS down many times over
-        # (it checks, and warns, when the model is built).
-        with threadpool_limits(1, "blas"):
-            model = implicit.als.AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=1.0,  # already applied by `confidence`
-                iterations=self.iterations,
-                num_threads=self._threads(),
-                random_state=self.random_state,
-                use_gpu=use_gpu,
-            )
-            model.fit(confidence(user_items, self.weighting, self.alpha), show_progress=False)
-        if use_gpu:
-            model = model.to_cpu()
-        self._user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self._item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self._user_factors, self._item_factors = fit_als(
+            user_items, self.factors, self.regularization, self.iterations, self.alpha,
+            self.weighting, self._threads(), self.random_state, use_gpu,
+        )
         self._has_user = np.diff(user_items.indptr) > 0
         self._has_item = np.diff(user_items.tocsc().indptr) > 0
 
