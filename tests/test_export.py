@@ -158,8 +158,7 @@ def test_int8_keeps_ndcg_within_one_point(exported, ranked_artifact: Path, small
     truth = {str(u): set(items) for u, items in test.iter_rows()}
 
     def ndcg(retriever: Retriever) -> float:
-        fitted = type(retriever)(retriever.model, retriever.tokenizer, retriever.config, retriever.items, split.fit_events,
-                                 item_vectors=retriever.item_vectors, index=retriever.index)
+        fitted = retriever.with_events(split.fit_events)
         users = sorted(truth)
         vectors = fitted.user_vectors([fitted.context(user_id=u).state for u in users])
         top = np.argsort(-(vectors @ fitted.item_vectors.T), axis=1, kind="stable")[:, :10]

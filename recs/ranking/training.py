@@ -25,10 +25,7 @@ class QueryExample:
 
 def serving_view(retriever: Retriever, history_events: pl.DataFrame) -> Retriever:
     """The same towers and catalog, serving from `history_events` (e.g. everything before a split)."""
-    return type(retriever)(
-        retriever.model, retriever.tokenizer, retriever.config, retriever.items, history_events,
-        item_vectors=retriever.item_vectors, index=retriever.index, report=retriever.report,
-    )
+    return retriever.with_events(history_events)
 
 
 def query_examples(

@@ -35,11 +35,7 @@ class _RetrieverRecommender(Recommender):
         if self.retriever is None:
             self.retriever = self._train(canonical, items)
         else:
-            r = self.retriever
-            self.retriever = type(r)(
-                r.model, r.tokenizer, r.config, items, canonical, item_vectors=r.item_vectors
-                if r.items["item_id"].to_list() == items["item_id"].to_list() else None, report=r.report,
-            )
+            self.retriever = self.retriever.with_events(canonical, items)
 
     def _train(self, events: pl.DataFrame, items: pl.DataFrame) -> Retriever:
         return Retriever.fit(events, items, self.config, self.work_dir, show_progress=False)

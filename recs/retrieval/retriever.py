@@ -208,6 +208,17 @@ class Retriever:
         )
         return index
 
+    def with_events(self, events: pl.DataFrame, items: pl.DataFrame | None = None) -> Retriever:
+        """The same encoders (and vectors and index, when the catalog is unchanged) serving from
+        `events`: the behaviour statistics are refitted from them. `items` swaps the catalog (its
+        vectors are then re-encoded)."""
+        same_catalog = items is None or items["item_id"].to_list() == self.items["item_id"].to_list()
+        return type(self)(
+            self.model, self.tokenizer, self.config, self.items if items is None else items, events,
+            item_vectors=self.item_vectors if same_catalog else None,
+            index=self.index if items is None else None, report=self.report,
+        )
+
     def rebuild_index(self, items: pl.DataFrame | None = None, kind: str | None = None, show_progress: bool = True) -> None:
         """Re-encode the catalog (optionally a new one: new items are servable at once) and re-index."""
         config = self.config if kind is None else self.config.model_copy(update={"index_kind": kind})
