@@ -242,8 +242,9 @@ def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]]
     from recs.data.splits import leave_last_out
     from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
     from recs.retrieval.config import RetrievalConfig, TowerConfig
+    from recs.retrieval.encode import TorchTowers
     from recs.retrieval.retriever import Retriever
-    from recs.serving.onnx_runtime import OnnxRetriever, OnnxTokenizer, OnnxTowers
+    from recs.serving.onnx_runtime import OnnxTokenizer, OnnxTowers
 
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     truth: dict[str, set[str]] = {}
@@ -259,10 +260,10 @@ def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]]
         clean.no_truncation()
         clean.save(str(Path(tmp) / "tokenizer.json"))
         onnx_tok = OnnxTokenizer(Path(tmp) / "tokenizer.json", {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
-    retrievers: dict[str, Retriever] = {"torch": Retriever(model, tokenizer, config, dataset.items, split.fit_events)}
+    retrievers: dict[str, Retriever] = {"torch": Retriever.assemble(TorchTowers(model, tokenizer), config, dataset.items, split.fit_events)}
     for method in ("onnx_fp32", "onnx_int8"):
-        towers = OnnxTowers(graphs["item"][method], graphs["user"][method], config.towers, model.dim)
-        retrievers[method] = OnnxRetriever(towers, onnx_tok, config, dataset.items, split.fit_events)  # type: ignore[arg-type]
+        towers = OnnxTowers(graphs["item"][method], graphs["user"][method], onnx_tok, config.towers, model.dim)
+        retrievers[method] = Retriever.assemble(towers, config, dataset.items, split.fit_events)
     rows = []
     for method, retriever in retrievers.items():
         vectors = retriever.user_vectors([retriever.context(user_id=u).state for u in users])

@@ -43,7 +43,7 @@ def latency_rows(name: str, pipeline: Any, users: list[str], rerank_top: int, n:
     import numpy as np
 
     from recs.ranking.pipeline import RankOptions
-    from recs.retrieval.retriever import Filters
+    from recs.retrieval.filters import Filters
 
     r = pipeline.retriever
     stage: dict[str, list[float]] = {"user_tower": [], "candidates+ranker": [], "cross_encoder": [], "total": []}

@@ -62,7 +62,6 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
 
     from recs.data.splits import leave_last_out
     from recs.evaluation.protocol import evaluate, evaluate_baselines
-    from recs.retrieval.encode import encode_items
     from recs.retrieval.recommenders import (
         CandidatesRecommender,
         TwoTowerRecommender,
@@ -110,7 +109,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     report = retriever.report
     texts = retriever.catalog.texts
     started = time.perf_counter()
-    encode_items(retriever.model, retriever.tokenizer, texts)
+    retriever.encode_texts(texts)
     items_per_s = len(texts) / max(time.perf_counter() - started, 1e-9)
     train_notes = (
         f"trained {report.steps if report else 0} steps ({report.epochs_run if report else 0} epochs, best "

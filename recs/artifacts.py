@@ -77,15 +77,19 @@ log = logging.getLogger(__name__)
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
+# Every kind of component an artifact may hold, in one place.
 KNOWN_COMPONENT_KINDS: set[str] = {
     "two_tower",
     "item_index",
     "catalog",
+    "interactions",
     "ranker",
     "cross_encoder",
+    "rank_options",
     "set_scorer",
     "onnx",
     "baseline",
+    "config",
 }
 
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt"})

@@ -13,12 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recs.config import DataConfig
+from recs.config import RecsConfig, load_config
+from recs.data.config import DataConfig
 from recs.errors import ConfigError, DataError, RecsError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="recs: e-commerce recommendations.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate, profile and generate shop data.")
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(no_args_is_help=True, help="Show the configuration a model was trained with.")
+app.add_typer(config_app, name="config")
 
 # Tables are wide (titles, reasons): a pipe or a CI log gets 160 columns rather than rich's 80.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -53,15 +56,16 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def data_config(on_bad_rows: str, config_path: Path | None) -> DataConfig:
-    base = DataConfig.from_toml(config_path, section="data") if config_path else DataConfig()
-    return base.model_copy(update={"on_bad_rows": on_bad_rows})
+def data_config(on_bad_rows: str | None, config_path: Path | None) -> DataConfig:
+    """The [data] section of --config, with --on-bad-rows over it when given."""
+    base = load_config(config_path).data
+    return base if on_bad_rows is None else base.model_copy(update={"on_bad_rows": on_bad_rows})
 
 
 OnBadRowsOption = Annotated[
-    str, typer.Option("--on-bad-rows", help="error: stop at the first bad row; skip: drop bad rows and report them.")
+    str | None, typer.Option("--on-bad-rows", help="error: stop at the first bad row; skip: drop bad rows and report them (default: [data] on_bad_rows, error).")
 ]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML file with a [data] section.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML file: [data] [retrieval] [ranking] [bundling] [serving] sections (RecsConfig).")]
 
 
 @data_app.command("validate")
@@ -101,7 +105,7 @@ def data_validate(
 def data_profile(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     user: Annotated[str, typer.Option("--user", help="User id.")],
-    on_bad_rows: OnBadRowsOption = "error",
+    on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Show a user's profile: top categories, price band, recency, frequency, basket size."""
@@ -142,7 +146,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="Write results JSON here (and .md beside it).")] = None,
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip ALS hyper-parameter search.")] = False,
     artifact: Annotated[Path | None, typer.Option("--artifact", help="Also evaluate this trained model (two_tower and candidates).")] = None,
-    on_bad_rows: OnBadRowsOption = "error",
+    on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Evaluate baselines (and a trained model) with the next-basket protocol (last basket = test).
@@ -180,25 +184,26 @@ def evaluate(
 def train(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")],
-    model: Annotated[str, typer.Option("--model", help="Local Hugging Face BERT folder; default: all-MiniLM-L6-v2 (offline).")] = "default",
+    model: Annotated[str | None, typer.Option("--model", help="Local Hugging Face BERT folder (default: [retrieval.towers] model, all-MiniLM-L6-v2 offline).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     max_pairs: Annotated[int | None, typer.Option("--max-pairs", help="Training pairs sampled per epoch.")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
     train_layers: Annotated[int | None, typer.Option("--train-layers", help="Fine-tune only the top N layers (-1: all).")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Fine-tune with LoRA adapters (peft).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    retrieval_config: Annotated[Path | None, typer.Option("--retrieval-config", help="TOML with a [retrieval] section (RetrievalConfig).")] = None,
-    on_bad_rows: OnBadRowsOption = "error",
+    on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index)."""
+    """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index).
+    Flags override the [retrieval] section of --config."""
     from recs.data.load import load_dataset
-    from recs.retrieval.retriever import RetrievalConfig, Retriever
+    from recs.serving.fit import train_towers_step
 
+    settings = load_config(config)
     dataset, report = load_dataset(data, data_config(on_bad_rows, config))
     for line in report.lines():
         console.print(line, highlight=False)
-    base = RetrievalConfig.from_toml(retrieval_config, section="retrieval") if retrieval_config else RetrievalConfig()
+    base = settings.retrieval
     train_updates: dict[str, Any] = {"seed": seed}
     if epochs is not None:
         train_updates["epochs"] = epochs
@@ -210,16 +215,13 @@ def train(
         train_updates["train_layers"] = None if train_layers < 0 else train_layers
     if lora:
         train_updates["lora"] = True
-    cfg = RetrievalConfig.parse_dict(
-        {
-            **base.model_dump(),
-            "towers": {**base.towers.model_dump(), "model": model},
-            "train": {**base.train.model_dump(), **train_updates},
-        }
+    towers = base.towers.model_dump() if model is None else {**base.towers.model_dump(), "model": model}
+    retrieval = type(base).parse_dict(
+        {**base.model_dump(), "towers": towers, "train": {**base.train.model_dump(), **train_updates}}, source="recs train"
     )
-    console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {model}", highlight=False)
-    retriever = Retriever.fit(dataset.events, dataset.items, cfg, work_dir=out.parent / f".{out.name}.work")
-    retriever.save(out)
+    settings = settings.model_copy(update={"retrieval": retrieval, "data": data_config(on_bad_rows, config)})
+    console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {retrieval.towers.model}", highlight=False)
+    retriever = train_towers_step(dataset, settings, out)
     rep = retriever.report
     if rep is not None and rep.history:
         best = next((h for h in rep.history if h.get("epoch") == rep.best_epoch), rep.history[-1])
@@ -254,7 +256,7 @@ def build_index(
         problems += row_problems
         if problems:
             raise DataError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    retriever.rebuild_index(items=catalog, kind=kind, show_progress=True)
+    retriever = retriever.with_catalog(items=catalog, kind=kind, show_progress=True)
     retriever.save(model)
     console.print(f"indexed {len(retriever.catalog)} items ({retriever.index!r}) into {model}", highlight=False)
 
@@ -297,9 +299,9 @@ def query(
     if category_cap is not None:
         overrides["category_cap"] = category_cap
     excluded = [e.strip() for e in exclude.split(",") if e.strip()] if exclude else []
-    excluded += price_excluded(engine, price_min, price_max)
     results = engine.recommend(
-        user_id=user, k=k, history=items_history, text=text, category=category, in_stock=in_stock,
+        user_id=user, k=k, history=items_history, text=text, category=category, price_min=price_min,
+        price_max=price_max, in_stock=in_stock,
         exclude_bought=exclude_bought, exclude=excluded, unknown_user=unknown_user,  # type: ignore[arg-type]
         **overrides,
     )
@@ -388,23 +390,23 @@ def train_bundler_command(
     epochs: Annotated[int, typer.Option(help="Most training epochs (early stopping on validation).")] = 30,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    on_bad_rows: OnBadRowsOption = "error",
+    on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train the set scorer (what goes together) on orders, sessions and curated bundles."""
-    from recs.bundling.bundler import Bundler, save_bundler
-    from recs.bundling.config import BundlerConfig, SetTrainConfig
+    """Train the set scorer (what goes together) on orders, sessions and curated bundles.
+    Flags override the [bundling.train] section of --config."""
     from recs.data.load import load_dataset
     from recs.retrieval.retriever import Retriever
+    from recs.serving.fit import train_bundler_step
 
+    settings = _model_config(model, config)
     dataset, _ = load_dataset(data, data_config(on_bad_rows, config), require_events=False)
     retriever = Retriever.load(model)
-    train_cfg = SetTrainConfig.parse_dict({**SetTrainConfig().model_dump(), "epochs": epochs, "max_minutes": max_minutes, "seed": seed}, source="train-bundler")
-    bundler = Bundler.fit(
-        retriever, events=dataset.events, bundles=dataset.bundles, config=BundlerConfig(train=train_cfg),
-        work_dir=model.parent / f".{model.name}.bundler-work",
-    )
-    save_bundler(model, bundler)
+    bundling = settings.bundling
+    train_cfg = type(bundling.train).parse_dict(
+        {**bundling.train.model_dump(), "epochs": epochs, "max_minutes": max_minutes, "seed": seed}, source="train-bundler")
+    settings = settings.model_copy(update={"bundling": bundling.model_copy(update={"train": train_cfg})})
+    bundler = train_bundler_step(retriever, dataset, settings, model)
     rep = bundler.report
     sets = ", ".join(f"{n} {kind}s" for kind, n in sorted(rep.get("sets", {}).items()))
     best = next((h for h in rep.get("history", []) if h.get("epoch") == rep.get("best_epoch")), {})
@@ -485,23 +487,6 @@ def bundle_command(
         console.print(table)
 
 
-def price_excluded(engine: Any, low: float | None, high: float | None) -> list[str]:
-    """Item ids outside a price range (items without a price are kept)."""
-    if low is None and high is None:
-        return []
-    import polars as pl
-
-    items = engine.retriever.items
-    if "price" not in items.columns:
-        return []
-    outside = pl.lit(False)
-    if low is not None:
-        outside = outside | (pl.col("price") < low)
-    if high is not None:
-        outside = outside | (pl.col("price") > high)
-    return items.filter(outside.fill_null(False))["item_id"].to_list()
-
-
 @app.command("train-ranker")
 @handle_errors
 def train_ranker_command(
@@ -512,30 +497,26 @@ def train_ranker_command(
     rerank_top: Annotated[int | None, typer.Option("--rerank-top", help="Default R: top items the cross-encoder rescores (default: chosen on held-out users; 0 when reranking does not help).")] = None,
     ce_epochs: Annotated[int, typer.Option("--ce-epochs", help="Cross-encoder epochs.")] = 2,
     ce_max_minutes: Annotated[float | None, typer.Option("--ce-max-minutes", help="Stop cross-encoder training after this long.")] = None,
-    on_bad_rows: OnBadRowsOption = "error",
+    on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train the learned ranker and the cross-encoder on each user's last basket (held out from the towers)."""
+    """Train the learned ranker and the cross-encoder on each user's last basket (held out from the towers).
+    Flags override the [ranking] section of --config."""
     from recs.data.load import load_dataset
-    from recs.data.splits import leave_last_out
-    from recs.ranking.fit import RankingConfig, fit_ranking
-    from recs.ranking.pipeline import RankingPipeline, RankOptions
     from recs.retrieval.retriever import Retriever
-    from recs.serving.engine import save_ranking
+    from recs.serving.fit import train_ranking_step
 
+    settings = _model_config(model, config)
     dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
     retriever = Retriever.load(model)
-    split = leave_last_out(dataset.events, dataset.items["item_id"])
-    options = RankOptions(rerank_top=20 if rerank_top is None else rerank_top)
-    ranking_config = RankingConfig(
-        train_ranker=not no_ranker, train_cross_encoder=not no_cross_encoder, options=options,
-        cross_encoder={"epochs": ce_epochs, "max_minutes": ce_max_minutes},  # type: ignore[arg-type]
-    )
-    models = fit_ranking(retriever, split.fit_events, split.test, ranking_config, work_dir=model.parent / f".{model.name}.work")
+    ranking = settings.ranking
+    cross = ranking.cross_encoder.model_copy(update={"epochs": ce_epochs, "max_minutes": ce_max_minutes})
+    ranking = type(ranking).parse_dict(
+        {**ranking.model_dump(), "train_ranker": not no_ranker, "train_cross_encoder": not no_cross_encoder,
+         "cross_encoder": cross.model_dump()}, source="train-ranker")
+    settings = settings.model_copy(update={"ranking": ranking})
+    models, options = train_ranking_step(retriever, dataset, settings, model, rerank_top=rerank_top)
     decision = models.report.get("rerank_decision")
-    if rerank_top is None and decision is not None:
-        options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
-    save_ranking(model, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover), options)
     report = models.report
     console.print(
         f"ranker: {report.get('queries_with_positive', 0)}/{report.get('queries', 0)} training queries with a positive "
@@ -561,6 +542,30 @@ def train_ranker_command(
             highlight=False,
         )
     console.print(f"saved ranking stage into {model}", highlight=False)
+
+
+def _model_config(model: Path, config_path: Path | None) -> RecsConfig:
+    """--config when given, else the configuration the model was trained with, else defaults."""
+    if config_path is not None:
+        return load_config(config_path)
+    from recs.artifacts import open_artifact
+    from recs.serving.fit import read_config
+
+    return read_config(open_artifact(model)) or RecsConfig()
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(
+    model: Annotated[Path | None, typer.Option("--model", help="Artifact folder: the configuration it was trained with.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print the whole configuration (every section, defaults filled in) as JSON: of a model, of a
+    TOML file, or the defaults."""
+    if model is not None and config is not None:
+        raise ConfigError("give --model or --config, not both")
+    settings = _model_config(model, None) if model is not None else load_config(config)
+    console.print_json(json.dumps(settings.model_dump(mode="json")))
 
 
 def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:

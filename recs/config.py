@@ -1,57 +1,67 @@
-"""Pydantic configs (`extra="forbid"`: a typo is an error, not a silent default), loadable from TOML."""
+"""One configuration: `RecsConfig`, read from one TOML file by every command (`--config`), saved
+into the artifact, printed by `recs config show --model M`.
+
+    [data]        DataConfig       loading, validation policy, cleaning
+    [retrieval]   RetrievalConfig  towers, their training, candidate sources ([retrieval.candidates]), index
+    [ranking]     RankingConfig    rankers, cross-encoder, how the ranking stage is trained
+    [bundling]    BundlerConfig    set scorer, its training, the composer
+    [serving]     ServingConfig    request defaults (RankOptions) and the ONNX runtime
+
+Each section is owned by its stage (its class lives there); this module only gathers them.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from recs.bundling.config import BundlerConfig
+from recs.configmodel import OnBadRows, StrictModel, UnknownUserPolicy
+from recs.data.config import CleaningConfig, DataConfig
 from recs.errors import ConfigError
+from recs.ranking.config import RankingConfig, RankOptions
+from recs.retrieval.config import RetrievalConfig
 
-OnBadRows = Literal["error", "skip"]
-UnknownUserPolicy = Literal["raise", "warn", "fallback"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str | None = None) -> Self:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{path}: cannot read TOML: {err}") from None
-        if section is not None:
-            data = data.get(section, {})
-        return cls.parse_dict(data, source=str(path))
-
-    @classmethod
-    def parse_dict(cls, data: dict, source: str = "config") -> Self:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(root)"
-            raise ConfigError(f"{source}: {where}: {first['msg']}") from None
+__all__ = [
+    "BundlerConfig",
+    "CleaningConfig",
+    "DataConfig",
+    "OnBadRows",
+    "RankOptions",
+    "RankingConfig",
+    "RecsConfig",
+    "RetrievalConfig",
+    "ServingConfig",
+    "StrictModel",
+    "UnknownUserPolicy",
+    "load_config",
+]
 
 
-class CleaningConfig(StrictModel):
-    drop_duplicate_events: bool = True
-    drop_non_positive_quantity: bool = True
-    # Orders whose id starts with this prefix are cancellations (e.g. "C" in many ERP exports).
-    cancellation_prefix: str | None = None
-    # A user with more events than this on one day is treated as a bot and removed; None disables.
-    bot_max_events_per_day: int | None = Field(default=2000, ge=1)
-    # A user whose events are nearly all views, with this many or more, is treated as a crawler.
-    bot_min_views_without_purchase: int | None = Field(default=5000, ge=1)
+class ServingConfig(StrictModel):
+    options: RankOptions = RankOptions()  # what a request starts from (train-ranker may set rerank_top)
+    precision: Literal["fp32", "int8"] | None = None  # ONNX graphs; None: RECS_ONNX_PRECISION or fp32
+    threads: int | None = Field(default=None, ge=0)  # onnxruntime intra-op threads; None: its choice
 
 
-class DataConfig(StrictModel):
-    on_bad_rows: OnBadRows = "error"
-    session_gap_minutes: float = Field(default=30.0, gt=0)
-    cleaning: CleaningConfig = CleaningConfig()
-    item_template: str = "{title} | {category} | {brand} | {price}"
-    user_text_max_chars: int = Field(default=512, ge=16)
+class RecsConfig(StrictModel):
+    data: DataConfig = DataConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    ranking: RankingConfig = RankingConfig()
+    bundling: BundlerConfig = BundlerConfig()
+    serving: ServingConfig = ServingConfig()
+
+
+def load_config(path: str | Path | None) -> RecsConfig:
+    """The file's sections over the defaults; the defaults when `path` is None."""
+    if path is None:
+        return RecsConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read TOML: {err}") from None
+    return RecsConfig.parse_dict(data, source=str(path))

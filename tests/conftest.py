@@ -102,11 +102,11 @@ def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: 
     import shutil
 
     from recs.data import leave_last_out, load_dataset
+    from recs.ranking.artifact import save_ranking
     from recs.ranking.cross_encoder import CrossEncoderConfig
     from recs.ranking.fit import RankingConfig, fit_ranking
     from recs.ranking.pipeline import RankingPipeline, RankOptions
     from recs.retrieval.retriever import Retriever
-    from recs.serving.engine import save_ranking
 
     target = Path(shutil.copytree(trained_artifact, tmp_path_factory.mktemp("ranked") / "model"))
     dataset, _ = load_dataset(small_demo_dir)

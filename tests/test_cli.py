@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from recs.cli import app
+from recs.serving import Engine
 
 runner = CliRunner()
 
@@ -94,8 +95,21 @@ def test_train_ranker_reports_the_default_r(trained_artifact: Path, small_demo_d
                     "--ce-max-minutes", "0.1")
     assert code == 0, out
     assert "validation ndcg@10" in out and "default R = " in out
-    manifest = json.loads((model / "manifest.json").read_text())
-    r = manifest["components"]["ranker"]["config"]["options"]["rerank_top"]
+    r = json.loads((model / "rank_options.json").read_text())["rerank_top"]
     assert f"default R = {r}" in out and r in (0, 10, 20)
+    assert Engine.load(model).options.rerank_top == r
+    saved = json.loads((model / "recs_config.json").read_text())
+    assert saved["serving"]["options"]["rerank_top"] == r and saved["ranking"]["cross_encoder"]["epochs"] == 1
+
+
+def test_saved_serving_defaults_survive_without_a_ranker(trained_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
+    """`train-ranker --no-ranker` used to print "default R = 0" while Engine.load served R = 20."""
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    code, out = run("train-ranker", "--model", str(model), "--data", str(small_demo_dir), "--no-ranker", "--no-cross-encoder",
+                    "--rerank-top", "0")
+    assert code == 0, out
+    assert Engine.load(model).options.rerank_top == 0
+    code, out = run("config", "show", "--model", str(model))
+    assert code == 0 and '"rerank_top": 0' in out
     code, out = run("query", "--model", str(model), "--user", "U0001", "--rerank-top", "5", "--json")
     assert code == 0, out

@@ -21,10 +21,9 @@ from recs.serving import Engine
 from recs.serving.onnx_runtime import (
     OnnxCrossEncoder,
     OnnxGraph,
-    OnnxRetriever,
     OnnxTokenizer,
+    OnnxTowers,
     RuntimeOptions,
-    load_onnx_engine,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +105,7 @@ def test_export_refuses_an_exported_folder_and_its_own_source(exported, ranked_a
 
 
 def test_tokenizer_json_reproduces_the_hf_tokenizer(exported, torch_engine: Engine) -> None:
-    hf = torch_engine.retriever.tokenizer
+    hf = torch_engine.retriever.towers.tokenizer
     spec = json.loads((exported.path / "manifest.json").read_text())["components"]["onnx"]["config"]["tokenizer"]
     tok = OnnxTokenizer(exported.path / "tokenizer.json", spec)
     texts = [" ", "Ünïcode café — naïve 東京", "UPPER case, punctuation!!", *torch_engine.retriever.catalog.texts[:5], "word " * 300]
@@ -124,7 +123,7 @@ def test_tokenizer_json_reproduces_the_hf_tokenizer(exported, torch_engine: Engi
 
 def test_onnx_towers_match_torch_at_batch_1_and_64(onnx_engine: Engine, torch_engine: Engine) -> None:
     onnx_r, torch_r = onnx_engine.retriever, torch_engine.retriever
-    assert isinstance(onnx_r, OnnxRetriever)
+    assert isinstance(onnx_r.towers, OnnxTowers)
     texts = list(torch_r.catalog.texts[:64])
     assert _cos(onnx_r.encode_texts(texts), torch_r.encode_texts(texts)).min() >= 0.999
     assert _cos(onnx_r.encode_texts(texts[:1]), torch_r.encode_texts(texts[:1])).min() >= 0.999
@@ -167,7 +166,7 @@ def test_int8_keeps_ndcg_within_one_point(exported, ranked_artifact: Path, small
         return mean_ranking_metrics(hits, n_rel, [10])["ndcg@10"]
 
     reference = ndcg(Retriever.load(ranked_artifact))
-    int8 = ndcg(OnnxRetriever.load(exported.path, RuntimeOptions(precision="int8")))
+    int8 = ndcg(Engine.load(exported.path, runtime=RuntimeOptions(precision="int8")).retriever)
     assert int8 >= reference - 0.01
 
 
@@ -213,9 +212,9 @@ def test_serving_never_imports_torch_or_transformers(exported, onnx_engine: Engi
     result = _without_torch(f"""
 engine = Engine.load({str(exported.path)!r})
 items = engine.recommend(user_id={user!r}, k=10, time_budget_ms=None)
-result = {{"items": [i.item_id for i in items], "runtime": type(engine.retriever).__name__}}
+result = {{"items": [i.item_id for i in items], "runtime": type(engine.retriever.towers).__name__}}
 """)
-    assert result["runtime"] == "OnnxRetriever"
+    assert result["runtime"] == "OnnxTowers"
     assert result["items"] == [i.item_id for i in onnx_engine.recommend(user_id=user, k=10, time_budget_ms=None)]
 
 
@@ -246,8 +245,9 @@ def test_providers_and_threads_are_checked(exported, monkeypatch: pytest.MonkeyP
 
 
 def test_int8_engine_and_cross_encoder_deadline(exported) -> None:
-    engine = load_onnx_engine(exported.path, precision="int8")
-    assert engine.retriever.model.user.path.name == "user_tower.int8.onnx"
+    engine = Engine.load(exported.path, runtime=RuntimeOptions(precision="int8"))
+    assert isinstance(engine.retriever.towers, OnnxTowers)
+    assert engine.retriever.towers.user.path.name == "user_tower.int8.onnx"
     cross = engine.pipeline.cross_encoder
     assert isinstance(cross, OnnxCrossEncoder) and cross.graph.path.name == "cross_encoder.int8.onnx"
     assert cross.score("coffee", ["mug", "beans"], deadline=time.monotonic() - 1) is None

@@ -171,7 +171,7 @@ def test_discover_ranker_is_saved_and_orders_the_novelty_shelf(engine: Engine) -
     user = _user_with_purchases(engine)
     context = engine.retriever.context(user_id=user)
     vector = engine.retriever.user_vectors([context.state])[0]
-    from recs.retrieval.retriever import Filters
+    from recs.retrieval.filters import Filters
 
     _, features, shelf = p.first_stage(context, vector, Filters(exclude_bought=True), novelty=True)
     np.testing.assert_array_equal(shelf, p.discover.predict(features))
@@ -185,7 +185,7 @@ def test_artifact_carries_collaborative_factors(ranked_artifact: Path, engine: E
     from recs.artifacts import open_artifact
 
     assert "item_factors.npy" in open_artifact(ranked_artifact).files
-    factors = engine.retriever.factors
+    factors = engine.retriever.stats.factors
     assert factors is not None and factors.item_factors.shape[0] == len(engine.retriever.catalog)
     user = _user_with_purchases(engine)
     cands = engine.retriever.candidates(engine.retriever.context(user_id=user), None)
@@ -251,7 +251,7 @@ def test_rebuilding_the_index_keeps_the_ranking_stage(ranked_artifact: Path, tmp
 
     target = Path(shutil.copytree(ranked_artifact, tmp_path / "model"))
     retriever = Retriever.load(target)
-    retriever.rebuild_index(kind="flat", show_progress=False)
+    retriever = retriever.with_catalog(kind="flat", show_progress=False)
     retriever.save(target)
     again = Engine.load(target)
     assert again.pipeline.ranker is not None and again.pipeline.cross_encoder is not None

@@ -15,9 +15,10 @@ import torch
 from recs.data import leave_last_out, load_dataset
 from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
 from recs.retrieval.candidates import FEATURES, CandidateConfig, UserHistory, generate_candidates
+from recs.retrieval.filters import Filters
 from recs.retrieval.history import history_weights
 from recs.retrieval.losses import in_batch_softmax_loss, pointwise_bce_loss
-from recs.retrieval.retriever import Filters, Retriever
+from recs.retrieval.retriever import Retriever
 from recs.serving import Engine
 
 
@@ -153,7 +154,7 @@ def test_buy_again_features_count_baskets() -> None:
 def test_item_rebuy_rate_counts_buyers_who_came_back() -> None:
     from datetime import UTC, datetime
 
-    from recs.retrieval.retriever import item_rebuy_rate
+    from recs.retrieval.statistics import item_rebuy_rate
 
     t = [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
     purchases = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u2"], "item_id": ["a", "a", "a", "b", "b"],
@@ -228,7 +229,7 @@ def test_empty_history_and_unknown_user_policies(retriever: Retriever) -> None:
         warnings.simplefilter("error")
         fallback = engine.recommend(user_id="nobody", k=4, unknown_user="fallback")
     assert [r.item_id for r in warned] == [r.item_id for r in fallback]
-    popular = [retriever.catalog.item_ids[i] for i in retriever.popular_rows[:4]]
+    popular = [retriever.catalog.item_ids[i] for i in retriever.stats.popular_rows[:4]]
     assert [r.item_id for r in fallback] == popular
     with pytest.raises(UnknownItemError):
         engine.recommend(history=["no-such-item"])

@@ -28,11 +28,11 @@ from recs.bundling.composer import BundleConstraints, ComposedBundle, ItemTable,
 from recs.bundling.config import BundlerConfig
 from recs.bundling.cooc import CoocStats
 from recs.bundling.sets import collect_sets, leaf_ids
-from recs.config import UnknownUserPolicy
+from recs.configmodel import UnknownUserPolicy
 from recs.errors import ArtifactError, ConfigError, UnknownItemError
 
 if TYPE_CHECKING:
-    from recs.bundling.scorer import SetScorer
+    from recs.protocols import SetScorer
     from recs.retrieval.retriever import Retriever, UserContext
 
 __all__ = ["Bundle", "BundleItem", "Bundler", "Bundles", "RankedBundle", "save_bundler"]
@@ -181,8 +181,11 @@ class Bundler:
 
     def write(self, writer: ArtifactWriter) -> None:
         """Add the component to an open ArtifactWriter (replacing an older one)."""
+        from recs.bundling.scorer import SetScorer as TorchSetScorer
         from recs.retrieval.checkpoint import model_state
 
+        if not isinstance(self.scorer, TorchSetScorer):
+            raise ArtifactError("an exported ONNX folder is read-only: retrain the set scorer on the torch artifact")
         if COMPONENT in writer.components:
             writer.remove_component(COMPONENT)
         files = [f"{FOLDER}/weights.safetensors", f"{FOLDER}/cooc.safetensors", f"{FOLDER}/item_ids.json", f"{FOLDER}/config.json"]
@@ -313,7 +316,7 @@ class Bundler:
         scorer_user: np.ndarray | None,
     ) -> dict[int, set[str]]:
         """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement")."""
-        from recs.retrieval.retriever import Filters
+        from recs.retrieval.filters import Filters
 
         cfg = self.config.compose
         r = self.retriever
@@ -328,10 +331,10 @@ class Bundler:
             rows, _ = r.search(user_vector, cfg.n_user_candidates, Filters(in_stock_only=in_stock, exclude=tuple(exclude)), ctx.history)
             add(rows.tolist(), "user")
         elif not anchors:
-            add(r.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
+            add(r.stats.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
         seeds = anchors or [row for row in list(out)[:3]]
         for seed in seeds:
-            add(r.neighbours[0][seed][: cfg.n_neighbours].tolist(), "copurchase")
+            add(r.stats.neighbour_rows[seed][: cfg.n_neighbours].tolist(), "copurchase")
         if seeds and cfg.n_complements:
             # The set scorer's own best completions of the anchors: complements even where the
             # shop has no co-purchase data yet (new items, a bundles-only training set).

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from recs.config import StrictModel
+from recs.configmodel import StrictModel
 
 
 class SetScorerConfig(StrictModel):

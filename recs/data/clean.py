@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from recs.config import CleaningConfig
+from recs.data.config import CleaningConfig
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recs.config import DataConfig
 from recs.data.baskets import assign_baskets
 from recs.data.clean import CleaningReport, clean_events
+from recs.data.config import DataConfig
 from recs.data.io import find_table, read_table
 from recs.data.schema import EVENTS_SCHEMA, Dataset
 from recs.data.validate import (
@@ -68,38 +68,53 @@ def load_tables(
 ) -> tuple[Dataset, LoadReport]:
     """Read, validate and clean. `collect_only=True` never raises for row problems (used by
     `recs data validate` to list them all) and drops bad rows as `skip` would."""
+    items_path = Path(items_path)
+    events_path = None if events_path is None else Path(events_path)
+    bundles_path = None if bundles_path is None else Path(bundles_path)
+    return dataset_from_frames(
+        read_table(items_path),
+        None if events_path is None else read_table(events_path),
+        None if bundles_path is None else read_table(bundles_path),
+        config, collect_only,
+        names=(items_path.name, events_path.name if events_path else "events", bundles_path.name if bundles_path else "bundles"),
+    )
+
+
+def dataset_from_frames(
+    raw_items: pl.DataFrame,
+    raw_events: pl.DataFrame | None,
+    raw_bundles: pl.DataFrame | None = None,
+    config: DataConfig | None = None,
+    collect_only: bool = False,
+    names: tuple[str, str, str] = ("items", "events", "bundles"),
+) -> tuple[Dataset, LoadReport]:
+    """Validate and clean frames as read from files (`names` stand for the files in messages)."""
     config = config or DataConfig()
     policy = "skip" if collect_only else config.on_bad_rows
     report = LoadReport()
-
-    items_path = Path(items_path)
-    raw_items = read_table(items_path)
-    file_problems = missing_columns(raw_items, REQUIRED_COLUMNS["items"], items_path.name)
+    items_name, events_name, bundles_name = names
+    file_problems = missing_columns(raw_items, REQUIRED_COLUMNS["items"], items_name)
     if file_problems:
         _raise_for(file_problems)
-    items, problems, bad = validate_items(raw_items, items_path.name)
-    items = _apply_policy(items, problems, bad, items_path.name, policy, report.validation)
+    items, problems, bad = validate_items(raw_items, items_name)
+    items = _apply_policy(items, problems, bad, items_name, policy, report.validation)
     if items.height == 0 and not collect_only:
-        raise DataError(f"{items_path.name}: no valid items")
+        raise DataError(f"{items_name}: no valid items")
     known = items["item_id"]
 
     events = pl.DataFrame(schema={k: v for k, v in EVENTS_SCHEMA.items() if k != "basket_id"})
-    if events_path is not None:
-        events_path = Path(events_path)
-        raw_events = read_table(events_path)
-        _raise_for(missing_columns(raw_events, REQUIRED_COLUMNS["events"], events_path.name))
-        events, problems, bad = validate_events(raw_events, events_path.name, known)
-        events = _apply_policy(events, problems, bad, events_path.name, policy, report.validation)
+    if raw_events is not None:
+        _raise_for(missing_columns(raw_events, REQUIRED_COLUMNS["events"], events_name))
+        events, problems, bad = validate_events(raw_events, events_name, known)
+        events = _apply_policy(events, problems, bad, events_name, policy, report.validation)
         events, report.cleaning = clean_events(events, config.cleaning)
     events = assign_baskets(events, timedelta(minutes=config.session_gap_minutes))
 
     bundles = None
-    if bundles_path is not None:
-        bundles_path = Path(bundles_path)
-        raw_bundles = read_table(bundles_path)
-        _raise_for(missing_columns(raw_bundles, REQUIRED_COLUMNS["bundles"], bundles_path.name))
-        bundles, problems, bad = validate_bundles(raw_bundles, bundles_path.name, known)
-        bundles = _apply_policy(bundles, problems, bad, bundles_path.name, policy, report.validation)
+    if raw_bundles is not None:
+        _raise_for(missing_columns(raw_bundles, REQUIRED_COLUMNS["bundles"], bundles_name))
+        bundles, problems, bad = validate_bundles(raw_bundles, bundles_name, known)
+        bundles = _apply_policy(bundles, problems, bad, bundles_name, policy, report.validation)
     return Dataset(items=items, events=events, bundles=bundles), report
 
 

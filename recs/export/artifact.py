@@ -116,15 +116,18 @@ class _Exporter:
             UserTowerGraph,
             example_batch,
         )
+        from recs.ranking.pipeline import write_rank_options
 
         self._copy(writer)
+        write_rank_options(writer, self.engine.options)
         tokenizer_spec = self._tokenizer(writer)
         r = self.retriever
-        self._transformer(writer, tmp, "item_tower", ItemTowerGraph(r.model), example_batch(r.tokenizer),
+        towers = r.torch_towers()
+        self._transformer(writer, tmp, "item_tower", ItemTowerGraph(towers.model), example_batch(towers.tokenizer),
                           r.config.towers.max_item_tokens)
-        user_batch = example_batch(r.tokenizer)
-        user_batch["history_mean"] = _unit_rows(len(user_batch["input_ids"]), r.model.dim)
-        self._transformer(writer, tmp, "user_tower", UserTowerGraph(r.model), user_batch, r.config.towers.max_user_tokens)
+        user_batch = example_batch(towers.tokenizer)
+        user_batch["history_mean"] = _unit_rows(len(user_batch["input_ids"]), towers.dim)
+        self._transformer(writer, tmp, "user_tower", UserTowerGraph(towers.model), user_batch, r.config.towers.max_user_tokens)
         cross = self.pipeline.cross_encoder
         if cross is not None:
             self._transformer(writer, tmp, "cross_encoder", CrossEncoderGraph(cross.model), example_batch(cross.tokenizer, pairs=True),
@@ -139,12 +142,11 @@ class _Exporter:
         spec = {
             "format": ONNX_FORMAT,
             "opset": self.opset,
-            "dim": int(r.model.dim),
+            "dim": towers.dim,
             "graphs": self.graphs,
             "precisions": ["fp32", "int8"] if self.int8 else ["fp32"],
             "tokenizer": tokenizer_spec,
             "retrieval_config": "retrieval_config.json",
-            "rank_options": self.engine.options.model_dump(mode="json"),
             "parity": self.parity,
             "source": {"path": str(self.source.path), "created": self.source.created},
         }
@@ -164,7 +166,7 @@ class _Exporter:
         runtime sets both per call, as the HF tokenizer does)."""
         from tokenizers import Tokenizer
 
-        hf = self.retriever.tokenizer
+        hf = self.retriever.towers.tokenizer
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             raise ConfigError("the model's tokenizer is not a fast (tokenizers) tokenizer; cannot write tokenizer.json")
@@ -224,11 +226,11 @@ class _Exporter:
         r = self.retriever
         texts = list(r.catalog.texts[:64])
         onnx_tok = OnnxTokenizer(root / "tokenizer.json", self.tokenizer_spec)
-        tokenizer_parity(r.tokenizer, onnx_tok, parity_texts(texts, 16) + parity_texts(texts, 4, long=True),
+        tokenizer_parity(r.towers.tokenizer, onnx_tok, parity_texts(texts, 16) + parity_texts(texts, 4, long=True),
                          pairs=parity_texts(texts[::-1], 20, long=True))
         self.parity["tokenizer"] = {"equal_to_hf": True}
         rng = np.random.default_rng(0)
-        dim = int(r.model.dim)
+        dim = r.towers.dim
 
         def batches_for(tokenizer: Any, pairs: bool, history: bool) -> Any:
             def make(batch_size: int, length: int) -> list[dict[str, np.ndarray]]:
@@ -258,7 +260,7 @@ class _Exporter:
             sessions = {p: OnnxGraph(root / entry[p], RuntimeOptions(precision=p, providers=options.providers), name=entry[p])  # type: ignore[arg-type]
                         for p in ("fp32", "int8") if p in entry}
             is_cross = name == "cross_encoder"
-            tokenizer = self.pipeline.cross_encoder.tokenizer if is_cross else r.tokenizer
+            tokenizer = self.pipeline.cross_encoder.tokenizer if is_cross else r.towers.tokenizer
             self.parity[name] = graph_parity(
                 name, lambda b, m=module: torch_outputs(m, b), sessions,
                 batches_for(tokenizer, pairs=is_cross, history=name == "user_tower"),
@@ -277,7 +279,7 @@ class _Exporter:
     def _ranker_features(self) -> dict[str, np.ndarray]:
         """Real candidate features of a few users (what the rankers see when serving)."""
         from recs.ranking.pipeline import cross_encoder_texts, stage2_input
-        from recs.retrieval.retriever import Filters
+        from recs.retrieval.filters import Filters
 
         p, r = self.pipeline, self.retriever
         if not p.rankers():

@@ -27,12 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recs.artifacts import open_artifact, register_component_kind
+from recs.artifacts import open_artifact
 from recs.errors import ArtifactError, ConfigError
-
-# Trained artifacts carry an "interactions" component (recs.retrieval.retriever registers the kind
-# too; this module must read artifacts without importing the retrieval stage).
-register_component_kind("interactions")
 
 __all__ = [
     "BACKENDS",

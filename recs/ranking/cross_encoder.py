@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from recs.config import StrictModel
 from recs.device import torch_device
 from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
+from recs.ranking.config import CrossEncoderConfig
 from recs.retrieval.checkpoint import (
     load_model_state,
     load_training_state,
@@ -29,23 +28,6 @@ from recs.retrieval.checkpoint import (
     save_training_state,
 )
 from recs.retrieval.trainer import TrainReport, _freeze_backbone_layers
-
-
-class CrossEncoderConfig(StrictModel):
-    max_tokens: int = Field(default=128, ge=16)
-    epochs: int = Field(default=2, ge=1)
-    queries_per_step: int = Field(default=4, ge=1)
-    negatives: int = Field(default=7, ge=1)
-    lr: float = Field(default=3e-5, gt=0)
-    head_lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    train_layers: int | None = Field(default=2, ge=0)
-    patience: int = Field(default=1, ge=1)
-    max_queries: int = Field(default=1500, ge=1)
-    valid_share: float = Field(default=0.2, gt=0, lt=1)
-    max_minutes: float | None = Field(default=None, gt=0)
-    seed: int = 0
 
 
 class CrossEncoderModel(nn.Module):

@@ -19,25 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from recs.config import StrictModel
 from recs.evaluation.metrics import ndcg_from_hits
 from recs.progress import progress_bar
+from recs.ranking.config import RankingConfig
 from recs.ranking.cross_encoder import (
-    CrossEncoderConfig,
     CrossEncoderModel,
     CrossEncoderReranker,
     RerankQuery,
 )
 from recs.ranking.pipeline import (
     STAGE2_FEATURES,
-    RankOptions,
     cross_encoder_texts,
     serving_order,
     stage2_input,
 )
-from recs.ranking.ranker import LearnedRanker, RankerConfig
+from recs.ranking.ranker import LearnedRanker
 from recs.ranking.training import (
     QueryExample,
     query_examples,
@@ -46,24 +43,6 @@ from recs.ranking.training import (
     train_ranker,
 )
 from recs.retrieval.retriever import Retriever
-
-
-class RankingConfig(StrictModel):
-    ranker: RankerConfig = RankerConfig()
-    discover: RankerConfig = RankerConfig(objective="binary")  # the --novelty shelf's ranker
-    cross_encoder: CrossEncoderConfig = CrossEncoderConfig()
-    options: RankOptions = RankOptions()
-    train_ranker: bool = True
-    train_discover: bool = True
-    train_cross_encoder: bool = True
-    ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
-    stage2_top: int = 50  # top of the first stage the second stage learns to reorder
-    stage2_max_queries: int = 400  # each costs stage2_top cross-encoder passes
-    decision_share: float = Field(default=0.2, ge=0, lt=1)  # of the queries: group C
-    decision_max_queries: int = Field(default=300, ge=0)
-    # Candidate default R values; the largest is bounded by latency (CPU: ~15 ms per pair).
-    rerank_choices: tuple[int, ...] = (10, 20)
-    min_rerank_gain: float = Field(default=0.0, ge=0)
 
 
 @dataclass
@@ -128,8 +107,9 @@ def fit_ranking(
         rows = np.unique(np.concatenate([order[: config.ce_candidates], np.flatnonzero(example.labels > 0)]))
         queries.append(RerankQuery(example.context.state.text,
                                    cross_encoder_texts(view, example.candidates, example.features, rows), example.labels[rows]))
-    model = CrossEncoderModel(copy.deepcopy(retriever.model.item_backbone))
-    reranker = CrossEncoderReranker(model, retriever.tokenizer, config.cross_encoder)
+    towers = retriever.torch_towers()
+    model = CrossEncoderModel(copy.deepcopy(towers.model.item_backbone))
+    reranker = CrossEncoderReranker(model, towers.tokenizer, config.cross_encoder)
     reranker.fit(queries, work, show_progress=show_progress)
     models.cross_encoder = reranker
     report["cross_encoder"] = reranker.report.__dict__ if reranker.report else {}

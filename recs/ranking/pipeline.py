@@ -8,24 +8,21 @@ returned and the result is flagged `degraded`. Every stage's score is kept on ev
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from pydantic import Field
 
-from recs.config import StrictModel
+from recs.artifacts import Artifact, ArtifactWriter
 from recs.errors import ArtifactError
+from recs.protocols import PairScorer, Ranker
+from recs.ranking.config import RankOptions
 from recs.ranking.diversity import cap_per_category, mmr
 from recs.ranking.explain import reason
 from recs.ranking.features import RANKING_FEATURES, feature_matrix
-from recs.ranking.ranker import LearnedRanker
 from recs.ranking.relation import relation_words
 from recs.retrieval.candidates import CandidateSet
-from recs.retrieval.retriever import Filters, Retriever, UserContext
-
-if TYPE_CHECKING:
-    from recs.ranking.cross_encoder import CrossEncoderReranker
+from recs.retrieval.filters import Filters
+from recs.retrieval.retriever import Retriever, UserContext
 
 STAGE2_FEATURES: tuple[str, ...] = (*RANKING_FEATURES, "ranker_score", "cross_encoder_score")
 # The pipeline's LightGBM models: attribute names, and their component / ONNX graph names.
@@ -33,13 +30,26 @@ RANKER_NAMES: tuple[str, ...] = ("ranker", "stage2", "discover")
 _TOUCHED = RANKING_FEATURES.index("times_interacted")
 
 
-class RankOptions(StrictModel):
-    rerank: bool = True
-    rerank_top: int = Field(default=20, ge=0)
-    time_budget_ms: float | None = Field(default=250.0, ge=0)
-    diversity: float = Field(default=0.0, ge=0, le=1)  # MMR lambda = 1 - diversity
-    category_cap: int | None = Field(default=None, ge=1)
-    novelty: bool = False  # only items new to the user ("discover" shelf)
+# The serving defaults live in their own component, written with every ranking save and copied
+# by the ONNX export, so that both loaders read the same file.
+RANK_OPTIONS_COMPONENT = "rank_options"
+RANK_OPTIONS_FILE = "rank_options.json"
+
+
+def write_rank_options(writer: ArtifactWriter, options: RankOptions) -> None:
+    if RANK_OPTIONS_COMPONENT in writer.components:
+        writer.remove_component(RANK_OPTIONS_COMPONENT)
+    writer.write_json(RANK_OPTIONS_FILE, options.model_dump(mode="json"))
+    writer.add_component(RANK_OPTIONS_COMPONENT, "rank_options", files=[RANK_OPTIONS_FILE])
+
+
+def read_rank_options(artifact: Artifact) -> RankOptions:
+    """The saved serving defaults; RankOptions() when none were saved."""
+    if not artifact.has_component(RANK_OPTIONS_COMPONENT):
+        # Artifacts before the component kept them with the main ranker.
+        saved = artifact.component("ranker").config.get("options") if artifact.has_component("ranker") else None
+        return RankOptions.parse_dict(saved, source=f"{artifact.path}/manifest.json") if saved else RankOptions()
+    return RankOptions.parse_dict(artifact.read_json(RANK_OPTIONS_FILE), source=f"{artifact.path}/{RANK_OPTIONS_FILE}")
 
 
 @dataclass
@@ -85,10 +95,10 @@ class RankingPipeline:
     def __init__(
         self,
         retriever: Retriever,
-        ranker: LearnedRanker | None = None,
-        cross_encoder: CrossEncoderReranker | None = None,
-        stage2: LearnedRanker | None = None,
-        discover: LearnedRanker | None = None,
+        ranker: Ranker | None = None,
+        cross_encoder: PairScorer | None = None,
+        stage2: Ranker | None = None,
+        discover: Ranker | None = None,
     ) -> None:
         for model, names in ((ranker, RANKING_FEATURES), (stage2, STAGE2_FEATURES), (discover, RANKING_FEATURES)):
             if model is not None and tuple(model.feature_names) != names:
@@ -99,7 +109,7 @@ class RankingPipeline:
         self.stage2 = stage2
         self.discover = discover  # orders the novelty ("discover") shelf; the ranker does without it
 
-    def rankers(self) -> dict[str, LearnedRanker]:
+    def rankers(self) -> dict[str, Ranker]:
         """The trained LightGBM models by RANKER_NAMES name (what is saved and exported)."""
         return {name: getattr(self, name) for name in RANKER_NAMES if getattr(self, name) is not None}
 
@@ -125,7 +135,7 @@ class RankingPipeline:
         timings: dict[str, float] = {}
         started = time.monotonic()
         if options.novelty:
-            filters = Filters(filters.category, filters.in_stock_only, True, filters.exclude)
+            filters = replace(filters, exclude_bought=True)
         cands, features, first = self.first_stage(context, vector if context.known else None, filters, options.novelty)
         timings["ranker"] = (time.monotonic() - started) * 1000
         order = serving_order(cands, first)

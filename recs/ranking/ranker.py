@@ -7,30 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from recs.config import StrictModel
 from recs.errors import ArtifactError, NotFittedError
-
-
-class RankerConfig(StrictModel):
-    # "lambdarank" orders a user's candidates (the main ranker); "binary" scores each candidate's
-    # chance alone (the discover ranker, whose queries hold few positives). Scores are raw either way.
-    objective: Literal["lambdarank", "binary"] = "lambdarank"
-    n_candidates: int = Field(default=200, ge=1)
-    # Small, slow trees: the label (next basket) is noisy and a few thousand queries is typical.
-    num_leaves: int = Field(default=15, ge=2)
-    learning_rate: float = Field(default=0.02, gt=0)
-    n_estimators: int = Field(default=600, ge=1)
-    min_data_in_leaf: int = Field(default=50, ge=1)  # at most 5% of the training rows (small shops)
-    feature_fraction: float = Field(default=0.9, gt=0, le=1)
-    early_stopping_rounds: int = Field(default=40, ge=1)
-    valid_share: float = Field(default=0.2, ge=0, lt=1)
-    max_users: int = Field(default=20000, ge=1)
-    seed: int = 0
+from recs.ranking.config import RankerConfig
 
 
 class LearnedRanker:

@@ -12,8 +12,8 @@ import polars as pl
 
 from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.ranking.training import serving_view
+from recs.retrieval.filters import Filters
 from recs.retrieval.recommenders import _RetrieverRecommender
-from recs.retrieval.retriever import Filters
 
 
 class _PipelineRecommender(_RetrieverRecommender):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from recs.config import StrictModel
+from recs.configmodel import StrictModel
 
 SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "popularity")
 FEATURES: tuple[str, ...] = (

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from recs.config import StrictModel, UnknownUserPolicy
+from recs.configmodel import StrictModel, UnknownUserPolicy
 from recs.data.text import DEFAULT_ITEM_TEMPLATE
 from recs.retrieval.candidates import CandidateConfig
 

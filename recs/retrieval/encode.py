@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Literal
 
@@ -76,3 +77,47 @@ def _encode(
             advance(len(rows))
     model.train(was_training)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+TOWER_FILES = ("tokenizer", "backbone_config.json", "towers.safetensors")
+
+
+class TorchTowers:
+    """The towers as a `recs.protocols.TowerEncoders` (and `WritableTowers`): the trained
+    TwoTowerModel and its Hugging Face tokenizer."""
+
+    def __init__(self, model: TwoTowerModel, tokenizer) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+    def encode_items(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return encode_items(self.model, self.tokenizer, texts, show_progress=show_progress)
+
+    def encode_users(self, texts: list[str], history_means: np.ndarray) -> np.ndarray:
+        return encode_users(self.model, self.tokenizer, texts, history_means)
+
+    def write(self, writer) -> list[str]:
+        """Tokenizer, backbone config and weights into an `ArtifactWriter`; the files written."""
+        from recs.retrieval.checkpoint import model_state
+
+        self.tokenizer.save_pretrained(str(writer.path / "tokenizer"))
+        writer.write_json("backbone_config.json", json.loads(self.model.item_backbone.config.to_json_string()))
+        writer.write_safetensors("towers.safetensors", model_state(self.model))
+        return list(TOWER_FILES)
+
+    @classmethod
+    def read(cls, artifact, config) -> TorchTowers:
+        """The towers written by `write`, from an open artifact and its TowerConfig."""
+        from transformers import AutoModel, BertConfig
+
+        from recs.encoders.backbone import load_tokenizer
+        from recs.retrieval.checkpoint import load_model_state
+
+        backbone_config = BertConfig.from_dict(json.loads(artifact.file("backbone_config.json").read_text()))
+        model = TwoTowerModel(AutoModel.from_config(backbone_config), config)
+        load_model_state(model, artifact.read_safetensors("towers.safetensors", framework="pt"))
+        return cls(model, load_tokenizer(artifact.file("tokenizer")))

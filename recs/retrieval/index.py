@@ -43,6 +43,7 @@ import faiss
 import numpy as np
 
 from recs import device
+from recs.data import category as category_rule
 from recs.errors import ArtifactError, ConfigError, UnknownItemError
 
 __all__ = ["INDEX_FORMAT_VERSION", "INDEX_KINDS", "IVFPQ_MIN_ITEMS", "ItemIndex"]
@@ -63,10 +64,7 @@ IDS_FILE = "ids.json"
 CONFIG_FILE = "index_config.json"
 
 
-def _norm_category(path: str) -> str:
-    """'Home >  Kitchen>Knives ' -> 'home > kitchen > knives' (case-insensitive segments)."""
-    parts = [p.strip().casefold() for p in str(path).split(">")]
-    return " > ".join(p for p in parts if p)
+_norm_category = category_rule.normalise
 
 
 def _as_str_ids(item_ids: Iterable[Any], what: str = "item id") -> list[str]:
@@ -487,6 +485,15 @@ class ItemIndex:
     def in_stock(self, item_ids: Sequence[str]) -> np.ndarray:
         return self._in_stock[self._int_ids_of(item_ids)].copy()
 
+    def allow_mask(self, item_ids: Sequence[str], allowed: np.ndarray) -> np.ndarray:
+        """`search(restrict=...)`'s mask: the items of `item_ids` where `allowed` is true (ids not
+        in the index are ignored)."""
+        mask = np.zeros(len(self._alive), dtype=bool)
+        ids = [self._id_to_int.get(i, -1) for i, ok in zip(item_ids, allowed, strict=True) if ok]
+        ints = np.asarray(ids, dtype=np.int64)
+        mask[ints[ints >= 0]] = True
+        return mask
+
     # ------------------------------------------------------------------ search
     def _base_mask(self, category: str | None, in_stock_only: bool) -> tuple[np.ndarray, int]:
         """Bool mask over int ids allowed by the shared filters, and its count (cached)."""
@@ -499,11 +506,7 @@ class ItemIndex:
             mask &= self._in_stock
         if key[0] is not None:
             want = key[0]
-            codes = [
-                c
-                for c, norm in enumerate(self._cat_norm)
-                if norm == want or norm.startswith(want + " > ")
-            ]
+            codes = [c for c, norm in enumerate(self._cat_norm) if category_rule.is_under(norm, want)]
             mask &= np.isin(self._cat_code, np.asarray(codes, dtype=np.int32))
         result = (mask, int(mask.sum()))
         self._mask_cache[key] = result
@@ -560,8 +563,11 @@ class ItemIndex:
         category: str | None = None,
         in_stock_only: bool = False,
         exclude: Sequence[Sequence[str]] | Sequence[str] | None = None,
+        restrict: np.ndarray | None = None,
     ) -> tuple[list[list[str]], list[np.ndarray]]:
         """Top-k items per query: (ids, scores), scores float32 descending, no padding.
+
+        `restrict` (from `allow_mask`) keeps only the items a caller's own filter allows.
 
         `category` keeps items whose category path equals it or starts with it
         ("Outdoors" matches "Outdoors > Camping > Tents"; case-insensitive).
@@ -583,6 +589,9 @@ class ItemIndex:
         base_mask, allowed = (
             self._base_mask(category, in_stock_only) if filtered else (self._alive, len(self))
         )
+        if restrict is not None:
+            base_mask = base_mask & restrict[: len(base_mask)]
+            allowed, filtered = int(base_mask.sum()), True
         if allowed == 0:
             return out_ids, out_scores
         any_excl = any(len(e) for e in excl)

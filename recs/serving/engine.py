@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
-from recs.artifacts import ArtifactWriter, open_artifact, register_component_kind
 from recs.bundling.bundler import Bundler, Bundles, RankedBundle, save_bundler
-from recs.config import UnknownUserPolicy
+from recs.config import RecsConfig, UnknownUserPolicy
 from recs.errors import ConfigError, NotFittedError
-from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions
+from recs.ranking.artifact import save_ranking
+from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.candidates import SOURCES
-from recs.retrieval.retriever import Filters, Retriever
-
-register_component_kind("cross_encoder")
+from recs.retrieval.filters import Filters
+from recs.retrieval.retriever import Retriever
+from recs.serving.load import read_engine
+from recs.serving.onnx_runtime import RuntimeOptions
 
 
 @dataclass
@@ -47,35 +49,48 @@ class Recommendations(list):
 
 
 class Engine:
-    def __init__(self, retriever: Retriever, pipeline: RankingPipeline | None = None, options: RankOptions | None = None) -> None:
+    """Retriever -> RankingPipeline -> (Bundler): torch or ONNX parts behind the same interfaces."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        pipeline: RankingPipeline | None = None,
+        options: RankOptions | None = None,
+        bundler: Bundler | None = None,
+        runtime: RuntimeOptions | None = None,
+    ) -> None:
         self.retriever = retriever
         self.pipeline = pipeline or RankingPipeline(retriever)
         self.options = options or RankOptions()
-        self.bundler: Bundler | None = None  # the set scorer + composer, when the artifact has one
+        self.bundler = bundler  # the set scorer + composer, when the artifact has one
+        self.runtime = runtime  # the ONNX sessions' settings; None when torch serves
 
     @classmethod
-    def load(cls, path: str | Path) -> Engine:
-        from recs.serving.onnx_runtime import is_onnx_export, load_onnx_engine
+    def load(cls, path: str | Path, runtime: RuntimeOptions | None = None) -> Engine:
+        """The engine of any artifact folder: a trained one (torch) or a `recs export` one
+        (onnxruntime, no torch). `runtime` sets the ONNX sessions' precision, providers, threads."""
+        parts = read_engine(path, runtime)
+        return cls(parts.retriever, parts.pipeline, parts.options, parts.bundler, parts.runtime)
 
-        if is_onnx_export(path):  # a `recs export` folder: onnxruntime serves it, torch-free
-            return load_onnx_engine(path)
-        from recs.ranking.cross_encoder import CrossEncoderReranker
-        from recs.ranking.ranker import LearnedRanker
+    @classmethod
+    def fit(
+        cls,
+        items: pl.DataFrame,
+        events: pl.DataFrame,
+        config: RecsConfig | None = None,
+        *,
+        out: str | Path,
+        bundles: pl.DataFrame | None = None,
+        show_progress: bool = True,
+    ) -> Engine:
+        """What `recs train`, `build-index`, `train-ranker` and `train-bundler` run, in one call:
+        the frames validated and cleaned as files are, then towers, index, rankers (and
+        cross-encoder), set scorer; saved to `out` and loaded back."""
+        from recs.serving.fit import fit_all, frames_dataset
 
-        retriever = Retriever.load(path)
-        artifact = open_artifact(path)
-        root = artifact.path
-        rankers = {name: LearnedRanker.load(root, name) for name in RANKER_NAMES if artifact.has_component(name)}
-        cross = CrossEncoderReranker.load(root, retriever.tokenizer) if artifact.has_component("cross_encoder") else None
-        options = RankOptions()
-        if artifact.has_component("ranker"):
-            saved = artifact.component("ranker").config.get("options")
-            if saved:
-                options = RankOptions.parse_dict(saved, source=f"{path}/manifest.json")
-        engine = cls(retriever, RankingPipeline(retriever, cross_encoder=cross, **rankers), options)
-        if artifact.has_component("set_scorer"):
-            engine.bundler = Bundler.load(artifact, retriever)
-        return engine
+        config = config or RecsConfig()
+        fit_all(frames_dataset(items, events, bundles, config), config, Path(out), show_progress=show_progress)
+        return cls.load(out)
 
     def save(self, path: str | Path) -> Path:
         self.retriever.save(path)
@@ -127,6 +142,8 @@ class Engine:
         history: list[str] | None = None,
         text: str | None = None,
         category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
         in_stock: bool = False,
         exclude_bought: bool = False,
         exclude: list[str] | None = None,
@@ -135,11 +152,14 @@ class Engine:
         **option_overrides: Any,
     ) -> Recommendations:
         """Top-k items for a known user, or for someone described by `history` (item ids) and/or
-        `text` (a session or a search query). Unknown users follow `unknown_user`.
+        `text` (a session or a search query). Unknown users follow `unknown_user`. Filters:
+        `category` (that path or below, case-insensitive), `price_min`/`price_max` (items without
+        a price are kept), `in_stock`, `exclude_bought`, `exclude` (see recs.retrieval.filters).
         `option_overrides` set RankOptions fields for this call (rerank, rerank_top, diversity,
         category_cap, novelty, time_budget_ms)."""
         return self.recommend_batch(
-            [user_id], k, histories=[history], texts=[text], category=category, in_stock=in_stock,
+            [user_id], k, histories=[history], texts=[text], category=category, price_min=price_min,
+            price_max=price_max, in_stock=in_stock,
             exclude_bought=exclude_bought, exclude=exclude, unknown_user=unknown_user, options=options,
             **option_overrides,
         )[0]
@@ -152,6 +172,8 @@ class Engine:
         histories: list[list[str] | None] | None = None,
         texts: list[str | None] | None = None,
         category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
         in_stock: bool = False,
         exclude_bought: bool = False,
         exclude: list[str] | None = None,
@@ -173,7 +195,8 @@ class Engine:
             for u, h, t in zip(user_ids, histories, texts, strict=True)
         ]
         vectors = r.user_vectors([c.state for c in contexts])
-        filters = Filters(category=category, in_stock_only=in_stock, exclude_bought=exclude_bought, exclude=tuple(exclude or ()))
+        filters = Filters(category=category, price_min=price_min, price_max=price_max, in_stock_only=in_stock,
+                          exclude_bought=exclude_bought, exclude=tuple(exclude or ()))
         out: list[Recommendations] = []
         for context, vector in zip(contexts, vectors, strict=True):
             ranked = self.pipeline.rank(context, vector, filters, k, opts)
@@ -199,20 +222,3 @@ class Engine:
             stages=item.stages,
             features=item.features,
         )
-
-
-def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptions) -> Path:
-    """Add (or replace) the ranking components of an existing artifact, atomically."""
-    path = Path(path)
-    with ArtifactWriter(path, base=path) as writer:
-        for name in (*RANKER_NAMES, "cross_encoder"):
-            if name in writer.components:
-                writer.remove_component(name)
-        root = writer.path
-        for name, model in pipeline.rankers().items():
-            # The serving defaults travel with the main ranker.
-            config = {"options": options.model_dump()} if name == "ranker" else None
-            writer.add_component(name, "ranker", files=model.save(root, name), config=config)
-        if pipeline.cross_encoder is not None:
-            writer.add_component("cross_encoder", "cross_encoder", files=pipeline.cross_encoder.save(root))
-    return path

@@ -1,11 +1,12 @@
 """The torch-free serving path: an exported folder (`recs export`) served with onnxruntime,
 tokenizers, faiss and numpy only. Nothing here imports torch or transformers (a test proves it).
 
-    engine = load_onnx_engine("build/demo/onnx")            # or recs.Engine.load(...): it dispatches
+    engine = recs.Engine.load("build/demo/onnx")     # recs.serving.load reads either kind of folder
     engine.recommend(user_id="U0007", k=10)
 
-`OnnxRetriever` is a `Retriever` whose two encoders run ONNX graphs; `OnnxRanker` and
-`OnnxCrossEncoder` have the `.predict` / `.score` interfaces `RankingPipeline` calls. Sessions use
+Each class is the ONNX implementation of one `recs.protocols` interface: `OnnxTowers`
+(TowerEncoders), `OnnxRanker` (Ranker), `OnnxCrossEncoder` (PairScorer), `OnnxSetScorer`
+(SetScorer); the stages that hold them are the same as with torch. Sessions use
 `recs.device.onnx_providers()` (CUDA when onnxruntime-gpu and a GPU are present) and check what the
 session really got: onnxruntime-gpu lists CUDA even without a GPU and silently falls back to CPU.
 """
@@ -19,7 +20,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -27,25 +28,21 @@ import polars as pl
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
 from recs.errors import ArtifactError, ConfigError
-from recs.retrieval.config import RetrievalConfig
+from recs.retrieval.config import RetrievalConfig, TowerConfig
 from recs.retrieval.history import history_means
-from recs.retrieval.index import ItemIndex
-from recs.retrieval.pairs import UserState
-from recs.retrieval.retriever import Retriever, read_factors
+from recs.retrieval.retriever import Retriever
 
 __all__ = [
     "ONNX_COMPONENT",
     "OnnxCrossEncoder",
     "OnnxGraph",
     "OnnxRanker",
-    "OnnxRetriever",
     "OnnxSetScorer",
     "OnnxTokenizer",
     "OnnxTowers",
     "RuntimeOptions",
     "is_onnx_export",
     "load_onnx_bundler",
-    "load_onnx_engine",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,7 +84,7 @@ def _env_precision() -> Precision:
     value = os.environ.get("RECS_ONNX_PRECISION", "fp32").strip().lower() or "fp32"
     if value not in ("fp32", "int8"):
         raise ConfigError(f"RECS_ONNX_PRECISION must be fp32 or int8, got {value!r}")
-    return value  # type: ignore[return-value]
+    return cast(Precision, value)
 
 
 def _env_int(name: str, given: int | None) -> int | None:
@@ -196,20 +193,40 @@ class OnnxTokenizer:
 
 
 class OnnxTowers:
-    """Stands in for `TwoTowerModel` inside a `Retriever` (which only reads `.dim`, `.config`)."""
+    """Both towers as ONNX graphs: a `recs.protocols.TowerEncoders` (no torch anywhere)."""
 
-    def __init__(self, item: OnnxGraph, user: OnnxGraph, config: Any, dim: int) -> None:
+    def __init__(self, item: OnnxGraph, user: OnnxGraph, tokenizer: OnnxTokenizer, config: TowerConfig, dim: int) -> None:
         self.item = item
         self.user = user
+        self._tokenizer = tokenizer
         self.config = config
-        self.dim = dim
+        self._dim = dim
 
-    def eval(self) -> OnnxTowers:
-        return self
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def tokenizer(self) -> OnnxTokenizer:
+        return self._tokenizer
 
     @property
     def providers(self) -> list[str]:
         return self.item.providers
+
+    def encode_items(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return _encode(self.item, self.tokenizer, texts, self.config.max_item_tokens, self.dim)
+
+    def encode_users(self, texts: list[str], history_means: np.ndarray) -> np.ndarray:
+        return _encode(self.user, self.tokenizer, texts, self.config.max_user_tokens, self.dim, extra=history_means)
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, options: RuntimeOptions) -> OnnxTowers:
+        spec = onnx_spec(artifact)
+        config = RetrievalConfig.parse_dict(artifact.read_json(spec["retrieval_config"]), source=f"{artifact.path}/{spec['retrieval_config']}")
+        tokenizer = OnnxTokenizer(artifact.file(spec["tokenizer"]["file"]), spec["tokenizer"])
+        return cls(graph(artifact, spec, "item_tower", options), graph(artifact, spec, "user_tower", options),
+                   tokenizer, config.towers, int(spec["dim"]))
 
 
 def _encode(graph: OnnxGraph, tokenizer: OnnxTokenizer, texts: Sequence[str], max_tokens: int, dim: int,
@@ -224,54 +241,6 @@ def _encode(graph: OnnxGraph, tokenizer: OnnxTokenizer, texts: Sequence[str], ma
             feed["history_mean"] = np.ascontiguousarray(extra[rows], dtype=np.float32)
         out[rows] = graph.run(feed)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-class OnnxRetriever(Retriever):
-    """A `Retriever` whose user and item towers are ONNX graphs (no torch anywhere)."""
-
-    model: OnnxTowers  # type: ignore[assignment]
-    tokenizer: OnnxTokenizer
-
-    def encode_texts(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        m = self.model
-        return _encode(m.item, self.tokenizer, texts, self.config.towers.max_item_tokens, m.dim)
-
-    def user_vectors(self, states: list[UserState]) -> np.ndarray:
-        means = history_means(
-            [s.history_rows for s in states], self.item_vectors,
-            self.config.towers.history_max_items, self.config.towers.history_half_life,
-        )
-        m = self.model
-        return _encode(m.user, self.tokenizer, [s.text for s in states], self.config.towers.max_user_tokens, m.dim, extra=means)
-
-    def save(self, path: str | Path) -> Path:
-        raise ArtifactError("an exported ONNX folder is read-only: re-export it from the torch artifact (`recs export`)")
-
-    @classmethod
-    def load(cls, path: str | Path, options: RuntimeOptions | None = None) -> OnnxRetriever:  # type: ignore[override]
-        return cls.from_artifact(open_artifact(path), options)
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact, options: RuntimeOptions | None = None) -> OnnxRetriever:
-        options = options or RuntimeOptions()
-        spec = onnx_spec(artifact)
-        for name in ("catalog", "index", "interactions"):
-            if not artifact.has_component(name):
-                raise ArtifactError(f"{artifact.path}: no '{name}' component; was it made by `recs export`?")
-        config = RetrievalConfig.parse_dict(artifact.read_json(spec["retrieval_config"]), source=f"{artifact.path}/{spec['retrieval_config']}")
-        tokenizer = OnnxTokenizer(artifact.file(spec["tokenizer"]["file"]), spec["tokenizer"])
-        item = graph(artifact, spec, "item_tower", options)
-        user = graph(artifact, spec, "user_tower", options)
-        towers = OnnxTowers(item, user, config.towers, int(spec["dim"]))
-        return cls(
-            towers, tokenizer, config,  # type: ignore[arg-type]
-            pl.read_parquet(artifact.file("items.parquet")),
-            pl.read_parquet(artifact.file("events.parquet")),
-            item_vectors=artifact.read_npy("item_vectors.npy"),
-            index=ItemIndex.load(artifact.file("index")),
-            neighbours=(artifact.read_npy("neighbour_rows.npy"), artifact.read_npy("neighbour_scores.npy")),
-            factors=read_factors(artifact),
-        )
 
 
 class OnnxRanker:
@@ -336,36 +305,6 @@ def graph(artifact: Artifact, spec: dict[str, Any], name: str, options: RuntimeO
         raise ArtifactError(f"{artifact.path}: no ONNX graph '{name}' (exported: {sorted(spec['graphs'])})")
     relpath = entry.get(options.precision) or entry["fp32"]
     return OnnxGraph(artifact.file(relpath), options, name=f"{relpath}")
-
-
-def load_onnx_engine(path: str | Path | Artifact, options: RuntimeOptions | None = None, **kwargs: Any) -> Any:
-    """An `Engine` over an exported folder: ONNX towers, ranker, cross-encoder, second stage.
-
-    `kwargs` build `RuntimeOptions` (precision, providers, threads, inter_op_threads)."""
-    from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions
-    from recs.serving.engine import Engine
-
-    if options is None:
-        options = RuntimeOptions(**kwargs)
-    elif kwargs:
-        raise ConfigError("pass either options= or RuntimeOptions keywords, not both")
-    artifact = path if isinstance(path, Artifact) else open_artifact(path)
-    spec = onnx_spec(artifact)
-    retriever = OnnxRetriever.from_artifact(artifact, options)
-    graphs = spec["graphs"]
-    rankers = {name: OnnxRanker(graph(artifact, spec, name, options), graphs[name]["feature_names"])
-               for name in RANKER_NAMES if name in graphs}
-    cross = None
-    if "cross_encoder" in graphs:
-        cross = OnnxCrossEncoder(graph(artifact, spec, "cross_encoder", options), retriever.tokenizer, int(graphs["cross_encoder"]["max_tokens"]))
-    rank_options = RankOptions()
-    if spec.get("rank_options"):
-        rank_options = RankOptions.parse_dict(spec["rank_options"], source=f"{artifact.path}/manifest.json")
-    engine = Engine(retriever, RankingPipeline(retriever, cross_encoder=cross, **rankers), rank_options)  # type: ignore[arg-type]
-    engine.runtime = options  # type: ignore[attr-defined]
-    if "set_scorer" in graphs:  # the bundler (set scorer + composer) behind Engine.bundle
-        engine.bundler = load_onnx_bundler(artifact, retriever, options)
-    return engine
 
 
 # ------------------------------------------------------------------------------------ set scorer
@@ -482,7 +421,7 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
         graph(artifact, spec, "set_scorer", options), graph(artifact, spec, "set_completion", options),
         retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life, meta.get("report") or {},
     )
-    return Bundler(retriever, scorer, config, bundles)  # type: ignore[arg-type]
+    return Bundler(retriever, scorer, config, bundles)
 
 
 def is_onnx_export(path: str | Path | Artifact) -> bool:

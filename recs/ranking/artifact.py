@@ -1,0 +1,51 @@
+"""The ranking stage in an artifact: the LightGBM rankers, the cross-encoder and the serving
+defaults (`rank_options.json`), saved together and read back with torch (the ONNX export's are
+read by `recs.serving.load`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recs.artifacts import Artifact, ArtifactWriter
+from recs.errors import ArtifactError
+from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions, write_rank_options
+from recs.retrieval.retriever import Retriever
+
+CROSS_ENCODER = "cross_encoder"
+
+
+def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptions) -> Path:
+    """Add (or replace) the ranking components of an existing artifact, atomically. The serving
+    defaults are always written, with or without trained models."""
+    from recs.ranking.cross_encoder import CrossEncoderReranker
+    from recs.ranking.ranker import LearnedRanker
+
+    path = Path(path)
+    with ArtifactWriter(path, base=path) as writer:
+        for name in (*RANKER_NAMES, CROSS_ENCODER):
+            if name in writer.components:
+                writer.remove_component(name)
+        root = writer.path
+        for name, model in pipeline.rankers().items():
+            if not isinstance(model, LearnedRanker):
+                raise ArtifactError("an exported ONNX folder is read-only: retrain the ranker on the torch artifact")
+            writer.add_component(name, "ranker", files=model.save(root, name))
+        if pipeline.cross_encoder is not None:
+            if not isinstance(pipeline.cross_encoder, CrossEncoderReranker):
+                raise ArtifactError("an exported ONNX folder is read-only: retrain the cross-encoder on the torch artifact")
+            writer.add_component(CROSS_ENCODER, "cross_encoder", files=pipeline.cross_encoder.save(root))
+        write_rank_options(writer, options)
+    return path
+
+
+def read_torch_ranking(artifact: Artifact, retriever: Retriever) -> RankingPipeline:
+    """The rankers and the cross-encoder saved by `save_ranking` (those present)."""
+    from recs.ranking.cross_encoder import CrossEncoderReranker
+    from recs.ranking.ranker import LearnedRanker
+
+    root = artifact.path
+    rankers = {name: LearnedRanker.load(root, name) for name in RANKER_NAMES if artifact.has_component(name)}
+    cross = None
+    if artifact.has_component(CROSS_ENCODER):
+        cross = CrossEncoderReranker.load(root, retriever.torch_towers().tokenizer)
+    return RankingPipeline(retriever, cross_encoder=cross, **rankers)

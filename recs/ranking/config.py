@@ -1,0 +1,71 @@
+"""Ranking configs (torch-free): the rankers, the cross-encoder, the ranking stage's training, and
+the serving options (`RankOptions`) a request starts from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from recs.configmodel import StrictModel
+
+
+class RankerConfig(StrictModel):
+    # "lambdarank" orders a user's candidates (the main ranker); "binary" scores each candidate's
+    # chance alone (the discover ranker, whose queries hold few positives). Scores are raw either way.
+    objective: Literal["lambdarank", "binary"] = "lambdarank"
+    n_candidates: int = Field(default=200, ge=1)
+    # Small, slow trees: the label (next basket) is noisy and a few thousand queries is typical.
+    num_leaves: int = Field(default=15, ge=2)
+    learning_rate: float = Field(default=0.02, gt=0)
+    n_estimators: int = Field(default=600, ge=1)
+    min_data_in_leaf: int = Field(default=50, ge=1)  # at most 5% of the training rows (small shops)
+    feature_fraction: float = Field(default=0.9, gt=0, le=1)
+    early_stopping_rounds: int = Field(default=40, ge=1)
+    valid_share: float = Field(default=0.2, ge=0, lt=1)
+    max_users: int = Field(default=20000, ge=1)
+    seed: int = 0
+
+
+class CrossEncoderConfig(StrictModel):
+    max_tokens: int = Field(default=128, ge=16)
+    epochs: int = Field(default=2, ge=1)
+    queries_per_step: int = Field(default=4, ge=1)
+    negatives: int = Field(default=7, ge=1)
+    lr: float = Field(default=3e-5, gt=0)
+    head_lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    train_layers: int | None = Field(default=2, ge=0)
+    patience: int = Field(default=1, ge=1)
+    max_queries: int = Field(default=1500, ge=1)
+    valid_share: float = Field(default=0.2, gt=0, lt=1)
+    max_minutes: float | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
+class RankOptions(StrictModel):
+    rerank: bool = True
+    rerank_top: int = Field(default=20, ge=0)
+    time_budget_ms: float | None = Field(default=250.0, ge=0)
+    diversity: float = Field(default=0.0, ge=0, le=1)  # MMR lambda = 1 - diversity
+    category_cap: int | None = Field(default=None, ge=1)
+    novelty: bool = False  # only items new to the user ("discover" shelf)
+
+
+class RankingConfig(StrictModel):
+    ranker: RankerConfig = RankerConfig()
+    discover: RankerConfig = RankerConfig(objective="binary")  # the --novelty shelf's ranker
+    cross_encoder: CrossEncoderConfig = CrossEncoderConfig()
+    options: RankOptions = RankOptions()
+    train_ranker: bool = True
+    train_discover: bool = True
+    train_cross_encoder: bool = True
+    ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
+    stage2_top: int = 50  # top of the first stage the second stage learns to reorder
+    stage2_max_queries: int = 400  # each costs stage2_top cross-encoder passes
+    decision_share: float = Field(default=0.2, ge=0, lt=1)  # of the queries: group C
+    decision_max_queries: int = Field(default=300, ge=0)
+    # Candidate default R values; the largest is bounded by latency (CPU: ~15 ms per pair).
+    rerank_choices: tuple[int, ...] = (10, 20)
+    min_rerank_gain: float = Field(default=0.0, ge=0)

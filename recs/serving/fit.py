@@ -1,0 +1,106 @@
+"""The training chain, one step per CLI command and all of them in `fit_all` (`Engine.fit`):
+
+    train_towers_step    `recs train`          towers, item vectors, index, statistics
+    train_ranking_step   `recs train-ranker`   rankers, cross-encoder, the default R
+    train_bundler_step   `recs train-bundler`  set scorer
+
+Each step saves into the artifact folder atomically; the configuration used is saved beside
+(`recs config show --model M`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from recs.artifacts import Artifact, ArtifactWriter
+from recs.bundling.bundler import Bundler, save_bundler
+from recs.config import RecsConfig
+from recs.data.schema import Dataset
+from recs.data.splits import leave_last_out
+from recs.ranking.artifact import save_ranking
+from recs.ranking.fit import RankingModels, fit_ranking
+from recs.ranking.pipeline import RankingPipeline, RankOptions
+from recs.retrieval.retriever import Retriever
+
+__all__ = ["CONFIG_FILE", "fit_all", "read_config", "save_config", "train_bundler_step", "train_ranking_step", "train_towers_step"]
+
+CONFIG_COMPONENT = "config"
+CONFIG_FILE = "recs_config.json"
+
+
+def work_dir(out: Path, what: str = "work") -> Path:
+    return out.parent / f".{out.name}.{what}"
+
+
+def save_config(path: Path, config: RecsConfig) -> None:
+    """Record the configuration a model was trained with (replacing an older record)."""
+    with ArtifactWriter(path, base=path) as writer:
+        if CONFIG_COMPONENT in writer.components:
+            writer.remove_component(CONFIG_COMPONENT)
+        writer.write_json(CONFIG_FILE, config.model_dump(mode="json"))
+        writer.add_component(CONFIG_COMPONENT, "config", files=[CONFIG_FILE])
+
+
+def read_config(artifact: Artifact) -> RecsConfig | None:
+    """The saved configuration (None for artifacts made before it was saved)."""
+    if not artifact.has_component(CONFIG_COMPONENT):
+        return None
+    return RecsConfig.parse_dict(artifact.read_json(CONFIG_FILE), source=f"{artifact.path}/{CONFIG_FILE}")
+
+
+def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
+    retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work_dir(out), show_progress=show_progress)
+    retriever.save(out)
+    save_config(out, config)
+    return retriever
+
+
+def train_ranking_step(
+    retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, rerank_top: int | None = None,
+    show_progress: bool = True,
+) -> tuple[RankingModels, RankOptions]:
+    """Rankers on each user's last basket (held out from the towers); the default R chosen on
+    held-out users unless `rerank_top` is given. Returns the models and the saved options."""
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    options = config.serving.options
+    if rerank_top is not None:
+        options = options.model_copy(update={"rerank_top": rerank_top})
+    ranking = config.ranking.model_copy(update={"options": options})
+    models = fit_ranking(retriever, split.fit_events, split.test, ranking, work_dir=work_dir(out), show_progress=show_progress)
+    decision = models.report.get("rerank_decision")
+    if rerank_top is None and decision is not None:
+        options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
+    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover)
+    save_ranking(out, pipeline, options)
+    save_config(out, config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})}))
+    return models, options
+
+
+def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Bundler:
+    bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
+                          work_dir=work_dir(out, "bundler-work"), show_progress=show_progress)
+    save_bundler(out, bundler)
+    save_config(out, config)
+    return bundler
+
+
+def fit_all(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Path:
+    """Every step in order into `out`. The set scorer is trained when there are baskets or
+    curated bundles to learn from."""
+    retriever = train_towers_step(dataset, config, out, show_progress)
+    _, options = train_ranking_step(retriever, dataset, config, out, show_progress=show_progress)
+    config = config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})})
+    has_sets = (dataset.bundles is not None and dataset.bundles.height > 0) or dataset.events.height > 0
+    if has_sets:
+        train_bundler_step(retriever, dataset, config, out, show_progress)
+    return out
+
+
+def frames_dataset(items: pl.DataFrame, events: pl.DataFrame, bundles: pl.DataFrame | None, config: RecsConfig) -> Dataset:
+    """Frames as a user hands them over, validated and cleaned as files are (`[data]` section)."""
+    from recs.data.load import dataset_from_frames
+
+    dataset, _ = dataset_from_frames(items, events, bundles, config.data)
+    return dataset
