@@ -1,5 +1,6 @@
 """Co-occurrence statistics of training sets: how often two items were in one set, how often each
-item was in any. numpy/scipy only; stored as plain arrays (no pickle).
+item was in any (`retrieval.cooccurrence`: raw counts, cosine with frequencies floored at 1).
+numpy/scipy only; stored as plain arrays (no pickle).
 
 Pair counts are kept as a symmetric CSR matrix flattened to sorted int64 keys `i * n + j`, so a
 batch of pairs is looked up with one `searchsorted` and a row is a contiguous slice.
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+
+from recs.retrieval.cooccurrence import cooccurrence, cosine, incidence_matrix, item_frequency
 
 N_PAIR_FEATURES = 3  # log1p(count), cosine, count > 0
 
@@ -38,14 +40,10 @@ class CoocStats:
         sets = [s for s in sets if len(s)]
         if not sets:
             return cls.empty(n_items)
-        cols = np.concatenate(sets)
-        rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
-        incidence = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(sets), n_items))
-        freq = np.asarray(incidence.sum(axis=0), dtype=np.float32).ravel()
-        pairs = (incidence.T @ incidence).tocsr()
-        pairs.setdiag(0.0)
-        pairs.eliminate_zeros()
-        pairs.sort_indices()
+        groups = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+        members = incidence_matrix(groups, np.concatenate(sets), n_items)  # sets x items, binary
+        freq = item_frequency(members)
+        pairs = cooccurrence(members, "count")
         coo = pairs.tocoo()
         keys = coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64)
         order = np.argsort(keys, kind="stable")
@@ -79,9 +77,8 @@ class CoocStats:
         has that set's contribution removed."""
         both = np.logical_and(own_i, own_j)
         c = np.maximum(self.pair_counts(i, j) - both.astype(np.float32), 0.0)
-        fi = np.maximum(self.item_freq(i, own_i), 1.0)
-        fj = np.maximum(self.item_freq(j, own_j), 1.0)
-        return np.stack([np.log1p(c), c / np.sqrt(fi * fj), (c > 0).astype(np.float32)], axis=-1).astype(np.float32)
+        cos = cosine(c, self.item_freq(i, own_i), self.item_freq(j, own_j), floor=1.0)
+        return np.stack([np.log1p(c), cos, (c > 0).astype(np.float32)], axis=-1).astype(np.float32)
 
     def row_features(self, i: int) -> np.ndarray:
         """(n_items, 3) pair features of item i with every item (nothing own): a dense row."""
@@ -91,10 +88,8 @@ class CoocStats:
         lo, hi = np.searchsorted(self.keys, [i * self.n_items, (i + 1) * self.n_items])
         cols = (self.keys[lo:hi] - i * self.n_items).astype(np.int64)
         c = self.counts[lo:hi]
-        fi = max(float(self.freq[i]), 1.0)
-        fj = np.maximum(self.freq[cols], 1.0)
         out[cols, 0] = np.log1p(c)
-        out[cols, 1] = c / np.sqrt(fi * fj)
+        out[cols, 1] = cosine(c, self.freq[i], self.freq[cols], floor=1.0)
         out[cols, 2] = (c > 0).astype(np.float32)
         return out
 

@@ -31,6 +31,7 @@ from recs.evaluation.metrics import (
     popularity_percentiles,
 )
 from recs.evaluation.recommender import Recommender
+from recs.retrieval.cooccurrence import purchase_popularity
 
 __all__ = ["DISCOVER_SLICE", "SLICES", "check_ks", "evaluate", "evaluate_baselines", "training_popularity"]
 
@@ -66,10 +67,9 @@ def _check_slices(slices: Sequence[str]) -> tuple[str, ...]:
 def training_popularity(fit_events: pl.DataFrame, item_ids: Sequence[str]) -> np.ndarray:
     """Purchase rows per catalog item in the fitted events (all events if there is no purchase)."""
     events = fit_events
-    if "event" in events.columns and events.filter(pl.col("event") == "purchase").height:
-        events = events.filter(pl.col("event") == "purchase")
-    counts = dict(events.group_by("item_id").len().iter_rows())
-    return np.array([counts.get(i, 0) for i in item_ids], dtype=np.float64)
+    if "event" in events.columns and not events.filter(pl.col("event") == "purchase").height:
+        events = events.drop("event")  # no purchase at all: every row counts as one
+    return purchase_popularity(events, {item: row for row, item in enumerate(item_ids)}, len(item_ids))
 
 
 def _relevant_sets(

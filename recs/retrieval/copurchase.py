@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
+
+from recs.retrieval.cooccurrence import cooccurrence, incidence, top_neighbours
 
 USER_LEVEL_WEIGHT = 0.3  # same user, different baskets: a weaker sign of going together than one basket
-
-
-def _incidence(events: pl.DataFrame, group: str, row_of: dict[str, int], n_items: int) -> sp.csr_matrix:
-    pairs = events.filter(pl.col(group).is_not_null()).select(group, "item_id").unique()
-    pairs = pairs.filter(pl.col("item_id").is_in(list(row_of)))
-    if pairs.height == 0:
-        return sp.csr_matrix((0, n_items), dtype=np.float32)
-    groups = pairs[group].cast(pl.Categorical).to_physical().to_numpy()
-    cols = np.array([row_of[i] for i in pairs["item_id"].to_list()], dtype=np.int64)
-    return sp.csr_matrix(
-        (np.ones(len(cols), dtype=np.float32), (groups, cols)), shape=(int(groups.max()) + 1, n_items)
-    )
 
 
 def copurchase_neighbours(
@@ -26,31 +15,17 @@ def copurchase_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-`top_m` neighbours per catalog row by cosine of co-purchase counts.
 
+    Counts: distinct (basket, item) purchases co-occurring in a basket, plus USER_LEVEL_WEIGHT
+    times distinct (user, item) purchases co-occurring for a user; cosine over those counts
+    (item frequencies floored at 1), as a float32 diagonal scaling; ties by the lower row.
+
     Returns (rows (n_items, top_m) int32 with -1 where an item has fewer neighbours, scores float32
     with 0 there). -1 stays internal: callers mask it."""
     purchases = events.filter(pl.col("event") == "purchase")
-    baskets = _incidence(purchases, "basket_id", row_of, n_items)
-    users = _incidence(purchases, "user_id", row_of, n_items)
-    counts = (baskets.T @ baskets).tocsr() if baskets.shape[0] else sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    if users.shape[0]:
-        counts = counts + USER_LEVEL_WEIGHT * (users.T @ users).tocsr()
-    counts = sp.csr_matrix(counts, dtype=np.float32)
-    counts.setdiag(0.0)
-    counts.eliminate_zeros()
-    freq = np.asarray(baskets.sum(axis=0)).ravel() + USER_LEVEL_WEIGHT * np.asarray(users.sum(axis=0)).ravel()
-    norm = 1.0 / np.sqrt(np.maximum(freq, 1.0))
-    cosine = sp.diags(norm) @ counts @ sp.diags(norm)
-    cosine = cosine.tocsr()
-    rows = np.full((n_items, top_m), -1, dtype=np.int32)
-    scores = np.zeros((n_items, top_m), dtype=np.float32)
-    for item in range(n_items):
-        start, end = cosine.indptr[item], cosine.indptr[item + 1]
-        if start == end:
-            continue
-        cols, vals = cosine.indices[start:end], cosine.data[start:end]
-        keep = np.lexsort((cols, -vals))[:top_m]
-        rows[item, : len(keep)] = cols[keep]
-        scores[item, : len(keep)] = vals[keep]
+    baskets = incidence(purchases, "basket_id", row_of, n_items)
+    users = incidence(purchases, "user_id", row_of, n_items)
+    similar = cooccurrence(baskets, "scaled_cosine", also=[(users, USER_LEVEL_WEIGHT)], floor=1.0)
+    rows, scores = top_neighbours(similar, top_m)
     return rows, np.nan_to_num(scores)
 
 

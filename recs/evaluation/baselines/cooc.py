@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
 from recs.evaluation.baselines._common import csr_from_state, csr_state, recent_items
 from recs.evaluation.recommender import Recommender, UnknownUserPolicy
+from recs.retrieval.cooccurrence import cooccurrence, incidence, incidence_matrix, prune_rows
 
-
-def prune_rows(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
-    """Keep the `keep` largest entries of each row (ties by column index): bounds the model size
-    and drops the long tail of one-off co-occurrences."""
-    coo = m.tocoo()
-    frame = (
-        pl.DataFrame({"r": coo.row.astype(np.int64), "c": coo.col.astype(np.int64), "v": coo.data})
-        .sort(["r", "v", "c"], descending=[False, True, False])
-        .filter(pl.int_range(pl.len()).over("r") < keep)
-    )
-    out = sp.csr_matrix(
-        (frame["v"].to_numpy(), (frame["r"].to_numpy(), frame["c"].to_numpy())), shape=m.shape
-    )
-    out.sort_indices()
-    return out
+__all__ = ["CoocRecommender", "prune_rows"]
 
 
 class CoocRecommender(Recommender):
@@ -58,30 +44,10 @@ class CoocRecommender(Recommender):
     def _fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         n_items = len(self._item_ids)
         purchases = events.filter(pl.col("event") == "purchase")
-        in_basket = (
-            purchases.filter(pl.col("basket_id").is_not_null())
-            .select("basket_id", "_i")
-            .unique()
-            .with_columns(pl.col("basket_id").rank("dense").cast(pl.Int64).sub(1).alias("_b"))
-        )
-        n_baskets = int(in_basket["_b"].max()) + 1 if in_basket.height else 0
-        baskets = sp.csr_matrix(
-            (np.ones(in_basket.height), (in_basket["_b"].to_numpy(), in_basket["_i"].to_numpy())),
-            shape=(n_baskets, n_items),
-        )
-        history = recent_items(purchases, self.max_history, self.half_life).with_columns(
-            pl.lit(1.0).alias("one")
-        )
-        owned = self._matrix(history, "one")
-        counts = (baskets.T @ baskets + self.user_weight * (owned.T @ owned)).tocsr()
-        diag = counts.diagonal()
-        counts.setdiag(0.0)
-        counts.eliminate_zeros()
-        coo = counts.tocoo()
-        norm = np.sqrt(diag[coo.row] * diag[coo.col]) + self.shrink
-        sim = sp.csr_matrix(
-            (coo.data / np.maximum(norm, 1e-12), (coo.row, coo.col)), shape=counts.shape
-        )
+        baskets = incidence(purchases, "basket_id", self._item_index, n_items, dtype=np.float64)
+        history = recent_items(purchases, self.max_history, self.half_life)
+        owned = incidence_matrix(history["_u"].to_numpy(), history["_i"].to_numpy(), n_items, dtype=np.float64)
+        sim = cooccurrence(baskets, "cosine", also=[(owned, self.user_weight)], shrink=self.shrink)
         self._sim = prune_rows(sim, self.neighbours)
 
         self._history = self._matrix(
