@@ -23,6 +23,7 @@ from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
 from recs.retrieval.checkpoint import (
+    has_training_state,
     load_model_state,
     load_training_state,
     model_state,
@@ -130,7 +131,7 @@ class CrossEncoderReranker:
         best_state = model_state(self.model)
         bad, start_epoch = 0, 0
         checkpoint = work_dir / "ce_checkpoint"
-        if resume and (checkpoint / "state.json").is_file():
+        if resume and has_training_state(checkpoint):
             meta = load_training_state(checkpoint, self.model, optimizer)
             start_epoch = report.epochs_run = meta["epoch"]
             report.steps, report.best_metric, report.best_epoch, bad = meta["steps"], meta["best_metric"], meta["best_epoch"], meta["bad_epochs"]
