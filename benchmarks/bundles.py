@@ -78,8 +78,13 @@ def item_vectors(name: str, items: pl.DataFrame, model: str = "default") -> np.n
 
     tower = TwoTowerModel(load_backbone(model), TowerConfig(model=model))
     vectors = encode_items(tower, load_tokenizer(model), texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors, allow_pickle=False)
+    from recs.io import atomic_write_file
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors, allow_pickle=False)
+
+    atomic_write_file(path, write)
     return vectors
 
 

@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+        from recs.io import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     del pl
     return 0
 

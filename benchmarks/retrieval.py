@@ -28,6 +28,7 @@ if str(_REPO) not in sys.path:
 from benchmarks._runner import add_merge_flag, run_all  # noqa: E402
 from benchmarks.datasets import DATASET_NAMES, load_dataset_by_name  # noqa: E402
 from recs.data.schema import Dataset  # noqa: E402
+from recs.io import atomic_write_text  # noqa: E402
 
 BENCHMARK = "retrieval"
 BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
@@ -105,7 +106,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         retriever = Retriever.fit(split.tune_events, dataset.items, config, work, valid_targets=split.valid, show_progress=args.progress)
         train_s = time.perf_counter() - started
         retriever.save(model_dir(name))  # benchmarks/rerank.py starts from these towers
-        _train_record(name).write_text(json.dumps({"train_s": train_s}))
+        atomic_write_text(_train_record(name), json.dumps({"train_s": train_s}))
     report = retriever.report
     texts = retriever.catalog.texts
     started = time.perf_counter()

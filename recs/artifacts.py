@@ -16,7 +16,7 @@ An artifact is a plain folder::
 
 Writing (`ArtifactWriter`) happens in a temporary folder beside the target; on
 success every file is hashed and fsynced, ``manifest.json`` is written last,
-and the temporary folder is swapped in with two renames:
+and the temporary folder is swapped in with two renames (`recs.io.swap_dir_in`):
 
 1. ``final`` -> ``final.bak-<stamp>`` (only when ``final`` already exists),
 2. ``temp``  -> ``final``,
@@ -38,17 +38,12 @@ unpickled from an artifact. Concurrent writers to one target are not supported.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
-import tempfile
-import time
-import uuid
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from recs.errors import ArtifactError, ConfigError
+from recs.io import fsync_tree, make_temp_dir, restore_dir, swap_dir_in
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
@@ -71,8 +67,6 @@ __all__ = [
     "open_artifact",
     "register_component_kind",
 ]
-
-log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -116,7 +110,6 @@ _TRACKED_DISTRIBUTIONS = (
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_BACKUP_INFIX = ".bak-"
 
 
 def register_component_kind(kind: str) -> str:
@@ -181,27 +174,6 @@ def _check_relpath(relpath: str | os.PathLike[str], *, what: str = "path") -> st
 def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _list_files(root: Path) -> list[str]:
@@ -289,30 +261,6 @@ def _dump_json(obj: Any, *, what: str) -> str:
         raise ConfigError(f"{what} is not plain JSON data: {exc}") from exc
 
 
-def _backups_of(final_dir: Path) -> list[Path]:
-    prefix = final_dir.name + _BACKUP_INFIX
-    try:
-        entries = list(final_dir.parent.iterdir())
-    except FileNotFoundError:
-        return []
-    return sorted(p for p in entries if p.name.startswith(prefix) and p.is_dir())
-
-
-def _recover_from_backup(path: Path) -> bool:
-    """Restore `path` from the newest `<path>.bak-*` left by a crashed swap."""
-    candidates = [b for b in _backups_of(path) if (b / MANIFEST_NAME).is_file()]
-    if not candidates:
-        return False
-    newest = candidates[-1]  # backup names sort by their time stamp
-    try:
-        os.replace(newest, path)
-    except OSError:
-        return path.exists()  # someone else restored it first
-    _fsync_dir(path.parent)
-    log.warning("artifact %s was missing after an interrupted save; restored %s", path, newest)
-    return True
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -347,9 +295,7 @@ class ArtifactWriter:
     # -- context manager
     def __enter__(self) -> ArtifactWriter:
         self._refuse_non_artifact_target()
-        parent = self.final_dir.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        self._path = Path(tempfile.mkdtemp(prefix=f".{self.final_dir.name}.tmp-", dir=parent))
+        self._path = make_temp_dir(self.final_dir)  # beside the target, same filesystem
         try:
             if self.base is not None:
                 self._copy_base(open_artifact(self.base))
@@ -531,10 +477,7 @@ class ArtifactWriter:
                 )
             components[name] = {"kind": comp["kind"], "files": files, "config": comp["config"]}
         _check_no_pickles(temp, relpaths)
-        hashes: dict[str, str] = {}
-        for rel in relpaths:
-            hashes[rel] = _sha256(temp / rel)
-            _fsync_file(temp / rel)
+        hashes = {rel: _sha256(temp / rel) for rel in relpaths}
         manifest = {
             "format_version": ARTIFACT_FORMAT_VERSION,
             "recs_version": _recs_version(),
@@ -547,34 +490,10 @@ class ArtifactWriter:
             manifest["extends_created"] = self._base_created
         manifest_path = temp / MANIFEST_NAME
         manifest_path.write_text(_dump_json(manifest, what="manifest") + "\n", encoding="utf-8")
-        _fsync_file(manifest_path)
-        for dirpath, _dirs, _files in os.walk(temp):
-            _fsync_dir(Path(dirpath))
-        self._swap_in(temp)
-        self.manifest = manifest
-
-    def _swap_in(self, temp: Path) -> None:
-        final = self.final_dir
-        parent = final.parent
+        fsync_tree(temp)
         self._refuse_non_artifact_target()
-        backup: Path | None = None
-        if final.exists():
-            stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-            backup = parent / f"{final.name}{_BACKUP_INFIX}{stamp}"
-            os.replace(final, backup)  # rename 1: old artifact aside
-            _fsync_dir(parent)
-        try:
-            os.replace(temp, final)  # rename 2: new artifact in
-        except BaseException:
-            if backup is not None:
-                # Put the old artifact back; if even that fails it stays at `backup`,
-                # from which open_artifact(final) restores it.
-                with contextlib.suppress(OSError):
-                    os.replace(backup, final)
-            raise
-        _fsync_dir(parent)
-        for stale in _backups_of(final):  # ours, and any left by earlier crashes
-            shutil.rmtree(stale, ignore_errors=True)
+        swap_dir_in(temp, self.final_dir)
+        self.manifest = manifest
 
 
 def _is_torch_tensor(value: Any) -> bool:
@@ -673,7 +592,7 @@ def open_artifact(path: str | os.PathLike[str]) -> Artifact:
     exists, the newest such backup is renamed back to `path` first.
     """
     root = Path(path).absolute()
-    if not root.exists() and not _recover_from_backup(root):
+    if not restore_dir(root, complete=lambda backup: (backup / MANIFEST_NAME).is_file()):
         raise ArtifactError(f"artifact folder not found: {root}")
     if not root.is_dir():
         raise ArtifactError(f"artifact path is not a folder: {root}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import subprocess
 import sys
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,7 +98,56 @@ def test_module_uses_only_numpy_polars_and_stdlib() -> None:
     tree = ast.parse(Path(demo.__file__).read_text())
     roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert roots <= {"__future__", "os", "tempfile", "dataclasses", "datetime", "pathlib", "numpy", "polars"}
+    assert roots <= {"__future__", "json", "importlib", "dataclasses", "datetime", "pathlib", "numpy", "polars", "recs"}
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert {m for m in modules if m.startswith("recs")} == {"recs.io"}  # stdlib only, no torch
+
+
+# The files `recs data demo --seed 0` writes. They change only when the generator or its taxonomy
+# (demo_taxonomy.json) is changed on purpose: then update these, and say so in the change.
+SEED0_SHA256 = {
+    "items": "3aef8b3e348299258f16ab85e58e6d3d15dbc7f567094bed7b7988152ad9ad29",
+    "events": "b6578aa0c480c7cd9ec18a244305e50f3ccf6065f48d0421a3e3164f11a64c02",
+    "bundles": "aec15b50609436b3197ca1904fd20f93330c05093b019e1f3506207f30aa4126",
+}
+
+
+def test_seed_zero_shop_is_pinned(shop_dir: Path, shop: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]) -> None:
+    items, events, bundles = shop
+    # A few known rows first: a readable diff when the pin below breaks.
+    assert (items.height, events.height, bundles.height) == (800, 31222, 119)
+    assert items.row(0) == (
+        "I00000", "Pixelly 3-Pack Screen Protector, scratch-resistant hydrogel film",
+        "Sleek 3-Pack Screen Protector by Pixelly. Made of hydrogel film. Features an installation frame "
+        "and full-edge coverage. A scratch-resistant choice for gaming and streaming.",
+        "Electronics > Phones > Screen Protectors", "Pixelly", "13.99", "true", "2023-10-06",
+    )
+    assert items.row(799)[:2] == ("I00799", "Urbanite Mirrored Aviator Sunglasses, retro metal")
+    assert events.row(0) == ("U0000", "I00078", "2025-11-04T10:18:36Z", "view", None, None)
+    assert events.row(-1) == ("U0499", "I00148", "2026-02-23T11:56:36Z", "purchase", "O004595", "1")
+    assert bundles.row(0) == ("B0001", "I00250", "Complete kitchen set")
+    assert bundles.row(-1) == ("B0040", "I00266", "Deluxe new phone essentials")
+    digests = {n: hashlib.sha256((shop_dir / f"{n}.csv").read_bytes()).hexdigest() for n in SEED0_SHA256}
+    assert digests == SEED0_SHA256
+
+
+def test_taxonomy_is_package_data() -> None:
+    from importlib import resources
+
+    data = json.loads(resources.files("recs.data").joinpath(demo.TAXONOMY_FILE).read_text(encoding="utf-8"))
+    assert [leaf["name"] for top in data["tops"] for leaf in top["leaves"]] == [p.split(" > ")[-1] for p in LEAVES]
+    # Shipped in wheels and sdists, not only found in a source checkout.
+    pyproject_path = Path(demo.__file__).parents[2] / "pyproject.toml"
+    if not pyproject_path.is_file():
+        pytest.skip("recs is not imported from a source checkout")
+    pyproject = tomllib.loads(pyproject_path.read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["recs.data"]
+    assert any(Path(demo.TAXONOMY_FILE).match(p) for p in patterns)
+
+
+def test_taxonomy_refuses_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        demo._from_json(demo._Leaf, {"name": "Tents", "colour": "green"}, "leaf 'Tents'")
 
 
 # --- the data contract ----------------------------------------------------------------------

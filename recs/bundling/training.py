@@ -42,6 +42,7 @@ from recs.bundling.sets import (
     require_sets,
     split_sets,
 )
+from recs.io import atomic_write_file
 from recs.progress import progress_bar
 from recs.retrieval.checkpoint import load_model_state, model_state
 
@@ -246,7 +247,7 @@ def fit_set_scorer(
             if work is not None:
                 from safetensors.torch import save_file
 
-                save_file(best_state, str(work / "best.safetensors"))
+                atomic_write_file(work / "best.safetensors", lambda tmp, state=best_state: save_file(state, str(tmp)))
         else:
             bad_epochs += 1
         if bad_epochs >= config.patience or out_of_time:

@@ -2,9 +2,10 @@
 
 The data is built so that the things `recs` claims to learn are really in it:
 
-- item TEXT carries meaning: titles and descriptions are composed from per-category vocabularies,
-  so items of one leaf category read alike and differ in brand, size, material and features; price
-  follows brand tier and size, and the description says "Premium" or "Budget-friendly" accordingly;
+- item TEXT carries meaning: titles and descriptions are composed from per-category vocabularies
+  (the taxonomy: package data, `demo_taxonomy.json` beside this module), so items of one leaf
+  category read alike and differ in brand, size, material and features; price follows brand tier
+  and size, and the description says "Premium" or "Budget-friendly" accordingly;
 - complementarity: orders mix an anchor item with items from complementary leaves (`COMPLEMENTS`),
   and some complements follow in a later order;
 - re-buying: consumables (coffee beans, pet food, shampoo, ink ...) are re-bought at a personal
@@ -20,14 +21,16 @@ byte-identical for a seed. No torch here (see DESIGN.md: nothing in `data/` impo
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from recs.io import atomic_write_file
 
 __all__ = [
     "COLD_DAYS",
@@ -61,8 +64,7 @@ _N_BANDS = 5  # budget bands (price quintiles within a leaf)
 # ---------------------------------------------------------------------------------------------
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in text.split("|"))
+TAXONOMY_FILE = "demo_taxonomy.json"  # package data of recs.data
 
 
 @dataclass(frozen=True)
@@ -81,36 +83,6 @@ class _Leaf:
     uses: tuple[str, ...] = ()  # what it is for; the top's uses when empty
 
 
-def _leaf(
-    name: str,
-    middle: str,
-    nouns: str,
-    variants: str,
-    traits: str,
-    materials: str,
-    features: str,
-    price: tuple[float, float],
-    rebuy_days: tuple[int, int] | None = None,
-    theme: str = "",
-    made: str = "Made of {}.",
-    uses: str = "",
-) -> _Leaf:
-    return _Leaf(
-        name,
-        middle,
-        _words(nouns),
-        _words(variants),
-        _words(traits),
-        _words(materials),
-        _words(features),
-        price,
-        rebuy_days,
-        theme,
-        made,
-        _words(uses) if uses else (),
-    )
-
-
 @dataclass(frozen=True)
 class _Top:
     name: str
@@ -121,337 +93,29 @@ class _Top:
     leaves: tuple[_Leaf, ...]
 
 
-_TOPS: tuple[_Top, ...] = (
-    _Top(
-        "Outdoors",
-        _words("Campfire Co.|WildPath|Evergreen Outfitters|NorthRidge|TrailPeak|Summit Gear"),
-        _words("Rugged|Lightweight|Durable|Compact|Trail-ready|Weatherproof"),
-        _words("weekend camping trips|backpacking adventures|family campouts|music festivals"),
-        "camping kit",
-        (
-            _leaf("Tents", "Camping", "Dome Tent|Backpacking Tent|Tunnel Tent|Pop-Up Tent|Cabin Tent",
-                  "1-Person|2-Person|3-Person|4-Person|6-Person", "waterproof|ultralight|3-season|4-season|freestanding",
-                  "polyester|ripstop nylon|canvas|silnylon",
-                  "taped seams|a full-coverage rainfly|two vestibules|colour-coded poles|mesh ventilation panels|a footprint included",
-                  (80, 400), theme="camping kit"),
-            _leaf("Sleeping Bags", "Camping", "Mummy Sleeping Bag|Rectangular Sleeping Bag|Down Sleeping Bag|Double Sleeping Bag",
-                  "Summer|3-Season|30F-Rated|20F-Rated|Winter", "warm|packable|compressible|ultralight",
-                  "synthetic fill|duck down|goose down|hollow-fibre fill",
-                  "a draft collar|an anti-snag zipper|a compression sack|a contoured hood", (40, 250),
-                  made="Insulated with {}."),
-            _leaf("Lanterns", "Camping", "LED Camping Lantern|Rechargeable Lantern|Solar Lantern|Collapsible Lantern",
-                  "300-Lumen|500-Lumen|800-Lumen|1000-Lumen", "dimmable|water-resistant|rechargeable|battery-powered",
-                  "ABS plastic|aluminium|silicone",
-                  "a hanging hook|three light modes|a USB charging port|a 40-hour runtime", (12, 60)),
-            _leaf("Camping Stoves", "Camping", "Camping Stove|Backpacking Stove|Two-Burner Stove|Folding Stove",
-                  "Compact|Portable|Single-Burner|Dual-Burner", "windproof|piezo-ignition|lightweight|high-output",
-                  "stainless steel|aluminium|titanium",
-                  "a simmer control|a carrying case|a built-in windscreen|fuel canister compatibility", (25, 180),
-                  theme="camp kitchen set"),
-            _leaf("Tent Pegs", "Camping", "Tent Pegs|Tent Stakes|Ground Pegs",
-                  "6-Pack|8-Pack|10-Pack|12-Pack", "heavy-duty|ultralight|Y-beam|hooked",
-                  "aluminium|steel|titanium",
-                  "a storage pouch|reflective pull cords|a bright anodised finish", (5, 15)),
-        ),
-    ),
-    _Top(
-        "Electronics",
-        _words("Chargio|Zentra|Pixelly|Nexon|Auralis|Voltix"),
-        _words("Sleek|Fast|Smart|Premium|Everyday|Reliable"),
-        _words("everyday use|work and travel|commuting|gaming and streaming"),
-        "tech essentials",
-        (
-            _leaf("Smartphones", "Phones", "Smartphone|5G Smartphone|Camera Phone|Compact Phone",
-                  "64 GB|128 GB|256 GB|512 GB", "unlocked|dual-SIM|flagship|rugged",
-                  "aluminium frame|glass back|matte finish",
-                  "a 6.5-inch OLED display|a triple camera|all-day battery life|fast charging|face unlock",
-                  (150, 1200), theme="new phone essentials", made="Finished with a {}."),
-            _leaf("Phone Cases", "Phones", "Phone Case|Wallet Case|Rugged Case|Clear Case",
-                  "Slim|Shockproof|MagSafe|Folio", "drop-proof|anti-yellowing|grippy|slim",
-                  "silicone|TPU|leather|polycarbonate",
-                  "raised camera edges|precise button cutouts|wireless charging support|a card slot", (8, 45)),
-            _leaf("Chargers", "Accessories", "USB-C Charger|Wireless Charger|Car Charger|Charging Cable",
-                  "20W|30W|65W|100W", "fast|compact|dual-port|foldable-plug",
-                  "GaN|braided nylon|aluminium",
-                  "over-heat protection|universal compatibility|a 2 m cable|a travel-friendly design", (10, 60),
-                  made="Built with {}."),
-            _leaf("Screen Protectors", "Phones", "Screen Protector|Privacy Screen Protector|Tempered Glass Protector",
-                  "Single|2-Pack|3-Pack", "scratch-resistant|bubble-free|anti-glare|9H",
-                  "tempered glass|hydrogel film|PET film",
-                  "an installation frame|full-edge coverage|an oleophobic coating|case-friendly edges", (5, 25)),
-            _leaf("Headphones", "Audio", "Wireless Earbuds|Over-Ear Headphones|On-Ear Headphones|Sports Earbuds",
-                  "Bluetooth 5.3|Studio|Noise-Cancelling|Hi-Res", "wireless|sweat-proof|foldable|hi-fi",
-                  "memory foam cushions|aluminium|soft-touch plastic",
-                  "active noise cancellation|30-hour battery life|a built-in microphone|low-latency mode",
-                  (20, 350), theme="music lover set", made="Built with {}."),
-        ),
-    ),
-    _Top(
-        "Kitchen",
-        _words("Kitchara|Mornings|Copperleaf|OakHearth|ChefLine|Brewmaster"),
-        _words("Elegant|Sturdy|Classic|Modern|Professional|Handy"),
-        _words("everyday cooking|busy mornings|weekend brunches|entertaining guests"),
-        "kitchen set",
-        (
-            _leaf("Coffee Makers", "Coffee", "Drip Coffee Maker|Espresso Machine|French Press|Pour-Over Coffee Maker|Cold Brew Maker",
-                  "Single-Serve|4-Cup|8-Cup|12-Cup", "programmable|compact|thermal|automatic",
-                  "stainless steel|borosilicate glass|BPA-free plastic",
-                  "a reusable filter|a keep-warm plate|a 24-hour timer|a milk frother", (25, 450),
-                  theme="morning coffee set"),
-            _leaf("Mugs", "Drinkware", "Coffee Mug|Travel Mug|Tea Cup|Espresso Cup Set",
-                  "250 ml|350 ml|450 ml|Set of 4", "insulated|dishwasher-safe|handmade|stackable",
-                  "ceramic|stoneware|double-wall glass|enamel",
-                  "a comfortable handle|a spill-proof lid|a speckled glaze|microwave-safe construction", (6, 35)),
-            _leaf("Frying Pans", "Cookware", "Frying Pan|Skillet|Saute Pan|Wok",
-                  "20 cm|24 cm|28 cm|30 cm", "non-stick|induction-ready|oven-safe|pre-seasoned",
-                  "cast iron|hard-anodised aluminium|stainless steel|carbon steel",
-                  "a stay-cool handle|even heat distribution|a PFOA-free coating|a pouring lip", (18, 150),
-                  theme="home cook set"),
-            _leaf("Chef Knives", "Cutlery", "Chef Knife|Santoku Knife|Paring Knife|Bread Knife|Knife Set",
-                  "15 cm|20 cm|23 cm|3-Piece", "razor-sharp|forged|full-tang|balanced",
-                  "German steel|Damascus steel|ceramic|high-carbon steel",
-                  "an ergonomic handle|a protective sheath|a hand-honed edge|a safety bolster", (15, 220)),
-            _leaf("Cutting Boards", "Cutlery", "Cutting Board|Chopping Board|Butcher Block|Board Set",
-                  "Small|Medium|Large|Extra-Large", "reversible|non-slip|knife-friendly|thick",
-                  "bamboo|acacia wood|walnut|polypropylene",
-                  "a juice groove|rubber feet|a hanging hole|a food-safe oil finish", (10, 90)),
-        ),
-    ),
-    _Top(
-        "Home",
-        _words("PowerCell|Homely|Nestwell|Lumina|Printwise|Dreamweave"),
-        _words("Cosy|Practical|Reliable|Soft|Clean-lined|Long-lasting"),
-        _words("everyday home use|the home office|busy households|a tidy, comfortable home"),
-        "home essentials",
-        (
-            _leaf("Printers", "Office", "Inkjet Printer|Laser Printer|All-in-One Printer|Photo Printer",
-                  "Compact|Wireless|Duplex|Colour", "wi-fi|mobile-ready|fast|eco",
-                  "matte black finish|white finish|grey finish",
-                  "automatic double-sided printing|a 150-sheet tray|a scanner and copier|app printing", (60, 450),
-                  theme="home office bundle", made="Comes in a {}."),
-            _leaf("Printer Ink", "Office", "Ink Cartridge|Ink Cartridge Multipack|Toner Cartridge|Ink Bottle Set",
-                  "Black|Colour|XL Black|4-Colour", "high-yield|original|smudge-resistant|fade-resistant",
-                  "pigment ink|dye ink|toner powder",
-                  "up to 500 pages|sharp text|vivid photo colours|easy snap-in installation", (12, 70),
-                  rebuy_days=(35, 70), made="Uses {}."),
-            _leaf("Batteries", "Essentials", "AA Batteries|AAA Batteries|Rechargeable AA Batteries|9V Batteries|Coin Cell Batteries",
-                  "4-Pack|8-Pack|12-Pack|24-Pack", "long-lasting|rechargeable|leak-proof|high-capacity",
-                  "alkaline|NiMH|lithium",
-                  "a 10-year shelf life|reliable power for remotes|low self-discharge|recyclable packaging", (4, 25),
-                  rebuy_days=(30, 75), made="Made with {} cells."),
-            _leaf("Pillows", "Bedding", "Bed Pillow|Memory Foam Pillow|Down Pillow|Body Pillow",
-                  "Standard|Queen|King|Set of 2", "hypoallergenic|cooling|supportive|plush",
-                  "memory foam|goose down|microfibre|bamboo fabric",
-                  "a removable washable cover|adjustable loft|a breathable cover|side-sleeper support", (15, 120),
-                  theme="better sleep set"),
-            _leaf("Bed Sheets", "Bedding", "Sheet Set|Fitted Sheet|Duvet Cover Set|Flat Sheet",
-                  "Single|Double|Queen|King", "breathable|wrinkle-resistant|silky|crisp",
-                  "Egyptian cotton|linen|bamboo lyocell|percale cotton",
-                  "deep pockets|a 400 thread count|two pillowcases|a soft brushed finish", (20, 180)),
-        ),
-    ),
-    _Top(
-        "Fashion",
-        _words("Strada|Coastline|Urbanite|Velvet & Co.|Atelier Nord|Maison Lune"),
-        _words("Chic|Timeless|Elegant|Casual|Stylish|Effortless"),
-        _words("evenings out|the office|weekend outings|summer holidays"),
-        "outfit",
-        (
-            _leaf("Dresses", "Women", "Midi Dress|Maxi Dress|Wrap Dress|Shirt Dress|Cocktail Dress",
-                  "Floral|Striped|Solid|Polka-Dot|Sleeveless", "flowy|fitted|lightweight|elegant",
-                  "cotton|linen|silk|viscose|satin",
-                  "a flattering A-line cut|side pockets|a tie waist|an invisible back zip", (25, 220),
-                  theme="evening look"),
-            _leaf("Shoes", "Women", "Ankle Boots|Loafers|Heeled Sandals|Ballet Flats|Pumps",
-                  "Black|Tan|Nude|Burgundy|White", "comfortable|block-heel|cushioned|pointed-toe",
-                  "leather|suede|patent leather|vegan leather",
-                  "a padded insole|a non-slip sole|an adjustable strap|a hand-stitched upper", (35, 240)),
-            _leaf("Handbags", "Accessories", "Tote Bag|Crossbody Bag|Clutch|Shoulder Bag|Mini Bag",
-                  "Black|Camel|Cream|Olive|Red", "structured|roomy|quilted|minimalist",
-                  "leather|vegan leather|canvas|suede",
-                  "an adjustable strap|an inner zip pocket|gold-tone hardware|a magnetic closure", (25, 320)),
-            _leaf("Sunglasses", "Accessories", "Aviator Sunglasses|Cat-Eye Sunglasses|Round Sunglasses|Wayfarer Sunglasses",
-                  "Classic|Gradient|Mirrored|Polarised", "UV400|lightweight|oversized|retro",
-                  "acetate|metal|TR90|tortoiseshell acetate",
-                  "full UV protection|spring hinges|a hard case|scratch-resistant lenses", (15, 190)),
-            _leaf("Jackets", "Outerwear", "Trench Coat|Denim Jacket|Puffer Jacket|Blazer|Leather Jacket",
-                  "Cropped|Oversized|Longline|Tailored", "water-repellent|warm|lightweight|double-breasted",
-                  "cotton gabardine|denim|recycled down|wool blend|leather",
-                  "a detachable hood|a belted waist|deep pockets|a quilted lining", (45, 350),
-                  theme="autumn layers look"),
-        ),
-    ),
-    _Top(
-        "Beauty",
-        _words("Naturelle|Glowe|PureBloom|Lustre|Silkara|Derma Lab"),
-        _words("Gentle|Nourishing|Refreshing|Luxurious|Lightweight|Soothing"),
-        _words("daily routines|a self-care evening|sensitive skin|everyday beauty"),
-        "care set",
-        (
-            _leaf("Shampoo", "Hair Care", "Shampoo|Clarifying Shampoo|Volumising Shampoo|Anti-Dandruff Shampoo",
-                  "250 ml|400 ml|500 ml|1 L", "sulphate-free|moisturising|colour-safe|vegan",
-                  "argan oil|tea tree|coconut|keratin",
-                  "a fresh scent|a silicone-free formula|a pH-balanced formula|salon-grade cleansing", (4, 28),
-                  rebuy_days=(21, 45), theme="hair care set", made="Enriched with {}.",
-                  uses="daily routines|dry or damaged hair|colour-treated hair|salon results at home"),
-            _leaf("Conditioner", "Hair Care", "Conditioner|Leave-In Conditioner|Hair Mask|Detangling Conditioner",
-                  "250 ml|400 ml|500 ml|1 L", "repairing|hydrating|frizz-control|lightweight",
-                  "argan oil|shea butter|coconut|keratin",
-                  "softer, shinier hair|heat protection|a detangling formula|a paraben-free formula", (4, 30),
-                  rebuy_days=(21, 50), made="Enriched with {}.",
-                  uses="daily routines|dry or damaged hair|colour-treated hair|salon results at home"),
-            _leaf("Face Moisturiser", "Skin Care", "Face Moisturiser|Day Cream|Night Cream|Hydrating Gel",
-                  "30 ml|50 ml|75 ml|100 ml", "fragrance-free|non-comedogenic|SPF 30|anti-ageing",
-                  "hyaluronic acid|niacinamide|vitamin C|ceramides",
-                  "48-hour hydration|a fast-absorbing texture|dermatologist testing|a refillable jar", (8, 70),
-                  rebuy_days=(30, 60), theme="skin care routine",
-                  made="Formulated with {}."),
-            _leaf("Hair Dryers", "Hair Care", "Hair Dryer|Travel Hair Dryer|Ionic Hair Dryer|Diffuser Hair Dryer",
-                  "Compact|1800W|2000W|2200W", "ionic|quiet|fast-drying|foldable",
-                  "ceramic|tourmaline|titanium",
-                  "three heat settings|a cool-shot button|a concentrator nozzle|a diffuser attachment", (20, 300),
-                  theme="salon at home set", made="With {} heating technology."),
-            _leaf("Makeup Brushes", "Makeup", "Makeup Brush Set|Foundation Brush|Blending Sponge Set|Powder Brush",
-                  "Mini|Classic|Pro|Deluxe", "soft|cruelty-free|dense|travel-size",
-                  "synthetic bristles|wooden handles|bamboo handles",
-                  "a travel pouch|streak-free blending|easy cleaning|a stand-up case", (6, 60),
-                  made="Built with {}."),
-        ),
-    ),
-    _Top(
-        "Grocery",
-        _words("Crunchy|Sunny Grove|Harvest Table|Nonna's|Leaf & Kettle|BeanRoast"),
-        _words("Fresh|Rich|Organic|Authentic|Delicious|Wholesome"),
-        _words("quick weeknight dinners|healthy snacking|stocking the pantry|family meals"),
-        "pantry box",
-        (
-            _leaf("Coffee Beans", "Coffee & Tea", "Whole Bean Coffee|Ground Coffee|Espresso Beans|Decaf Coffee",
-                  "250 g|500 g|1 kg", "dark roast|medium roast|light roast|single-origin",
-                  "100% arabica|arabica-robusta|Colombian|Ethiopian",
-                  "notes of chocolate and caramel|fair-trade sourcing|small-batch roasting|a resealable valve bag",
-                  (6, 30), rebuy_days=(14, 35), made="Roasted from {} beans.",
-                  uses="your morning cup|a slow Sunday breakfast|the office kitchen|espresso at home"),
-            _leaf("Tea", "Coffee & Tea", "Green Tea|Black Tea|Herbal Tea|Chai Tea|Loose Leaf Tea",
-                  "20 Bags|40 Bags|80 Bags|100 g Tin", "organic|caffeine-free|aromatic|premium",
-                  "sencha|earl grey|chamomile|peppermint|rooibos",
-                  "biodegradable tea bags|hand-picked leaves|a calming blend|a bright citrus note", (3, 20),
-                  rebuy_days=(20, 45), theme="tea time box", made="A {} blend.",
-                  uses="a calm afternoon|your morning cup|the office kitchen|cosy evenings"),
-            _leaf("Pasta", "Pantry", "Spaghetti|Penne|Fusilli|Linguine|Tagliatelle",
-                  "500 g|1 kg|3-Pack", "bronze-cut|whole-wheat|gluten-free|organic",
-                  "durum wheat|spelt|chickpea|free-range egg",
-                  "a rough texture that holds sauce|slow drying|Italian origin|8-minute cooking", (2, 12),
-                  rebuy_days=(10, 30), theme="Italian dinner box", made="Made with {}."),
-            _leaf("Olive Oil", "Pantry", "Extra Virgin Olive Oil|Olive Oil|Olive Oil Spray|Infused Olive Oil",
-                  "250 ml|500 ml|750 ml|1 L", "cold-pressed|first-harvest|peppery|mild",
-                  "Greek|Italian|Spanish|Portuguese",
-                  "a dark glass bottle|low acidity|single-estate olives|a fruity aroma", (5, 35),
-                  rebuy_days=(30, 60), made="Pressed from {} olives."),
-            _leaf("Snacks", "Pantry", "Granola Bars|Trail Mix|Protein Bars|Kettle Chips|Rice Crackers",
-                  "6-Pack|12-Pack|Family Size|Snack Box", "crunchy|high-protein|low-sugar|salted",
-                  "almond|dark chocolate|peanut butter|sea salt|oat",
-                  "no artificial flavours|individually wrapped portions|whole grains|a gluten-free recipe", (3, 18),
-                  rebuy_days=(7, 21), made="Made with {}."),
-        ),
-    ),
-    _Top(
-        "Pets",
-        _words("Furever|PetNest|HappyTail|BarkBox Basics|Whisker & Co.|Pawsome"),
-        _words("Healthy|Durable|Comfortable|Premium|Tasty|Vet-approved"),
-        _words("happy, healthy pets|everyday pet care|busy pet parents|indoor and outdoor pets"),
-        "pet care kit",
-        (
-            _leaf("Dog Food", "Dogs", "Dry Dog Food|Wet Dog Food|Puppy Food|Senior Dog Food",
-                  "12-Can Pack|2 kg|6 kg|12 kg", "grain-free|high-protein|sensitive-stomach|natural",
-                  "chicken|salmon|lamb|beef|turkey",
-                  "added vitamins and minerals|real meat as the first ingredient|no artificial preservatives|omega-3 for a shiny coat",
-                  (10, 80), rebuy_days=(14, 35), theme="new dog starter kit", made="A recipe with real {}."),
-            _leaf("Dog Bowls", "Dogs", "Dog Bowl|Slow Feeder Bowl|Elevated Dog Bowl|Travel Water Bowl",
-                  "Small|Medium|Large|Double", "non-slip|dishwasher-safe|spill-proof|collapsible",
-                  "stainless steel|ceramic|silicone|bamboo",
-                  "a rubber base|a slow-feeding maze|a raised stand|a foldable design", (6, 45)),
-            _leaf("Leashes", "Dogs", "Dog Leash|Retractable Leash|Harness and Leash Set|Training Lead",
-                  "1.5 m|2 m|5 m|Hands-Free", "reflective|padded|heavy-duty|adjustable",
-                  "nylon|rope|leather|biothane",
-                  "a padded handle|reflective stitching|a strong metal clip|a waste-bag holder", (8, 50),
-                  theme="dog walking kit"),
-            _leaf("Cat Food", "Cats", "Dry Cat Food|Wet Cat Food|Kitten Food|Indoor Cat Food",
-                  "24-Pouch Pack|1.5 kg|4 kg|10 kg", "grain-free|high-protein|hairball-control|natural",
-                  "chicken|salmon|tuna|turkey|duck",
-                  "taurine for healthy eyes|real fish as the first ingredient|urinary tract support|no artificial colours",
-                  (8, 65), rebuy_days=(14, 35), theme="happy cat kit", made="A recipe with real {}."),
-            _leaf("Cat Litter", "Cats", "Clumping Cat Litter|Silica Cat Litter|Natural Cat Litter|Pine Cat Litter",
-                  "5 L|10 L|15 L|20 L", "odour-control|low-dust|unscented|lightweight",
-                  "bentonite clay|silica gel|recycled paper|pine|tofu",
-                  "fast clumping|almost dust-free pouring|long-lasting odour control|easy scooping", (6, 35),
-                  rebuy_days=(14, 30)),
-        ),
-    ),
-    _Top(
-        "Sports",
-        _words("Hydra|Stride|ZenFlow|FitCore|IronWorks|Apex Athletics"),
-        _words("High-performance|Durable|Comfortable|Ergonomic|Versatile|Pro"),
-        _words("home workouts|the gym|running and training|yoga and pilates"),
-        "training set",
-        (
-            _leaf("Yoga Mats", "Fitness", "Yoga Mat|Travel Yoga Mat|Exercise Mat|Pilates Mat",
-                  "4 mm|6 mm|8 mm|Extra-Long", "non-slip|eco-friendly|extra-thick|foldable",
-                  "natural rubber|TPE|cork|PVC-free foam",
-                  "alignment lines|a carrying strap|a moisture-resistant surface|joint-friendly cushioning", (15, 120),
-                  theme="yoga starter set"),
-            _leaf("Dumbbells", "Fitness", "Dumbbell Set|Adjustable Dumbbells|Hex Dumbbells|Kettlebell",
-                  "4 kg|2 x 5 kg|2 x 10 kg|20 kg", "adjustable|rubber-coated|knurled|compact",
-                  "cast iron|chrome|neoprene|steel",
-                  "quick weight changes|a storage tray|a knurled grip|a floor-friendly coating", (20, 350),
-                  theme="home gym set"),
-            _leaf("Running Shoes", "Running", "Running Shoes|Trail Running Shoes|Racing Flats|Training Shoes",
-                  "Men's|Women's|Unisex|Wide-Fit", "cushioned|lightweight|breathable|responsive",
-                  "knit mesh|recycled mesh|Gore-Tex|engineered mesh",
-                  "a carbon plate|a grippy outsole|an 8 mm drop|a reflective heel tab", (50, 220),
-                  theme="runner's kit", made="With a {} upper."),
-            _leaf("Protein Powder", "Nutrition", "Whey Protein|Plant Protein|Casein Protein|Protein Isolate",
-                  "500 g|1 kg|2 kg|2.5 kg", "low-sugar|high-protein|vegan|fast-absorbing",
-                  "chocolate|vanilla|strawberry|cookies and cream|salted caramel",
-                  "25 g protein per serving|added BCAAs|easy mixing|no artificial sweeteners", (15, 70),
-                  rebuy_days=(21, 45), made="In {} flavour."),
-            _leaf("Water Bottles", "Running", "Water Bottle|Insulated Bottle|Sports Bottle|Shaker Bottle",
-                  "500 ml|750 ml|1 L|1.5 L", "leak-proof|insulated|BPA-free|wide-mouth",
-                  "stainless steel|Tritan plastic|glass|silicone",
-                  "24-hour cold retention|a carry loop|a straw lid|dishwasher-safe parts", (8, 45)),
-        ),
-    ),
-)
+def _from_json(cls: type, record: dict, where: str) -> dict:
+    """The keyword arguments of `cls` in `record` (lists as tuples); unknown keys are refused."""
+    names = set(cls.__dataclass_fields__)
+    unknown = set(record) - names
+    if unknown:
+        raise ValueError(f"{TAXONOMY_FILE}: {where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
 
-# Complementary leaf pairs (bought together, not substitutes). Symmetrised into COMPLEMENTS.
-_COMPLEMENT_EDGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Tents", ("Sleeping Bags", "Lanterns", "Camping Stoves", "Tent Pegs")),
-    ("Sleeping Bags", ("Lanterns",)),
-    ("Camping Stoves", ("Lanterns", "Frying Pans", "Mugs")),
-    ("Lanterns", ("Batteries",)),
-    ("Smartphones", ("Phone Cases", "Chargers", "Screen Protectors", "Headphones")),
-    ("Phone Cases", ("Screen Protectors",)),
-    ("Headphones", ("Chargers",)),
-    ("Printers", ("Printer Ink",)),
-    ("Pillows", ("Bed Sheets",)),
-    ("Coffee Makers", ("Coffee Beans", "Mugs")),
-    ("Tea", ("Mugs", "Snacks")),
-    ("Frying Pans", ("Olive Oil", "Chef Knives", "Cutting Boards")),
-    ("Chef Knives", ("Cutting Boards",)),
-    ("Pasta", ("Olive Oil",)),
-    ("Dresses", ("Shoes", "Handbags", "Sunglasses")),
-    ("Jackets", ("Shoes", "Sunglasses", "Handbags")),
-    ("Shampoo", ("Conditioner", "Hair Dryers")),
-    ("Conditioner", ("Hair Dryers",)),
-    ("Face Moisturiser", ("Makeup Brushes",)),
-    ("Dog Food", ("Dog Bowls", "Leashes")),
-    ("Dog Bowls", ("Leashes",)),
-    ("Cat Food", ("Cat Litter",)),
-    ("Yoga Mats", ("Water Bottles", "Dumbbells")),
-    ("Dumbbells", ("Protein Powder",)),
-    ("Running Shoes", ("Water Bottles",)),
-    ("Protein Powder", ("Water Bottles",)),
-    ("Snacks", ("Water Bottles",)),
-)
+
+def _load_taxonomy() -> tuple[tuple[_Top, ...], tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+    """(tops with their leaves, complementary leaf edges, bundle title prefixes) from the JSON file
+    shipped in the package (see DESIGN.md: data, not code)."""
+    data = json.loads(resources.files("recs.data").joinpath(TAXONOMY_FILE).read_text(encoding="utf-8"))
+    tops = []
+    for top in data["tops"]:
+        leaves = tuple(_Leaf(**_from_json(_Leaf, leaf, f"leaf {leaf.get('name')!r}")) for leaf in top["leaves"])
+        tops.append(_Top(**_from_json(_Top, {**top, "leaves": leaves}, f"top {top.get('name')!r}")))
+    edges = tuple((leaf, tuple(others)) for leaf, others in data["complements"].items())
+    return tuple(tops), edges, tuple(data["bundle_prefixes"])
+
+
+# Complementary leaf pairs (bought together, not substitutes) are symmetrised into COMPLEMENTS.
+_TOPS, _COMPLEMENT_EDGES, _BUNDLE_PREFIXES = _load_taxonomy()
 
 _ALL: tuple[tuple[_Top, _Leaf], ...] = tuple((top, leaf) for top in _TOPS for leaf in top.leaves)
 _PATH: dict[str, str] = {leaf.name: f"{top.name} > {leaf.middle} > {leaf.name}" for top, leaf in _ALL}
@@ -474,8 +138,6 @@ def _symmetrise() -> dict[str, tuple[str, ...]]:
 COMPLEMENTS: dict[str, tuple[str, ...]] = _symmetrise()
 # Leaf category paths of consumables (re-bought at a personal interval).
 CONSUMABLES: tuple[str, ...] = tuple(_PATH[leaf.name] for _, leaf in _ALL if leaf.rebuy_days)
-
-_BUNDLE_PREFIXES = _words("Weekend|Starter|Everyday|Deluxe|Essential|Gift-ready|Complete")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1163,20 +825,6 @@ def _events_frame(ctx: _Ctx) -> pl.DataFrame:
     )
 
 
-def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        frame.write_csv(tmp, float_precision=2)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are plain shareable data files
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_demo_shop(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
     """Generate the demo shop and write items.csv, events.csv, bundles.csv into `out_dir`.
 
@@ -1188,5 +836,5 @@ def write_demo_shop(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[st
     items, events, bundles = generate_demo_shop(seed=seed, scale=scale)
     paths = {name: out_dir / f"{name}.csv" for name in ("items", "events", "bundles")}
     for name, frame in (("items", items), ("events", events), ("bundles", bundles)):
-        _write_atomic(frame, paths[name])
+        atomic_write_file(paths[name], lambda tmp, frame=frame: frame.write_csv(tmp, float_precision=2))
     return paths

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 from recs.errors import DataError
+from recs.io import atomic_write_file
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
 
@@ -89,12 +88,9 @@ def find_table(folder: Path, stem: str, required: bool = True) -> Path | None:
 def write_table_atomic(frame: pl.DataFrame, path: Path) -> Path:
     """Write CSV/Parquet/JSONL by extension through a temp file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _format_of(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         if suffix == ".csv":
             frame.write_csv(tmp)
         elif suffix == ".tsv":
@@ -103,7 +99,5 @@ def write_table_atomic(frame: pl.DataFrame, path: Path) -> Path:
             frame.write_parquet(tmp)
         else:
             frame.write_ndjson(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write_file(path, write)

@@ -6,21 +6,18 @@ import shutil
 from pathlib import Path
 
 from recs.encoders.backbone import default_model_path
+from recs.io import atomic_replace_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 def build_tiny_bert(out_dir: str | Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
-    """Write a randomly initialised BERT (safetensors) and MiniLM's tokenizer to `out_dir`."""
+    """Write a randomly initialised BERT (safetensors) and MiniLM's tokenizer to `out_dir`
+    (the folder is replaced as a whole, atomically)."""
     import torch
     from transformers import BertConfig, BertModel
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     source = default_model_path()
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, out / name)
     config = BertConfig(
         vocab_size=30522,
         hidden_size=hidden,
@@ -29,6 +26,12 @@ def build_tiny_bert(out_dir: str | Path, hidden: int = 32, layers: int = 2, head
         intermediate_size=hidden * 2,
         max_position_embeddings=512,
     )
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(out, safe_serialization=True)
-    return out
+
+    def fill(out: Path) -> None:
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, out / name)
+        torch.manual_seed(seed)
+        BertModel(config).save_pretrained(out, safe_serialization=True)
+
+    return atomic_replace_dir(Path(out_dir), fill)

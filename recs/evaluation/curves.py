@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from recs.errors import ConfigError
+from recs.io import atomic_write_file
 
 
 def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +104,4 @@ def plot_roc_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
+    return atomic_write_file(Path(path), lambda tmp: fig.savefig(tmp, format="png"))

@@ -34,7 +34,7 @@ from recs.errors import (
     NotFittedError,
     UnknownUserError,
 )
-from recs.evaluation._io import write_dir_atomic
+from recs.io import atomic_replace_dir, restore_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -459,13 +459,14 @@ class Recommender(ABC):
             with open(tmp / ARRAYS_FILE, "wb") as f:
                 np.savez(f, **arrays)
 
-        return write_dir_atomic(Path(path), fill)
+        return atomic_replace_dir(Path(path), fill)
 
     @classmethod
     def load(cls, path: Path) -> Recommender:
         """Load a folder written by `save`. On the base class, the class is chosen by the config's
         name among registered recommenders; on a subclass, the name must match it."""
         path = Path(path)
+        restore_dir(path, complete=lambda backup: (backup / ARRAYS_FILE).is_file())  # after a crashed save
         try:
             config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError as e:

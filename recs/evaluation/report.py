@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recs.errors import ConfigError
-from recs.evaluation._io import write_file_atomic, write_text_atomic
+from recs.io import atomic_write_file, atomic_write_text
 
 __all__ = [
     "DEFAULT_TABLE_METRICS",
@@ -254,10 +254,10 @@ def write_results(name: str, rows: Sequence[Mapping[str, Any]], out_dir: Path) -
         )
     document = results_document(name, rows)
     out_dir = Path(out_dir)
-    json_path = write_text_atomic(
+    json_path = atomic_write_text(
         out_dir / f"{name}.json", json.dumps(document, indent=2, allow_nan=False) + "\n"
     )
-    md_path = write_text_atomic(out_dir / f"{name}.md", _markdown(document))
+    md_path = atomic_write_text(out_dir / f"{name}.md", _markdown(document))
     return json_path, md_path
 
 
@@ -298,4 +298,4 @@ def plot_metrics(rows: Sequence[Mapping[str, Any]], path: Path, metric: str = "n
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    return write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return atomic_write_file(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -29,6 +29,7 @@ import polars as pl
 
 from recs.artifacts import open_artifact
 from recs.errors import ArtifactError, ConfigError
+from recs.io import atomic_write_file, atomic_write_text
 
 __all__ = [
     "BACKENDS",
@@ -120,18 +121,21 @@ def read_item_vectors(model: str | Path, fields: Sequence[str] | None = None) ->
 
 
 def write_parquet(data: ItemVectors, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     column = pl.Series("vector", data.vectors, dtype=pl.Array(pl.Float32, data.dim))
-    data.items.with_columns(column).write_parquet(path)
-    return path
+    return atomic_write_file(path, lambda tmp: data.items.with_columns(column).write_parquet(tmp))
 
 
 def write_npy(data: ItemVectors, folder: str | Path) -> Path:
+    """vectors.npy and items.parquet in `folder` (each file replaced atomically; other files in
+    the folder are left alone)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "vectors.npy", data.vectors, allow_pickle=False)
-    data.items.write_parquet(folder / "items.parquet")
+
+    def write_vectors(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to another name
+            np.save(fh, data.vectors, allow_pickle=False)
+
+    atomic_write_file(folder / "vectors.npy", write_vectors)
+    atomic_write_file(folder / "items.parquet", lambda tmp: data.items.write_parquet(tmp))
     return folder
 
 
@@ -290,15 +294,16 @@ def elasticsearch_mapping(data: ItemVectors) -> dict[str, Any]:
 
 def write_bulk_ndjson(data: ItemVectors, path: str | Path, index: str) -> Path:
     """The `_bulk` API body: an action line and a document line per item (OpenSearch and ES)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row, vector in zip(data.items.iter_rows(named=True), data.vectors, strict=True):
-            handle.write(json.dumps({"index": {"_index": index, "_id": row["item_id"]}}) + "\n")
-            doc = {k: _json_value(v) for k, v in row.items()}
-            doc[VECTOR_FIELD] = [float(x) for x in np.asarray(vector, dtype=np.float32).tolist()]
-            handle.write(json.dumps(doc, allow_nan=False) + "\n")
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row, vector in zip(data.items.iter_rows(named=True), data.vectors, strict=True):
+                handle.write(json.dumps({"index": {"_index": index, "_id": row["item_id"]}}) + "\n")
+                doc = {k: _json_value(v) for k, v in row.items()}
+                doc[VECTOR_FIELD] = [float(x) for x in np.asarray(vector, dtype=np.float32).tolist()]
+                handle.write(json.dumps(doc, allow_nan=False) + "\n")
+
+    return atomic_write_file(path, write)
 
 
 def _json_value(value: Any) -> Any:
@@ -350,11 +355,10 @@ def export_search_index(
         write_npy(data, out)
         report["files"] = [str(out / "vectors.npy"), str(out / "items.parquet")]
     else:
-        out.mkdir(parents=True, exist_ok=True)
         mapping = opensearch_mapping(data) if to == "opensearch" else elasticsearch_mapping(data)
-        (out / "mapping.json").write_text(json.dumps(mapping, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out / "mapping.json", json.dumps(mapping, indent=2) + "\n")
         write_bulk_ndjson(data, out / "bulk.ndjson", index)
-        (out / "query.json").write_text(json.dumps(example_query(to, data.dim), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out / "query.json", json.dumps(example_query(to, data.dim), indent=2) + "\n")
         report["files"] = [str(out / n) for n in ("mapping.json", "bulk.ndjson", "query.json")]
         report["index"] = index
     return report

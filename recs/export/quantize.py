@@ -15,21 +15,27 @@ import logging
 import tempfile
 from pathlib import Path
 
+from recs.io import atomic_write_file
+
 __all__ = ["optimize_graph", "quantize_graph"]
 
 
 def optimize_graph(src: Path, dst: Path) -> Path:
+    """The optimised graph of `src` at `dst` (written atomically)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-    return dst
+    def write(tmp: Path) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(tmp)  # ends in dst's suffix (.onnx, not .ort)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+    return atomic_write_file(dst, write)
 
 
 def quantize_graph(src: Path, dst: Path) -> Path:
+    """The int8 graph of `src` at `dst` (written atomically; scratch files in a temp folder)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -42,10 +48,10 @@ def quantize_graph(src: Path, dst: Path) -> Path:
             # ONNX shape inference, so that the quantiser knows every tensor's type (the graph is
             # already optimised above; symbolic shape inference cannot follow BERT's masks).
             quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-            quantize_dynamic(
-                str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            atomic_write_file(dst, lambda out: quantize_dynamic(
+                str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
                 extra_options={"MatMulConstBOnly": True},
-            )
+            ))
     finally:
         quant_logger.setLevel(level)
-    return dst
+    return Path(dst)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recs.io import atomic_write_file
+
 DEFAULT_OPSET = 17
 EXAMPLE_TEXTS = ("a", "an example sentence that is a little longer than the first one, with padding")
 
@@ -104,18 +106,23 @@ def export_module(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path
     if axes is None:
         axes = {n: ({0: "batch", 1: "sequence"} if inputs[n].dim() == 2 and n != "history_mean" else {0: "batch"}) for n in names}
         axes.update({o: {0: "batch"} for o in outputs})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _eval_mode(module), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes
-        torch.onnx.export(
-            module, args, str(path), dynamo=False, input_names=list(names), output_names=outputs,
-            dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
-        )
-    model = onnx.load(str(path), load_external_data=False)
-    if _float_eyelike(model):
-        onnx.save(model, str(path))
-    onnx.checker.check_model(model)
-    return {"inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output]}
+    def write(tmp: Path) -> None:
+        with _eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes
+            torch.onnx.export(
+                module, args, str(tmp), dynamo=False, input_names=list(names), output_names=outputs,
+                dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+            )
+        model = onnx.load(str(tmp), load_external_data=False)
+        if _float_eyelike(model):
+            onnx.save(model, str(tmp))
+        onnx.checker.check_model(model)
+        graph_io["inputs"] = [i.name for i in model.graph.input]
+        graph_io["outputs"] = [o.name for o in model.graph.output]
+
+    graph_io: dict[str, Any] = {}
+    atomic_write_file(path, write)  # a failed export or check leaves no half-written graph
+    return graph_io
 
 
 def _float_eyelike(model: Any) -> bool:

@@ -22,6 +22,7 @@ from recs.errors import ArtifactError
 from recs.progress import progress_bar
 from recs.ranking.config import CrossEncoderConfig
 from recs.retrieval.checkpoint import (
+    has_training_state,
     load_model_state,
     load_training_state,
     model_state,
@@ -112,7 +113,7 @@ class CrossEncoderReranker:
         best_state = model_state(self.model)
         bad, start_epoch = 0, 0
         checkpoint = work_dir / "ce_checkpoint"
-        if resume and (checkpoint / "state.json").is_file():
+        if resume and has_training_state(checkpoint):
             meta = load_training_state(checkpoint, self.model, optimizer)
             start_epoch = report.epochs_run = meta["epoch"]
             report.steps, report.best_metric, report.best_epoch, bad = meta["steps"], meta["best_metric"], meta["best_epoch"], meta["bad_epochs"]

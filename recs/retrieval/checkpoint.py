@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recs.errors import ArtifactError
+from recs.io import atomic_replace_dir, restore_dir
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"  # written last
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -39,10 +43,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 def save_training_state(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
 ) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".tmp"
-    tmp.mkdir(exist_ok=True)
-    save_file(model_state(model), tmp / "model.safetensors")
+    """Write the checkpoint folder (model, optimizer, state.json) as one unit: the new folder is
+    filled beside the old one and swapped in (`recs.io.atomic_replace_dir`), so a crash leaves
+    either the old complete checkpoint or the new one, never a mix."""
+    weights = model_state(model)
     opt = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -52,21 +56,38 @@ def save_training_state(
                 tensors[f"{index}.{key}"] = value.detach().clone().contiguous().cpu()
             else:
                 scalars[f"{index}.{key}"] = value
-    save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
     meta = {**meta, "optimizer_scalars": scalars, "param_groups": opt["param_groups"]}
     meta["torch_rng"] = torch.get_rng_state().tolist()
-    (tmp / "state.json").write_text(json.dumps(meta))
-    for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
-        os.replace(tmp / name, folder / name)
-    tmp.rmdir()
+
+    def fill(tmp: Path) -> None:
+        save_file(weights, tmp / MODEL_FILE)
+        save_file(tensors or {"_empty": torch.zeros(1)}, tmp / OPTIMIZER_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(meta))
+
+    atomic_replace_dir(Path(folder), fill)
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / STATE_FILE).is_file()
+
+
+def has_training_state(folder: Path) -> bool:
+    """Whether `folder` holds a checkpoint to resume from (restoring the previous one first if a
+    save was interrupted between its two renames)."""
+    folder = Path(folder)
+    restore_dir(folder, complete=_complete)
+    return _complete(folder)
 
 
 def load_training_state(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    meta = json.loads((folder / "state.json").read_text())
-    load_model_state(model, load_file(folder / "model.safetensors"))
-    tensors = load_file(folder / "optimizer.safetensors")
+    folder = Path(folder)
+    if not has_training_state(folder):
+        raise ArtifactError(f"{folder}: no training checkpoint ({STATE_FILE} missing)")
+    meta = json.loads((folder / STATE_FILE).read_text())
+    load_model_state(model, load_file(folder / MODEL_FILE))
+    tensors = load_file(folder / OPTIMIZER_FILE)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key == "_empty":

@@ -20,8 +20,10 @@ import torch
 
 from recs.device import torch_device
 from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
+from recs.io import atomic_write_file
 from recs.progress import progress_bar
 from recs.retrieval.checkpoint import (
+    has_training_state,
     load_model_state,
     load_training_state,
     model_state,
@@ -160,7 +162,7 @@ def train_towers(
     best_state = model_state(model)
     bad_epochs = 0
     checkpoint = work_dir / "checkpoint"
-    if resume and (checkpoint / "state.json").is_file():
+    if resume and has_training_state(checkpoint):
         meta = load_training_state(checkpoint, model, optimizer)
         start_epoch = report.epochs_run = meta["epoch"]
         report.steps, report.best_metric, report.best_epoch = meta["steps"], meta["best_metric"], meta["best_epoch"]
@@ -211,7 +213,7 @@ def train_towers(
             best_state = model_state(model)
             from safetensors.torch import save_file
 
-            save_file(best_state, work_dir / "best.safetensors")
+            atomic_write_file(work_dir / "best.safetensors", lambda tmp, state=best_state: save_file(state, tmp))
         else:
             bad_epochs += 1
         save_training_state(
