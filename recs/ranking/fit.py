@@ -22,7 +22,6 @@ import polars as pl
 from pydantic import Field
 
 from recs.config import StrictModel
-from recs.evaluation.metrics import ndcg_from_hits
 from recs.progress import progress_bar
 from recs.ranking.cross_encoder import (
     CrossEncoderConfig,
@@ -45,6 +44,7 @@ from recs.ranking.training import (
     train_discover_ranker,
     train_ranker,
 )
+from recs.retrieval.metrics import ndcg_from_hits
 from recs.retrieval.retriever import Retriever
 
 
