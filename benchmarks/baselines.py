@@ -102,7 +102,7 @@ def run_dataset(
     root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Load, split, run the baselines; rows with "dataset" and the protocol/sizes in "notes"."""
-    from recs.evaluation.protocol import evaluate_baselines
+    from recs.evaluation.runner import evaluate_baselines
 
     t0 = time.perf_counter()
     report: dict[str, Any] = {}

@@ -116,13 +116,13 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
 
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from recs.data.splits import leave_last_out
-    from recs.evaluation.protocol import DISCOVER_SLICE, evaluate, evaluate_baselines
+    from recs.evaluation.adapters import EngineRecommender, RankerRecommender, TwoTowerRecommender
+    from recs.evaluation.protocol import DISCOVER_SLICE, evaluate
+    from recs.evaluation.runner import evaluate_baselines
     from recs.ranking.cross_encoder import CrossEncoderConfig
     from recs.ranking.fit import RankingConfig, fit_ranking
     from recs.ranking.pipeline import RankingPipeline
-    from recs.ranking.recommenders import EngineRecommender, RankerRecommender
     from recs.retrieval.config import RetrievalConfig, TrainConfig
-    from recs.retrieval.recommenders import TwoTowerRecommender
     from recs.retrieval.retriever import Retriever
     from recs.retrieval.towers import TowerConfig
 

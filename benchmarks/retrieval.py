@@ -62,12 +62,13 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     import numpy as np
 
     from recs.data.splits import leave_last_out
-    from recs.evaluation.protocol import evaluate, evaluate_baselines
-    from recs.retrieval.recommenders import (
+    from recs.evaluation.adapters import (
         CandidatesRecommender,
         TwoTowerRecommender,
         ZeroShotRecommender,
     )
+    from recs.evaluation.protocol import evaluate
+    from recs.evaluation.runner import evaluate_baselines
     from recs.retrieval.retriever import RetrievalConfig, Retriever
     from recs.retrieval.towers import TowerConfig
     from recs.retrieval.trainer import TrainConfig

@@ -156,8 +156,8 @@ def evaluate(
     from recs.data.load import load_dataset
     from recs.data.splits import leave_last_out
     from recs.evaluation.baselines import BASELINES
-    from recs.evaluation.protocol import evaluate_baselines
     from recs.evaluation.report import format_table, write_results
+    from recs.evaluation.runner import evaluate_baselines
 
     ks = parse_int_list(k, "--k")
     names = [m.strip() for m in model.split(",") if m.strip()]
@@ -569,8 +569,8 @@ def config_show(
 
 
 def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
+    from recs.evaluation.adapters import CandidatesRecommender, TwoTowerRecommender
     from recs.evaluation.protocol import evaluate as evaluate_model
-    from recs.retrieval.recommenders import CandidatesRecommender, TwoTowerRecommender
     from recs.serving.engine import Engine
 
     engine = Engine.load(artifact)

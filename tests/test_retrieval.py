@@ -241,11 +241,14 @@ def test_filters_honoured(retriever: Retriever) -> None:
     bought = set(retriever.events.filter((pl.col("user_id") == user) & (pl.col("event") == "purchase"))["item_id"])
     results = engine.recommend(user_id=user, k=20, exclude_bought=True, in_stock=True)
     stock = dict(zip(retriever.items["item_id"], retriever.items["in_stock"], strict=True))
+    assert results, "no in-stock, not-bought item recommended: the filter check would pass vacuously"
     assert not bought & {r.item_id for r in results}
     assert all(stock[r.item_id] for r in results)
     category = retriever.items["category"][0].split(" > ")[0]
     cats = dict(zip(retriever.items["item_id"], retriever.items["category"], strict=True))
-    assert all(cats[r.item_id].startswith(category) for r in engine.recommend(user_id=user, k=10, category=category))
+    in_category = engine.recommend(user_id=user, k=10, category=category)
+    assert in_category, f"nothing recommended in {category!r}: the filter check would pass vacuously"
+    assert all(cats[r.item_id].startswith(category) for r in in_category)
 
 
 def test_save_load_round_trip_gives_identical_rankings(retriever: Retriever, tmp_path: Path) -> None:

@@ -1,7 +1,18 @@
-"""Evaluation: full-ranking metrics, the Recommender interface, baselines, protocol, reports."""
+"""Evaluation: full-ranking metrics, the Recommender interface, baselines, adapters of the
+engine's stages, protocol, runner, reports.
+
+Importing this package registers every recommender (baselines and adapters) for
+`Recommender.load`."""
 
 from __future__ import annotations
 
+from recs.evaluation.adapters import (
+    CandidatesRecommender,
+    EngineRecommender,
+    RankerRecommender,
+    TwoTowerRecommender,
+    ZeroShotRecommender,
+)
 from recs.evaluation.baselines import (
     BASELINES,
     ALSRecommender,
@@ -23,9 +34,15 @@ from recs.evaluation.metrics import (
     popularity_percentiles,
     recall_at_k,
 )
-from recs.evaluation.protocol import DISCOVER_SLICE, SLICES, evaluate, evaluate_baselines
-from recs.evaluation.recommender import Recommendations, Recommender, UnknownUserPolicy
+from recs.evaluation.protocol import DISCOVER_SLICE, SLICES, evaluate
+from recs.evaluation.recommender import (
+    RecommendationLists,
+    Recommender,
+    UnknownUserPolicy,
+    registered_recommenders,
+)
 from recs.evaluation.report import format_table, plot_metrics, write_results
+from recs.evaluation.runner import evaluate_baselines
 from recs.evaluation.tuning import DEFAULT_ALS_GRID, tune, tune_als
 
 __all__ = [
@@ -35,12 +52,17 @@ __all__ = [
     "SLICES",
     "ALSRecommender",
     "BM25Recommender",
+    "CandidatesRecommender",
     "CoocRecommender",
+    "EngineRecommender",
     "PopularityRecommender",
-    "Recommendations",
+    "RankerRecommender",
+    "RecommendationLists",
     "Recommender",
     "RepeatRecommender",
+    "TwoTowerRecommender",
     "UnknownUserPolicy",
+    "ZeroShotRecommender",
     "coverage",
     "evaluate",
     "evaluate_baselines",
@@ -56,6 +78,7 @@ __all__ = [
     "popularity_bias",
     "popularity_percentiles",
     "recall_at_k",
+    "registered_recommenders",
     "tune",
     "tune_als",
     "write_results",

@@ -4,7 +4,9 @@ Two layers, same numbers:
 - per-user functions (`recall_at_k`, `ndcg_at_k`, `mrr`, `hit_rate_at_k`) on one ranked list and one
   relevant set; they return None when the relevant set is empty (the metric is undefined there);
 - batch functions on a boolean hit matrix (`hits[u, r]`: the item at rank r of user u is relevant),
-  vectorised with numpy; users with no relevant item are skipped, never counted as zeros.
+  vectorised with numpy; users with no relevant item are skipped, never counted as zeros. They
+  live in `recs.retrieval.metrics` (the trainer's validation uses them; a stage never imports
+  evaluation) and are re-exported here.
 
 Ranked lists are over the whole catalog (no sampled negatives). No function ever returns NaN.
 """
@@ -14,6 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 
 import numpy as np
+
+from recs.retrieval.metrics import check_k as _check_k
+from recs.retrieval.metrics import (
+    hit_matrix,
+    hit_rate_from_hits,
+    mean_ranking_metrics,
+    mrr_from_hits,
+    ndcg_from_hits,
+    recall_from_hits,
+)
 
 __all__ = [
     "coverage",
@@ -31,107 +43,6 @@ __all__ = [
     "recall_at_k",
     "recall_from_hits",
 ]
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-# ---------------------------------------------------------------------------------------------
-# Batch layer: hit matrices
-
-
-def hit_matrix(
-    ranked: Sequence[Sequence[Hashable]], relevant: Sequence[Collection[Hashable]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hits of the top-k of each ranked list: (bool array (n_users, k), int array (n_users,) of
-    relevant-set sizes). Lists shorter than k are padded with misses (padding is never a hit)."""
-    k = _check_k(k)
-    if len(ranked) != len(relevant):
-        raise ValueError(f"{len(ranked)} ranked lists but {len(relevant)} relevant sets")
-    hits = np.zeros((len(ranked), k), dtype=bool)
-    n_relevant = np.zeros(len(ranked), dtype=np.int64)
-    for u, (items, rel) in enumerate(zip(ranked, relevant, strict=True)):
-        rel_set = rel if isinstance(rel, (set, frozenset)) else set(rel)
-        n_relevant[u] = len(rel_set)
-        if rel_set:
-            top = list(items)[:k]
-            hits[u, : len(top)] = [item in rel_set for item in top]
-    return hits, n_relevant
-
-
-def _cut(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    k = _check_k(k)
-    hits = np.asarray(hits, dtype=bool)
-    if hits.ndim != 2:
-        raise ValueError("hits must be a 2-d (users, ranks) array")
-    n_relevant = np.asarray(n_relevant, dtype=np.int64)
-    if n_relevant.shape != (hits.shape[0],):
-        raise ValueError("n_relevant must have one entry per row of hits")
-    top = np.zeros((hits.shape[0], k), dtype=bool)
-    width = min(k, hits.shape[1])
-    top[:, :width] = hits[:, :width]
-    return top, n_relevant
-
-
-def recall_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user recall@k = hits@k / min(|relevant|, k), for users with |relevant| > 0 only
-    (the returned array has one entry per such user, in order)."""
-    top, n_rel = _cut(hits, n_relevant, k)
-    keep = n_rel > 0
-    # min(|rel|, k): a user with more relevant items than slots can still reach 1.0.
-    return top[keep].sum(axis=1) / np.minimum(n_rel[keep], k)
-
-
-def ndcg_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user NDCG@k with binary gains; ideal DCG puts min(|relevant|, k) hits on top."""
-    top, n_rel = _cut(hits, n_relevant, k)
-    keep = n_rel > 0
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (top[keep] * discounts).sum(axis=1)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_rel[keep], k)]
-    return dcg / ideal
-
-
-def mrr_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user reciprocal rank of the first hit within the top k (0 when none)."""
-    top, n_rel = _cut(hits, n_relevant, k)
-    top = top[n_rel > 0]
-    any_hit = top.any(axis=1)
-    first = np.argmax(top, axis=1)
-    return np.where(any_hit, 1.0 / (first + 1.0), 0.0)
-
-
-def hit_rate_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user 1.0 when at least one relevant item is in the top k, else 0.0."""
-    top, n_rel = _cut(hits, n_relevant, k)
-    return top[n_rel > 0].any(axis=1).astype(np.float64)
-
-
-_BATCH = {
-    "recall": recall_from_hits,
-    "ndcg": ndcg_from_hits,
-    "mrr": mrr_from_hits,
-    "hit_rate": hit_rate_from_hits,
-}
-
-
-def mean_ranking_metrics(
-    hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]
-) -> dict[str, float]:
-    """Means of recall/ndcg/mrr/hit_rate at each k over users with a non-empty relevant set, plus
-    "users" (how many were counted). With no such user every mean is 0.0 and "users" is 0."""
-    n_rel = np.asarray(n_relevant, dtype=np.int64)
-    users = int((n_rel > 0).sum())
-    out: dict[str, float] = {}
-    for k in ks:
-        for name, fn in _BATCH.items():
-            values = fn(hits, n_rel, k)
-            out[f"{name}@{int(k)}"] = float(values.mean()) if users else 0.0
-    out["users"] = float(users)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

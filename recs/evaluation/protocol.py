@@ -8,20 +8,19 @@ hit them (that is the point of the `cold_items` slice). Slices:
 - `new_to_user`: relevant items the user never purchased in `split.fit_events`;
 - `cold_items`: relevant items in `split.cold_items` (absent from the fitted events).
 A user whose relevant set is empty in a slice is skipped for that slice.
+
+Running the baselines (tuned, then evaluated) is `recs.evaluation.runner.evaluate_baselines`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recs.data.splits import Split
 from recs.errors import ConfigError, DataError
-from recs.evaluation.baselines import make_baseline
 from recs.evaluation.metrics import (
     coverage,
     hit_matrix,
@@ -33,7 +32,7 @@ from recs.evaluation.metrics import (
 from recs.evaluation.recommender import Recommender
 from recs.retrieval.cooccurrence import purchase_popularity
 
-__all__ = ["DISCOVER_SLICE", "SLICES", "check_ks", "evaluate", "evaluate_baselines", "training_popularity"]
+__all__ = ["DISCOVER_SLICE", "SLICES", "check_ks", "check_slices", "evaluate", "training_popularity"]
 
 SLICES: tuple[str, ...] = ("all", "new_to_user", "cold_items")
 # Rows of the `discover` shelf: the `new_to_user` slice scored on lists without the user's bought
@@ -53,7 +52,8 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _check_slices(slices: Sequence[str]) -> tuple[str, ...]:
+def check_slices(slices: Sequence[str]) -> tuple[str, ...]:
+    """Distinct known slice names, in the given order; ConfigError otherwise."""
     if isinstance(slices, str) or not len(slices):
         raise ConfigError(f"slices must be a non-empty sequence of names, got {slices!r}")
     unknown = [s for s in slices if s not in SLICES]
@@ -121,7 +121,7 @@ def evaluate(
     (cold users of a time split) follow its `unknown_user` policy: "raise" aborts the run.
     """
     ks = check_ks(ks)
-    slices = _check_slices(slices)
+    slices = check_slices(slices)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if "item_id" not in items.columns:
@@ -174,78 +174,3 @@ _ORDER = ("recall", "ndcg", "mrr", "hit_rate", "coverage", "diversity", "popular
 def _ordered(metrics: Mapping[str, float], ks: tuple[int, ...]) -> dict[str, float]:
     # A stable, readable key order: metric family first, then k.
     return {f"{m}@{k}": metrics[f"{m}@{k}"] for m in _ORDER for k in ks if f"{m}@{k}" in metrics}
-
-
-def evaluate_baselines(
-    names: Sequence[str],
-    dataset_items: pl.DataFrame,
-    split: Split,
-    ks: Sequence[int] = (10, 50),
-    tune_als: bool = True,
-    *,
-    slices: Sequence[str] = SLICES,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    dataset: str | None = None,
-    batch_size: int = 1024,
-    discover: bool = False,
-) -> list[dict[str, Any]]:
-    """Fit each named baseline on `split.fit_events` and evaluate it.
-
-    Returns rows {"dataset", "method", "slice", "metrics", "notes"} (the results format). `params`
-    gives constructor parameters per method. With `tune_als`, ALS is first tuned on the validation
-    split (fit on `split.tune_events`, NDCG@10 on `split.valid`); the chosen parameters go in the
-    notes (tuning is skipped, and said so, when there are no validation users). With `discover`,
-    each method also gets a DISCOVER_SLICE row (bought items excluded, new-to-user relevance).
-    """
-    ks = check_ks(ks)
-    slices = _check_slices(slices)
-    params = dict(params or {})
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        method_params = dict(params.get(name, {}))
-        notes = [
-            f"next-basket {split.protocol}, full ranking over {dataset_items.height} items",
-            split.describe(),
-        ]
-        if name == "als" and tune_als:
-            # Imported here: tuning itself runs `evaluate`.
-            from recs.evaluation.tuning import tune_als as run_tuning
-
-            try:
-                result = run_tuning(
-                    split, dataset_items, fixed=method_params, batch_size=batch_size
-                )
-            except DataError as e:
-                notes.append(f"not tuned: {e}")
-            else:
-                method_params = dict(result["params"])
-                notes.append(
-                    f"tuned on validation ({len(result['trials'])} trials, "
-                    f"{result['metric']}={result['score']:.4f})"
-                )
-        model = make_baseline(name, **method_params)
-        start = time.perf_counter()
-        model.fit(split.fit_events, dataset_items)
-        fit_s = time.perf_counter() - start
-        if model.get_params():
-            notes.append("params: " + ", ".join(f"{k}={v}" for k, v in model.get_params().items()))
-        notes.append(f"fit {fit_s:.1f}s")
-        result_by_slice = evaluate(
-            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size
-        )
-        if discover:
-            result_by_slice[DISCOVER_SLICE] = evaluate(
-                model, split, dataset_items, ks=ks, slices=("new_to_user",), batch_size=batch_size,
-                exclude_bought=True,
-            )["new_to_user"]
-        for s, metrics in result_by_slice.items():
-            rows.append(
-                {
-                    "dataset": dataset or "unknown",
-                    "method": name,
-                    "slice": s,
-                    "metrics": metrics,
-                    "notes": "; ".join(notes),
-                }
-            )
-    return rows

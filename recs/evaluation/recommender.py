@@ -8,7 +8,9 @@ A subclass implements four hooks:
 
 The base class owns the rest, so every model behaves the same: the catalog and user indices, the
 popularity fallback, the unknown-user policy, `exclude_bought`, top-k with deterministic ties
-(score, then popularity, then item id), finite float32 scores, and the save/load format.
+(score, then popularity, then item id), finite float32 scores, and the save/load format. A model
+whose state is not its arrays (one wrapping a trained artifact) sets `not_saveable`: `save`
+refuses it, and `load` refuses a folder that claims to hold one, both with ArtifactError.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from recs.io import atomic_replace_dir, restore_dir
 
 __all__ = [
     "FORMAT_VERSION",
-    "Recommendations",
+    "RecommendationLists",
     "Recommender",
     "UnknownUserPolicy",
     "prepare_events",
@@ -57,12 +59,14 @@ _REGISTRY: dict[str, type[Recommender]] = {}
 
 
 def registered_recommenders() -> dict[str, type[Recommender]]:
-    """Every Recommender subclass with a `name`, by name: the only classes `load` will build."""
+    """Every Recommender subclass with a `name`, by name: the only classes `load` will build.
+    Importing `recs.evaluation` (which any import of this module does first) registers them all:
+    the baselines and the adapters of the engine's stages (`recs.evaluation.adapters`)."""
     return dict(_REGISTRY)
 
 
 @dataclass
-class Recommendations:
+class RecommendationLists:
     """One entry per requested user, in request order. `scores[u]` is float32, finite, descending,
     and as long as `item_ids[u]`."""
 
@@ -220,6 +224,10 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]] = ()
+    # Why this model cannot be saved, or None when `save` / `load` round-trip it exactly. A model
+    # that wraps a trained artifact (towers, index, rankers) sets it: its npz alone cannot rebuild
+    # it, so `save` refuses, and so does `load` of a folder that claims to hold one.
+    not_saveable: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -352,7 +360,7 @@ class Recommender(ABC):
 
     def recommend(
         self, user_ids: Sequence[str], k: int = 10, exclude_bought: bool = False
-    ) -> Recommendations:
+    ) -> RecommendationLists:
         """Top-k catalog items for each user, in request order.
 
         Users absent from the fitted events follow `unknown_user`: "raise" (UnknownUserError),
@@ -402,7 +410,7 @@ class Recommender(ABC):
             for j, chosen in enumerate(top_k(block, k, self._pop_order)):
                 item_lists[rows[j]] = self._item_ids[chosen].tolist()
                 score_lists[rows[j]] = _finite_scores(block[j, chosen])
-        return Recommendations(user_ids=users, item_ids=item_lists, scores=score_lists)
+        return RecommendationLists(user_ids=users, item_ids=item_lists, scores=score_lists)
 
     def _blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         size = max(1, _SCORE_BLOCK // max(1, len(self._item_ids)))
@@ -429,7 +437,10 @@ class Recommender(ABC):
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, path: Path) -> Path:
-        """Save to the folder `path` (config.json + arrays.npz, no pickle), atomically."""
+        """Save to the folder `path` (config.json + arrays.npz, no pickle), atomically.
+        ArtifactError for a model that cannot be saved (`not_saveable`)."""
+        if self.not_saveable:
+            raise ArtifactError(f"{self.name} {self.not_saveable}")
         self._check_fitted()
         config = {
             "format_version": FORMAT_VERSION,
@@ -486,6 +497,8 @@ class Recommender(ABC):
             raise ArtifactError(f"{path}: unknown recommender class {name!r}")
         if cls is not Recommender and not issubclass(target, cls):
             raise ArtifactError(f"{path}: holds a {name!r} model, not {cls.name!r}")
+        if target.not_saveable:
+            raise ArtifactError(f"{path}: a {name!r} model cannot be loaded from a folder: {name} {target.not_saveable}")
         params = config.get("params", {})
         policy = config.get("unknown_user", "fallback")
         if not isinstance(params, dict) or set(params) - set(target.param_names):

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recs.evaluation.metrics import ndcg_from_hits
 from recs.progress import progress_bar
 from recs.ranking.config import RankingConfig
 from recs.ranking.cross_encoder import (
@@ -42,6 +41,7 @@ from recs.ranking.training import (
     train_discover_ranker,
     train_ranker,
 )
+from recs.retrieval.metrics import ndcg_from_hits
 from recs.retrieval.retriever import Retriever
 
 

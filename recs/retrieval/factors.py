@@ -55,7 +55,7 @@ def fit_factors(
     baseline's defaults, which are tuned for shops in general."""
     import scipy.sparse as sp
 
-    from recs.evaluation.baselines.als import fit_als
+    from recs.retrieval.als import fit_als
 
     weighted = events.filter(pl.col("item_id").is_in(list(row_of))).with_columns(
         pl.col("event").replace_strict(EVENT_WEIGHT, default=0.0, return_dtype=pl.Float64).alias("_v")

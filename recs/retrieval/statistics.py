@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recs.retrieval.cooccurrence import purchase_popularity
 from recs.retrieval.copurchase import copurchase_neighbours
 from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, fit_factors
@@ -98,9 +99,7 @@ def fit_statistics(events: pl.DataFrame, row_of: dict[str, int], n_items: int, a
     to catalog items by the caller. `als_factors` = 0: no ALS."""
     now = float(epoch_seconds(events["timestamp"]).max()) if events.height else 0.0
     purchases = events.filter(pl.col("event") == "purchase")
-    popularity = np.zeros(n_items, dtype=np.float64)
-    for item, n in purchases.group_by("item_id").len().iter_rows():
-        popularity[row_of[item]] = n
+    popularity = purchase_popularity(events, row_of, n_items)
     neighbour_rows, neighbour_scores = copurchase_neighbours(events, row_of, n_items)
     factors = fit_factors(events, row_of, n_items, als_factors) if als_factors > 0 else None
     return BehaviourStats(

@@ -19,7 +19,6 @@ import polars as pl
 import torch
 
 from recs.device import torch_device
-from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
 from recs.io import atomic_write_file
 from recs.progress import progress_bar
 from recs.retrieval.checkpoint import (
@@ -33,6 +32,7 @@ from recs.retrieval.config import TrainConfig
 from recs.retrieval.encode import encode_items, encode_users, tokenize
 from recs.retrieval.history import history_means
 from recs.retrieval.losses import in_batch_softmax_loss
+from recs.retrieval.metrics import hit_matrix, mean_ranking_metrics
 from recs.retrieval.pairs import Catalog, TrainingExamples, UserState
 from recs.retrieval.towers import TwoTowerModel
 
