@@ -444,6 +444,7 @@ def bundle_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Compose complementary bundles for a user and/or around anchor items, under constraints."""
+    from recs.data import category as category_rule
     from recs.serving.engine import Engine
 
     anchors = ([item] if item else []) + ([i.strip() for i in items.split(",") if i.strip()] if items else [])
@@ -483,7 +484,7 @@ def bundle_command(
         for column in ("item id", "title", "price", "category", "why"):
             table.add_column(column, justify="right" if column == "price" else "left")
         for i in b.items:
-            table.add_row(i.item_id, i.title[:50], "" if i.price is None else f"{i.price:.2f}", i.category.rsplit(">", 1)[-1].strip(), i.reason)
+            table.add_row(i.item_id, i.title[:50], "" if i.price is None else f"{i.price:.2f}", category_rule.leaf(i.category), i.reason)
         console.print(table)
 
 

@@ -106,6 +106,9 @@ def test_pgvector_round_trip_exact_topk_equals_faiss_flat(trained_artifact: Path
             )["item_id"].to_list()
             assert hits and all(i in allowed for i, _ in hits)
             assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+            # The engine's category rule: case and spacing do not matter.
+            shouted = pgvector_search(conn, "shop_items", queries[0], 5, category=f" {category.upper()} ", in_stock_only=True, exclude=excluded)
+            assert shouted == hits
         # --replace reloads into the same table.
         done = CliRunner().invoke(app, ["export-vectors", "--model", str(trained_artifact), "--to", "pgvector", "--dsn", uri, "--table", "shop_items", "--replace", "--fields", "title,category,in_stock"])
         assert done.exit_code == 0, done.output

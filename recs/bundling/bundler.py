@@ -29,6 +29,7 @@ from recs.bundling.config import BundlerConfig
 from recs.bundling.cooc import CoocStats
 from recs.bundling.sets import collect_sets, leaf_ids
 from recs.configmodel import UnknownUserPolicy
+from recs.data import category as category_rule
 from recs.errors import ArtifactError, ConfigError, UnknownItemError
 
 if TYPE_CHECKING:
@@ -91,10 +92,6 @@ class RankedBundle:
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _leaf_name(category: str) -> str:
-    return category.rsplit(">", 1)[-1].strip() if category else ""
 
 
 class Bundler:
@@ -391,7 +388,7 @@ class Bundler:
             return f"because you bought {t.titles[int(history[int(np.argmax(sims))])]}"
         if "user" in sources:
             return "recommended for you"
-        leaf = _leaf_name(t.leaves[row])
+        leaf = category_rule.leaf(t.leaves[row])
         return f"completes the set: {leaf}" if leaf else "completes the set"
 
     # -- curated bundles for a user ------------------------------------------------------------

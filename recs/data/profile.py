@@ -7,12 +7,9 @@ from typing import Any
 
 import polars as pl
 
+from recs.data.category import top_expr
 from recs.data.schema import Dataset
 from recs.errors import UnknownUserError
-
-
-def _top_level(category: pl.Expr) -> pl.Expr:
-    return category.str.split(" > ").list.first()
 
 
 def user_profiles(events: pl.DataFrame, items: pl.DataFrame, now: datetime | None = None) -> pl.DataFrame:
@@ -22,7 +19,7 @@ def user_profiles(events: pl.DataFrame, items: pl.DataFrame, now: datetime | Non
         now = events["timestamp"].max() if events.height else datetime.now().astimezone()
     joined = events.join(
         items.select("item_id", "category", "brand", "price"), on="item_id", how="left"
-    ).with_columns(_top_level(pl.col("category")).alias("top_category"))
+    ).with_columns(top_expr(pl.col("category")).alias("top_category"))
     purchases = joined.filter(pl.col("event") == "purchase")
     base = joined.group_by("user_id").agg(
         pl.len().alias("n_events"),

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from recs.artifacts import open_artifact
+from recs.data import category as category_rule
 from recs.errors import ArtifactError, ConfigError
 from recs.io import atomic_write_file, atomic_write_text
 
@@ -53,15 +54,17 @@ PGVECTOR_MAX_HNSW_DIM = 2000  # pgvector's HNSW limit for `vector` columns
 
 def pgvector_topk_sql(category: bool = True, in_stock: bool = True, exclude: bool = True) -> str:
     """The top-k query, with the filter clauses asked for. Parameters: q (the user vector as
-    '[x,y,...]'), k, category + category_prefix (category || ' > %': the category and every
-    category below it), exclude (text[] of item ids). `<#>` is pgvector's negative inner product:
+    '[x,y,...]'), k, category + category_prefix (`recs.data.category.normalise(C)` and
+    `like_prefix(C)`: the category and every category below it, case-insensitive, matched against the
+    exported `category_path` column), exclude (text[] of item ids). `<#>` is pgvector's negative inner product:
     ascending = best first, and the score is its negation. Before it, per session/transaction:
       SET hnsw.ef_search = 100;                 -- candidates the HNSW scan keeps (recall)
       SET hnsw.iterative_scan = relaxed_order;  -- pgvector >= 0.8: keep scanning while filters drop rows
     """
     where = []
     if category:
-        where.append("(category = %(category)s OR category LIKE %(category_prefix)s)")
+        # recs.data.category's rule: the normalised path equals the filter or lies below it.
+        where.append("(category_path = %(category)s OR category_path LIKE %(category_prefix)s)")
     if in_stock:
         where.append("COALESCE(in_stock, true)")  # unknown stock counts as in stock, as in the engine
     if exclude:
@@ -109,6 +112,12 @@ def read_item_vectors(model: str | Path, fields: Sequence[str] | None = None) ->
             raise ConfigError(f"--fields: unknown item field(s) {', '.join(unknown)}; items have {', '.join(items.columns)}")
     keep = [c for c in (fields if fields is not None else items.columns) if c != "item_id" and c != VECTOR_FIELD]
     items = items.select(pl.col("item_id").cast(pl.Utf8), *keep)
+    if "category" in items.columns:
+        # The filter key of recs.data.category (case-folded, canonical spacing): what SQL and
+        # OpenSearch filters compare, so that they match exactly what the engine matches.
+        items = items.with_columns(
+            pl.col("category").map_elements(category_rule.normalise, return_dtype=pl.Utf8).alias("category_path")
+        )
     # Dates and other non-scalar columns travel as text: every backend takes text.
     items = items.with_columns(
         pl.col(c).cast(pl.Utf8) for c in keep
@@ -238,8 +247,9 @@ def pgvector_search(
     excluded = list(exclude)
     query = pgvector_topk_sql(category is not None, in_stock_only, bool(excluded))
     params = {
-        "q": vector_literal(vector), "k": int(k), "category": category,
-        "category_prefix": None if category is None else _like_escape(category) + " > %",
+        "q": vector_literal(vector), "k": int(k),
+        "category": None if category is None else category_rule.normalise(category),
+        "category_prefix": None if category is None else category_rule.like_prefix(category),
         "exclude": excluded,
     }
     with conn.transaction(), conn.cursor() as cur:
@@ -250,10 +260,6 @@ def pgvector_search(
             cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cur.execute(sql.SQL(query).format(table=_table_id(table)), params)  # type: ignore[arg-type]
         return [(str(i), float(s)) for i, s in cur.fetchall()]
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # ---------------------------------------------------------------------------------- OpenSearch / ES
@@ -274,6 +280,8 @@ def _field_mapping(dtype: pl.DataType, name: str) -> dict[str, Any]:
 def opensearch_mapping(data: ItemVectors, m: int = 16, ef_construction: int = 128) -> dict[str, Any]:
     """Index body for OpenSearch's k-NN plugin: `knn_vector`, HNSW (faiss engine), inner product."""
     properties = {c: _field_mapping(data.items[c].dtype, c) for c in data.items.columns}
+    if "category_path" in properties:
+        properties["category_prefixes"] = {"type": "keyword"}
     properties[VECTOR_FIELD] = {
         "type": "knn_vector", "dimension": data.dim,
         "method": {"name": "hnsw", "engine": "faiss", "space_type": "innerproduct",
@@ -288,6 +296,8 @@ def elasticsearch_mapping(data: ItemVectors) -> dict[str, Any]:
     norms = np.linalg.norm(data.vectors, axis=1)
     similarity = "dot_product" if np.all(np.abs(norms - 1.0) < 1e-3) else "cosine"
     properties = {c: _field_mapping(data.items[c].dtype, c) for c in data.items.columns}
+    if "category_path" in properties:
+        properties["category_prefixes"] = {"type": "keyword"}
     properties[VECTOR_FIELD] = {"type": "dense_vector", "dims": data.dim, "index": True, "similarity": similarity}
     return {"mappings": {"properties": properties}}
 
@@ -300,6 +310,10 @@ def write_bulk_ndjson(data: ItemVectors, path: str | Path, index: str) -> Path:
             for row, vector in zip(data.items.iter_rows(named=True), data.vectors, strict=True):
                 handle.write(json.dumps({"index": {"_index": index, "_id": row["item_id"]}}) + "\n")
                 doc = {k: _json_value(v) for k, v in row.items()}
+                if row.get("category_path"):
+                    # Every ancestor path: a `term` filter on it keeps a category and all below it.
+                    parts = str(row["category_path"]).split(category_rule.SEPARATOR)
+                    doc["category_prefixes"] = [category_rule.SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
                 doc[VECTOR_FIELD] = [float(x) for x in np.asarray(vector, dtype=np.float32).tolist()]
                 handle.write(json.dumps(doc, allow_nan=False) + "\n")
 

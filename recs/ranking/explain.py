@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recs.data import category as cat
 from recs.retrieval.candidates import CandidateSet
 from recs.retrieval.retriever import Retriever, UserContext
 
@@ -29,7 +30,7 @@ def reason(retriever: Retriever, context: UserContext, cands: CandidateSet, j: i
         return "matches your search or session"
     if f["from_als"] > 0:
         return "bought by shoppers who buy what you buy"
-    category = retriever.categories[row].split(" > ")[0] if retriever.categories[row] else ""
+    category = cat.top(retriever.categories[row])
     return f"popular in {category}" if category else "popular right now"
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recs.data import category as cat
 from recs.retrieval.candidates import FEATURES as CANDIDATE_FEATURES
 from recs.retrieval.candidates import NEVER_DAYS, CandidateSet
 from recs.retrieval.retriever import Retriever, UserContext
@@ -39,8 +40,6 @@ class UserSignals:
     touched: dict[int, tuple[float, float, bool]]  # row -> (count, last time, carted)
 
 
-def _top(category: str) -> str:
-    return category.split(" > ")[0]
 
 
 def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
@@ -52,7 +51,7 @@ def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
         category = retriever.categories[row]
         if category:
             leaf[category] = leaf.get(category, 0.0) + weight
-            top[_top(category)] = top.get(_top(category), 0.0) + weight
+            top[cat.top(category)] = top.get(cat.top(category), 0.0) + weight
         count, _, carted = touched.get(row, (0.0, 0.0, False))
         touched[row] = (count + 1.0, when, carted or event in ("cart", "purchase"))
     for table in (leaf, top):
@@ -96,7 +95,7 @@ def feature_matrix(retriever: Retriever, context: UserContext, cands: CandidateS
         if price is not None and signals.price_median > 0:
             out[i, base + 0] = (price - signals.price_median) / (signals.price_spread + 0.1 * signals.price_median + 1e-6)
         out[i, base + 1] = signals.leaf.get(category, 0.0) if category else 0.0
-        out[i, base + 2] = signals.top.get(_top(category), 0.0) if category else 0.0
+        out[i, base + 2] = signals.top.get(cat.top(category), 0.0) if category else 0.0
         count, last, carted = signals.touched.get(row, (0.0, None, False))
         out[i, base + 3] = count
         out[i, base + 4] = NEVER_DAYS if last is None else max(0.0, (retriever.now - last) / 86400.0)
