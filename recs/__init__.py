@@ -1,7 +1,9 @@
 """recs: an e-commerce recommendation engine.
 
 Public API (heavy modules load on first use, so `import recs` stays light):
-    recs.Engine          load a trained artifact and recommend
+    recs.Engine          fit (Engine.fit) or load (Engine.load) a model and recommend
+    recs.RecsConfig      the one configuration (sections data, retrieval, ranking, bundling, serving)
+    recs.RuntimeOptions  how ONNX sessions run (precision, providers, threads): Engine.load(runtime=...)
     recs.load_dataset    read + validate + clean a shop folder
 """
 
@@ -16,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
-__all__ = ["Engine", "__version__", "load_dataset"]
+__all__ = ["Engine", "RecsConfig", "RuntimeOptions", "__version__", "load_dataset"]
 
 if TYPE_CHECKING:
+    from recs.config import RecsConfig
     from recs.data.load import load_dataset
     from recs.serving.engine import Engine
+    from recs.serving.onnx_runtime import RuntimeOptions
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +32,14 @@ def __getattr__(name: str) -> Any:
         from recs.serving.engine import Engine
 
         return Engine
+    if name == "RecsConfig":
+        from recs.config import RecsConfig
+
+        return RecsConfig
+    if name == "RuntimeOptions":
+        from recs.serving.onnx_runtime import RuntimeOptions
+
+        return RuntimeOptions
     if name == "load_dataset":
         from recs.data.load import load_dataset
 
