@@ -283,15 +283,17 @@ def query(
     price_min: Annotated[float | None, typer.Option("--price-min", help="Lowest price.")] = None,
     price_max: Annotated[float | None, typer.Option("--price-max", help="Highest price.")] = None,
     exclude: Annotated[str | None, typer.Option("--exclude", help="Item ids to leave out, ID,ID,...")] = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Recommend items for a user (or a history / a text) and print them."""
+    """Recommend items for a user (or a history / a text) and print them. The [serving] section of
+    --config sets the ONNX runtime (precision, threads)."""
     from recs.serving.engine import Engine
 
     if unknown_user not in ("raise", "warn", "fallback"):
         raise ConfigError(f"--unknown-user must be raise, warn or fallback, got '{unknown_user}'")
     if user is None and not history and not text:
         raise ConfigError("give --user, --history or --text")
-    engine = Engine.load(model)
+    engine = Engine.load(model, runtime=_runtime(config))
     items_history = [h.strip() for h in history.split(",") if h.strip()] if history else None
     overrides: dict[str, Any] = {"rerank": not no_rerank, "diversity": diversity, "novelty": novelty}
     if rerank_top is not None:
@@ -442,6 +444,7 @@ def bundle_command(
     include_out_of_stock: Annotated[bool, typer.Option("--include-out-of-stock", help="Allow items that are out of stock.")] = False,
     curated: Annotated[bool, typer.Option("--curated", help="Rank the curated bundles for --user instead of composing new ones.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Compose complementary bundles for a user and/or around anchor items, under constraints."""
     from recs.data import category as category_rule
@@ -453,7 +456,7 @@ def bundle_command(
     if n < 1:
         raise ConfigError(f"--n must be positive, got {n}")
     low, high = parse_size(size)
-    engine = Engine.load(model)
+    engine = Engine.load(model, runtime=_runtime(config))
     if curated:
         ranked = engine.rank_bundles(user, k=n)
         if as_json:
@@ -543,6 +546,16 @@ def train_ranker_command(
             highlight=False,
         )
     console.print(f"saved ranking stage into {model}", highlight=False)
+
+
+def _runtime(config_path: Path | None) -> Any:
+    """The ONNX runtime settings of --config's [serving] section (None: environment defaults)."""
+    if config_path is None:
+        return None
+    from recs.serving.onnx_runtime import RuntimeOptions
+
+    serving = load_config(config_path).serving
+    return RuntimeOptions(precision=serving.precision, threads=serving.threads)
 
 
 def _model_config(model: Path, config_path: Path | None) -> RecsConfig:

@@ -343,3 +343,21 @@ def test_empty_category_filter_rejected():
         index.search(vecs[0], 3, category=" > ")
     with pytest.raises(ConfigError, match="lists for"):
         index.search(vecs[:2], 3, exclude=[[ids[0]], [ids[1]], [ids[2]]])
+
+
+def test_set_metadata_moves_items_between_filters(built):
+    """The service's price/stock/category updates in place: filters follow at once."""
+    index, ids, vecs, cats, stock = built
+    item = ids[0]
+    old_cat, old_stock = index.categories([item])[0], bool(index.in_stock([item])[0])
+    try:
+        index.set_metadata([item], categories=["Garden > NEW-shelf"], in_stock=[False])
+        got, _ = index.search(vecs[0], 5, category="garden > new-shelf")
+        assert got[0] == [item]
+        got, _ = index.search(vecs[0], 5, category="garden > new-shelf", in_stock_only=True)
+        assert got[0] == []
+        restrict = index.allow_mask(ids, np.array([i == item for i in ids]))
+        got, _ = index.search(vecs[0], 5, restrict=restrict)
+        assert got[0] == [item]
+    finally:
+        index.set_metadata([item], categories=[old_cat], in_stock=[old_stock])
