@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from recs.artifacts import (
     register_component_kind,
 )
 from recs.errors import ArtifactError, ConfigError
+from tests.crash import fail_replace_on
 
 
 def _write_basic(path: Path, marker: str = "v1") -> None:
@@ -247,25 +247,11 @@ def test_exception_on_first_save_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _fail_on_calls(monkeypatch, failing: set[int]):
-    real = os.replace
-    calls = {"n": 0}
-
-    def fake(src, dst, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] in failing:
-            raise OSError("simulated crash")
-        return real(src, dst, *a, **kw)
-
-    monkeypatch.setattr(os, "replace", fake)
-    return calls
-
-
 def test_crash_between_renames_keeps_old_artifact(tmp_path, monkeypatch):
     path = tmp_path / "model"
     _write_basic(path, "v1")
     # rename 1 (old aside) works, rename 2 (new in) fails; the writer puts the old one back
-    _fail_on_calls(monkeypatch, {2})
+    fail_replace_on(monkeypatch, {2})
     with pytest.raises(OSError, match="simulated crash"):
         _write_basic(path, "v2")
     monkeypatch.undo()
@@ -278,7 +264,7 @@ def test_hard_crash_between_renames_is_recovered_by_open(tmp_path, monkeypatch):
     _write_basic(path, "v1")
     # rename 2 fails and so does the restore: the old artifact stays at model.bak-*,
     # as after a process killed between the two renames.
-    _fail_on_calls(monkeypatch, {2, 3})
+    fail_replace_on(monkeypatch, {2, 3})
     with pytest.raises(OSError, match="simulated crash"):
         _write_basic(path, "v2")
     monkeypatch.undo()

@@ -347,11 +347,13 @@ def test_empty_category_filter_rejected():
 
 def test_set_metadata_moves_items_between_filters(built):
     """The service's price/stock/category updates in place: filters follow at once."""
-    index, ids, vecs, cats, stock = built
+    index, ids, vecs, _cats, _stock = built
     item = ids[0]
+    version = index.version
     old_cat, old_stock = index.categories([item])[0], bool(index.in_stock([item])[0])
     try:
         index.set_metadata([item], categories=["Garden > NEW-shelf"], in_stock=[False])
+        assert index.version > version  # what the Retriever's cached restrictions key on
         got, _ = index.search(vecs[0], 5, category="garden > new-shelf")
         assert got[0] == [item]
         got, _ = index.search(vecs[0], 5, category="garden > new-shelf", in_stock_only=True)

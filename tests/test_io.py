@@ -22,6 +22,7 @@ from recs.io import (
     atomic_write_text,
     restore_dir,
 )
+from tests.crash import fail_replace_on
 
 RECS = Path(io.__file__).parent
 
@@ -32,21 +33,6 @@ def _names(folder: Path) -> list[str]:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def _fail_replace_on(monkeypatch: pytest.MonkeyPatch, failing: set[int]) -> dict[str, int]:
-    """os.replace raises on the given calls (1-based), as a crash at that rename would."""
-    real = os.replace
-    calls = {"n": 0}
-
-    def fake(src, dst, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] in failing:
-            raise OSError("simulated crash")
-        return real(src, dst, *a, **kw)
-
-    monkeypatch.setattr(os, "replace", fake)
-    return calls
 
 
 @pytest.fixture()
@@ -92,7 +78,7 @@ def test_write_fn_gets_a_temp_path_beside_the_target_with_its_suffix(tmp_path: P
 def test_failed_rename_keeps_the_old_file_and_removes_the_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "x.txt"
     atomic_write_text(target, "old")
-    _fail_replace_on(monkeypatch, {1})
+    fail_replace_on(monkeypatch, {1})
     with pytest.raises(OSError, match="simulated crash"):
         atomic_write_text(target, "new")
     monkeypatch.undo()
@@ -187,7 +173,7 @@ def test_failing_fill_keeps_the_old_folder(tmp_path: Path) -> None:
 def test_failed_second_rename_puts_the_old_folder_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model"
     atomic_replace_dir(target, _fill("v1"))
-    _fail_replace_on(monkeypatch, {2})  # old aside works, new in fails
+    fail_replace_on(monkeypatch, {2})  # old aside works, new in fails
     with pytest.raises(OSError, match="simulated crash"):
         atomic_replace_dir(target, _fill("v2"))
     monkeypatch.undo()
@@ -198,7 +184,7 @@ def test_failed_second_rename_puts_the_old_folder_back(tmp_path: Path, monkeypat
 def test_crash_between_the_renames_is_restored_by_restore_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model"
     atomic_replace_dir(target, _fill("v1"))
-    _fail_replace_on(monkeypatch, {2, 3})  # new in fails and so does putting the old one back
+    fail_replace_on(monkeypatch, {2, 3})  # new in fails and so does putting the old one back
     with pytest.raises(OSError, match="simulated crash"):
         atomic_replace_dir(target, _fill("v2"))
     monkeypatch.undo()
@@ -324,7 +310,7 @@ def test_checkpoint_crash_between_renames_resumes_from_the_old_one(tmp_path: Pat
     folder = tmp_path / "checkpoint"
     m1, o1 = _trained(1)
     save_training_state(folder, m1, o1, {"epoch": 1})
-    _fail_replace_on(monkeypatch, {2, 3})
+    fail_replace_on(monkeypatch, {2, 3})
     m2, o2 = _trained(2)
     with pytest.raises(OSError, match="simulated crash"):
         save_training_state(folder, m2, o2, {"epoch": 2})

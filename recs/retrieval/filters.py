@@ -50,10 +50,6 @@ class Filters:
         """The part of the filter that depends only on the catalog (cached per catalog)."""
         return cat.normalise(self.category), self.price_min, self.price_max, self.in_stock_only
 
-    @property
-    def active(self) -> bool:
-        return any(self.catalog_key[:3]) or self.in_stock_only or self.exclude_bought or bool(self.exclude)
-
 
 class CatalogMasks:
     """Boolean masks over catalog rows for `Filters`, the catalog half cached (LRU)."""

@@ -155,6 +155,7 @@ class ItemIndex:
         self._cat_norm: list[str] = []
         self._n_tombstones = 0
         self._mask_cache: dict[tuple[str | None, bool], tuple[np.ndarray, int]] = {}
+        self.version = 0  # bumped by every add / remove / update / set_metadata
         self._gpu: Any = None  # (resources, gpu index, position -> int id)
         self._gpu_broken = False
         if self.kind is not None:
@@ -321,6 +322,7 @@ class ItemIndex:
         return codes
 
     def _changed(self) -> None:
+        self.version += 1  # callers' caches of `allow_mask` results key on it
         self._mask_cache.clear()
         self._gpu = None
 

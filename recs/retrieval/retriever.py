@@ -304,7 +304,7 @@ class Retriever:
         allowed = self.masks.catalog_mask(filters)
         if allowed is None:
             return None
-        key = filters.catalog_key
+        key = (self.index.version, *filters.catalog_key)  # the index may change in place (item updates)
         if key not in self._index_masks:
             if len(self._index_masks) >= 256:
                 self._index_masks.pop(next(iter(self._index_masks)))
