@@ -31,6 +31,7 @@ from recs.evaluation.metrics import (
 )
 from recs.evaluation.recommender import Recommender
 from recs.retrieval.cooccurrence import purchase_popularity
+from recs.retrieval.metrics import ndcg_from_hits
 
 __all__ = ["DISCOVER_SLICE", "SLICES", "check_ks", "check_slices", "evaluate", "training_popularity"]
 
@@ -108,6 +109,7 @@ def evaluate(
     slices: Sequence[str] = SLICES,
     batch_size: int = 1024,
     exclude_bought: bool = False,
+    per_user: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of a model already fitted on `split.fit_events`, per slice.
 
@@ -119,6 +121,8 @@ def evaluate(
     Each user is recommended once, with max(ks) items; every metric is computed from that list.
     A slice with no user has all metrics 0.0 and users 0. Test users the model does not know
     (cold users of a time split) follow its `unknown_user` policy: "raise" aborts the run.
+    `per_user`, when given, is filled with slice -> {user_id: NDCG@10 (NDCG@min(ks) without 10)}
+    for the paired comparisons of `recs.evaluation.paired`.
     """
     ks = check_ks(ks)
     slices = check_slices(slices)
@@ -157,6 +161,11 @@ def evaluate(
         counted = [r for r, rel in zip(ranked, relevant, strict=True) if rel]
         hits, n_rel = hit_matrix(ranked, relevant, k_max)
         metrics = mean_ranking_metrics(hits, n_rel, ks)
+        if per_user is not None:
+            k_paired = 10 if 10 in ks else ks[0]
+            values = ndcg_from_hits(hits, n_rel, k_paired)
+            kept = [u for u, rel in zip(users, relevant, strict=True) if rel]
+            per_user[s] = dict(zip(kept, values.astype(float).tolist(), strict=True))
         for k in ks:
             metrics[f"coverage@{k}"] = coverage(counted, len(item_ids), k)
             metrics[f"popularity_bias@{k}"] = popularity_bias(counted, percentile, k)
