@@ -24,6 +24,9 @@ class RankerConfig(StrictModel):
     early_stopping_rounds: int = Field(default=40, ge=1)
     valid_share: float = Field(default=0.2, ge=0, lt=1)
     max_users: int = Field(default=20000, ge=1)
+    # Features the ranker may not use (held at 0 while it trains, so no tree splits on them and
+    # serving needs no change): how `benchmarks/ablation.py` takes a part out of the engine.
+    ignored_features: tuple[str, ...] = ()
     seed: int = 0
 
 

@@ -24,7 +24,10 @@ USER_FEATURES: tuple[str, ...] = (
     "user_log_baskets",
     "user_rebuy_share",
     "new_to_user",
+    "history_max_cosine",
+    "history_mean_cosine",
 )
+_COSINE_HISTORY = 20  # most recent distinct bought items the text similarity features compare with
 RANKING_FEATURES: tuple[str, ...] = CANDIDATE_FEATURES + USER_FEATURES
 _EVENT_WEIGHT = {"view": 0.1, "click": 0.2, "cart": 0.5, "purchase": 1.0}
 
@@ -80,6 +83,17 @@ def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
     )
 
 
+def history_cosines(retriever: Retriever, context: UserContext, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(max, mean) item-tower cosine of each candidate to the user's most recent distinct bought
+    items: the text towers' view of "like what they buy" (zeros without a purchase history)."""
+    recent = list(dict.fromkeys(context.history.rows[::-1].tolist()))[:_COSINE_HISTORY]
+    if not recent or len(rows) == 0:
+        return np.zeros(len(rows), np.float32), np.zeros(len(rows), np.float32)
+    vectors = retriever.item_vectors
+    sims = vectors[rows] @ vectors[np.asarray(recent)].T
+    return sims.max(axis=1).astype(np.float32), sims.mean(axis=1).astype(np.float32)
+
+
 def feature_matrix(retriever: Retriever, context: UserContext, cands: CandidateSet) -> np.ndarray:
     """(n candidates, len(RANKING_FEATURES)) float32, finite."""
     signals = user_signals(retriever, context)
@@ -103,4 +117,5 @@ def feature_matrix(retriever: Retriever, context: UserContext, cands: CandidateS
         out[i, base + 6] = signals.log_baskets
         out[i, base + 7] = signals.rebuy_share
         out[i, base + 8] = 1.0 if cands.features["times_bought"][i] == 0 else 0.0
+    out[:, base + 9], out[:, base + 10] = history_cosines(retriever, context, cands.item_rows)
     return np.nan_to_num(np.clip(out, -1e6, 1e6), nan=0.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recs.errors import ArtifactError, NotFittedError
+from recs.errors import ArtifactError, ConfigError, NotFittedError
 from recs.ranking.config import RankerConfig
 
 
@@ -29,6 +29,13 @@ class LearnedRanker:
 
         if features.shape[1] != len(self.feature_names):
             raise ValueError(f"{features.shape[1]} feature columns for {len(self.feature_names)} names")
+        unknown = [f for f in self.config.ignored_features if f not in self.feature_names]
+        if unknown:
+            raise ConfigError(f"ranker.ignored_features: unknown feature(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(self.feature_names)})")
+        if self.config.ignored_features:
+            features = features.copy()
+            features[:, [self.feature_names.index(f) for f in self.config.ignored_features]] = 0.0
         groups = np.asarray(group_sizes, dtype=np.int64)
         rng = np.random.default_rng(self.config.seed)
         n_valid = int(len(groups) * self.config.valid_share)

@@ -43,8 +43,10 @@ def query_examples(
     if len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
     relevant = dict(zip(grouped["user_id"].to_list(), grouped["item_id"].to_list(), strict=True))
+    # A two-tower source switched off (n_two_tower 0) stays off while the ranker learns.
+    n_two_tower = n_candidates if view.config.candidates.n_two_tower > 0 else 0
     config = view.config.model_copy(
-        update={"candidates": view.config.candidates.model_copy(update={"n_two_tower": n_candidates})}
+        update={"candidates": view.config.candidates.model_copy(update={"n_two_tower": n_two_tower})}
     )
     view.config = config
     out: list[QueryExample] = []

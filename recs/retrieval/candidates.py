@@ -16,13 +16,15 @@ the strongest single source (the `repeat` baseline), so the merged list's top-N 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from recs.configmodel import StrictModel
+from recs.retrieval.tifu import TifuConfig
 
-SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "popularity")
+SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "knn", "popularity")
 FEATURES: tuple[str, ...] = (
     "two_tower_score",
     "two_tower_rank",
@@ -36,11 +38,15 @@ FEATURES: tuple[str, ...] = (
     "item_rebuy_rate",
     "cooc_score",
     "als_score",
+    "tifu_own",
+    "tifu_neighbours",
+    "tifu_score",
     "popularity",
     "from_two_tower",
     "from_history",
     "from_cooc",
     "from_als",
+    "from_knn",
     "from_popularity",
 )
 _HISTORY_BONUS = 100.0
@@ -57,6 +63,18 @@ class CandidateConfig(StrictModel):
     # candidate gets its ALS score; 0 factors turns the source off.
     n_als: int = Field(default=100, ge=0)
     als_factors: int = Field(default=64, ge=0)
+    als_regularization: float = Field(default=1.0, ge=0)
+    als_alpha: float = Field(default=1.0, gt=0)
+    als_weighting: Literal["linear", "log", "bm25"] = "log"
+    als_iterations: int = Field(default=15, ge=1)
+    # When the towers train with a held-out basket (`Retriever.fit`), the ALS settings above are
+    # replaced by the best of `ALS_SEARCH` on it (new-to-user NDCG@10): shops differ too much for
+    # one fixed regularization.
+    tune_als: bool = True
+    # TIFU-KNN (tifu.py): the user's decayed purchase frequencies and their nearest users'; their
+    # best items join the pool ("knn") and every candidate gets the three scores. 0 turns it off.
+    n_knn: int = Field(default=100, ge=0)
+    tifu: TifuConfig = TifuConfig()
     n_popularity: int = 20
     rrf_k: float = 10.0
     history_first: bool = True
@@ -65,7 +83,7 @@ class CandidateConfig(StrictModel):
     two_tower_new_only: bool = True
     weights: dict[str, float] = Field(
         # ALS feeds the ranker; it is not in the fused order (weight 0) unless set here.
-        default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "als": 0.0, "popularity": 0.2}
+        default_factory=lambda: {"two_tower": 1.0, "history": 1.0, "cooc": 0.6, "als": 0.0, "knn": 0.6, "popularity": 0.2}
     )
 
 
@@ -142,12 +160,14 @@ def generate_candidates(
     allowed: np.ndarray | None = None,
     rebuy_rate: np.ndarray | None = None,
     als_scores_all: np.ndarray | None = None,
+    tifu_all: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CandidateSet:
     """`two_tower_rows`: the index's top items for the user (best first); `two_tower_scores_all`:
     the user's score for every catalog row (so every candidate gets its two-tower feature);
     `allowed`: optional boolean mask over the catalog (filters), applied to every source;
     `rebuy_rate`: per catalog row, the share of its buyers who bought it again (0 when omitted);
-    `als_scores_all`: the user's ALS score for every catalog row (None: no factors for this user)."""
+    `als_scores_all`: the user's ALS score for every catalog row (None: no factors for this user);
+    `tifu_all`: (own, neighbours) TIFU-KNN scores for every catalog row (None: not fitted)."""
     from recs.retrieval.copurchase import neighbour_scores as cooc_of
 
     hist = history_features(history, now)
@@ -175,6 +195,17 @@ def generate_candidates(
             if rank > config.n_als:
                 break
             ranks["als"][row] = rank
+    tifu_blend = None
+    if tifu_all is not None:
+        alpha = config.tifu.alpha
+        tifu_blend = alpha * tifu_all[0] + (1.0 - alpha) * tifu_all[1]
+        k = min(len(tifu_blend), config.n_knn)
+        if k > 0:
+            best = np.argpartition(-tifu_blend, k - 1)[:k]
+            best = best[tifu_blend[best] > 0]
+            best = best[np.lexsort((best, -tifu_blend[best]))]
+            for rank, row in enumerate(best.tolist(), start=1):
+                ranks["knn"][row] = rank
     for rank, row in enumerate(popular_rows[: config.n_popularity].tolist(), start=1):
         ranks["popularity"][row] = rank
 
@@ -203,6 +234,10 @@ def generate_candidates(
         feats["cooc_score"][j] = cooc.get(row, (0.0, -1))[0]
         cooc_source[j] = cooc.get(row, (0.0, -1))[1]
         feats["als_score"][j] = als_scores_all[row] if als_scores_all is not None else 0.0
+        if tifu_all is not None and tifu_blend is not None:
+            feats["tifu_own"][j] = tifu_all[0][row]
+            feats["tifu_neighbours"][j] = tifu_all[1][row]
+            feats["tifu_score"][j] = tifu_blend[row]
         feats["popularity"][j] = log_pop[row]
         for source in SOURCES:
             rank = ranks[source].get(row)

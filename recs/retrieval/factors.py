@@ -8,13 +8,16 @@ so that serving needs only numpy. Users absent from the fitted events have no fa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recs.data.schema import EVENT_WEIGHT
+from recs.retrieval.als import Weighting
 
 # Where each array lives in an artifact (component "interactions").
 FILES: dict[str, str] = {"user_ids": "factor_users.npy", "user_factors": "user_factors.npy", "item_factors": "item_factors.npy"}
@@ -49,10 +52,10 @@ class UserItemFactors:
 
 def fit_factors(
     events: pl.DataFrame, row_of: dict[str, int], n_items: int, factors: int = 64, iterations: int = 15,
-    regularization: float = 0.1, seed: int = 0,
+    regularization: float = 0.1, seed: int = 0, alpha: float = 1.0, weighting: Weighting = "log",
 ) -> UserItemFactors:
-    """ALS (Hu, Koren & Volinsky) on event-weighted counts with log confidence: the `als`
-    baseline's defaults, which are tuned for shops in general."""
+    """ALS (Hu, Koren & Volinsky) on event-weighted counts, confidence by `weighting` and `alpha`
+    (`recs.retrieval.als.confidence`); `tune_factors` chooses them on a held-out basket."""
     import scipy.sparse as sp
 
     from recs.retrieval.als import fit_als
@@ -68,5 +71,63 @@ def fit_factors(
     cols = np.array([row_of[i] for i in weighted["item_id"].to_list()], dtype=np.int64)
     matrix = sp.csr_matrix((weighted["_v"].to_numpy(), (rows, cols)), shape=(len(user_ids), n_items))
     matrix.sum_duplicates()
-    user_factors, item_factors = fit_als(matrix, factors, regularization, iterations, 1.0, "log", 2, seed)
+    user_factors, item_factors = fit_als(matrix, factors, regularization, iterations, alpha, weighting, 2, seed)
     return UserItemFactors(user_ids, np.nan_to_num(user_factors), np.nan_to_num(item_factors))
+
+
+def tune_factors(
+    events: pl.DataFrame, targets: pl.DataFrame, row_of: dict[str, int], n_items: int,
+    start: dict[str, Any], max_users: int = 2000, seed: int = 0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ALS settings (factors, regularization, alpha, weighting, iterations) of `ALS_SEARCH`
+    that best predict `targets` (user_id, item_id: held-out baskets) from `events`: NDCG@10 of
+    the items new to each user, ranked among the items they have not bought (the job of ALS in
+    the engine: re-buys are the history source's). `start` holds the settings of keys a stage
+    does not search. Returns (best settings, trials [{params, ndcg@10}]); the first best wins ties."""
+    from recs.retrieval.als import ALS_SEARCH
+    from recs.retrieval.metrics import ndcg_from_hits
+
+    bought = events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
+    new = targets.select("user_id", "item_id").unique().join(bought, on=["user_id", "item_id"], how="anti")
+    new = new.filter(pl.col("item_id").is_in(list(row_of)))
+    users = sorted(set(new["user_id"].to_list()))
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    relevant = {u: {row_of[i] for i in items} for u, items in new.group_by("user_id").agg(pl.col("item_id")).iter_rows()}
+    owned: dict[str, list[int]] = {}
+    for u, items in bought.group_by("user_id").agg(pl.col("item_id")).iter_rows():
+        owned[u] = [row_of[i] for i in items if i in row_of]
+
+    def score(params: dict[str, Any]) -> float:
+        model = fit_factors(events, row_of, n_items, int(params["factors"]), int(params["iterations"]),
+                            float(params["regularization"]), seed, float(params["alpha"]), params["weighting"])
+        hits, n_rel = [], []
+        for u in users:
+            s = model.scores(u)
+            if s is None:  # no factors: a miss, as the engine would have no ALS candidate for them
+                hits.append(np.zeros(10, dtype=bool))
+            else:
+                s[owned.get(u, [])] = -np.inf
+                top = np.argpartition(-s, 9)[:10] if len(s) > 10 else np.arange(len(s))
+                top = top[np.argsort(-s[top], kind="stable")]
+                row = np.zeros(10, dtype=bool)
+                row[: len(top)] = [r in relevant[u] for r in top.tolist()]
+                hits.append(row)
+            n_rel.append(len(relevant[u]))
+        if not hits:
+            return 0.0
+        return float(ndcg_from_hits(np.array(hits), np.array(n_rel), 10).mean())
+
+    best = dict(start)
+    trials: list[dict[str, Any]] = []
+    tried: dict[tuple, float] = {}
+    for stage in ALS_SEARCH:
+        keys = list(stage)
+        for combo in itertools.product(*(stage[k] for k in keys)):
+            params = {**best, **dict(zip(keys, combo, strict=True))}
+            key = tuple(sorted(params.items()))
+            if key not in tried:
+                tried[key] = score(params)
+                trials.append({"params": params, "ndcg@10": tried[key]})
+        best = dict(max(trials, key=lambda t: t["ndcg@10"])["params"])
+    return best, trials

@@ -64,6 +64,21 @@ def _served_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     )
 
 
+def tuned_candidates(config: RetrievalConfig, events: pl.DataFrame, targets: pl.DataFrame, catalog: Catalog) -> RetrievalConfig:
+    """`config` with the engine's ALS settings chosen on the held-out `targets` (when
+    `candidates.tune_als`): the config saved with the model records what was chosen."""
+    cfg = config.candidates
+    if not cfg.tune_als or cfg.als_factors == 0 or events.height == 0 or targets.height == 0:
+        return config
+    from recs.retrieval.factors import tune_factors
+
+    start = {"factors": cfg.als_factors, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha,
+             "weighting": cfg.als_weighting, "iterations": cfg.als_iterations}
+    best, _ = tune_factors(events, targets, catalog.row_of, len(catalog), start)
+    update = {f"als_{k}": v for k, v in best.items()}
+    return config.model_copy(update={"candidates": cfg.model_copy(update=update)})
+
+
 class Retriever:
     """Composes the encoders (torch or ONNX), the item vectors and their index, the behaviour
     statistics and the log the users' histories come from. Building any of them is `assemble`'s
@@ -137,7 +152,7 @@ class Retriever:
                 in_stock=items["in_stock"].fill_null(True).to_list() if "in_stock" in items.columns else None,
             )
         if stats is None:
-            stats = fit_statistics(_served_events(events, catalog), catalog.row_of, len(catalog), config.candidates.als_factors)
+            stats = fit_statistics(_served_events(events, catalog), catalog.row_of, len(catalog), config.candidates)
         return cls(towers, config, items, events, item_vectors, index, stats, report)
 
     # -- building ------------------------------------------------------------------------------
@@ -182,6 +197,7 @@ class Retriever:
             bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
             valid_targets = valid_targets.join(bought, on=["user_id", "item_id"], how="anti")
         valid = make_validation_set(states, valid_targets, catalog, config.train.valid_users, config.train.seed)
+        config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
         work = work_dir or Path(".recs-work")
         report = TrainReport()
         if len(examples) >= 2:
@@ -325,7 +341,7 @@ class Retriever:
         filters = filters or Filters()
         cfg = self.config.candidates
         stats = self.stats
-        if context.known and user_vector is not None and (context.state.text or context.state.history_rows):
+        if cfg.n_two_tower > 0 and context.known and user_vector is not None and (context.state.text or context.state.history_rows):
             tower_filters = replace(filters, exclude_bought=filters.exclude_bought or cfg.two_tower_new_only)
             tt_rows, _ = self.search(user_vector, cfg.n_two_tower, tower_filters, context.history)
             all_scores = self.item_vectors @ user_vector
@@ -336,6 +352,8 @@ class Retriever:
             stats.popularity, stats.popular_rows, cfg, allowed=self.allowed_mask(filters, context.history),
             rebuy_rate=stats.rebuy_rate,
             als_scores_all=stats.factors.scores(context.user_id) if stats.factors is not None else None,
+            tifu_all=stats.tifu.scores(context.user_id, context.history.rows, context.history.times)
+            if stats.tifu is not None and cfg.n_knn > 0 else None,
         )
 
     # -- persistence ----------------------------------------------------------------------------

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recs.retrieval.candidates import CandidateConfig
 from recs.retrieval.cooccurrence import purchase_popularity
 from recs.retrieval.copurchase import copurchase_neighbours
 from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, fit_factors
+from recs.retrieval.tifu import FILES as TIFU_FILES
+from recs.retrieval.tifu import TifuConfig, TifuModel
 
 __all__ = ["FILES", "BehaviourStats", "epoch_seconds", "fit_statistics", "item_rebuy_rate"]
 
@@ -59,6 +62,7 @@ class BehaviourStats:
     neighbour_rows: np.ndarray  # (n_items, m) int32, -1 padded
     neighbour_scores: np.ndarray  # (n_items, m) float32
     factors: UserItemFactors | None = None
+    tifu: TifuModel | None = None
 
     def __post_init__(self) -> None:
         n = len(self.popularity)
@@ -69,23 +73,33 @@ class BehaviourStats:
         out = {FILES[name]: getattr(self, name) for name in ("popularity", "rebuy_rate", "neighbour_rows", "neighbour_scores")}
         if self.factors is not None:
             out.update(self.factors.arrays())
+        if self.tifu is not None:
+            out.update(self.tifu.arrays())
         return out
 
-    def meta(self) -> dict[str, float]:
-        return {"now": self.now}
+    def meta(self) -> dict[str, object]:
+        out: dict[str, object] = {"now": self.now}
+        if self.tifu is not None:
+            out["tifu"] = self.tifu.config.model_dump(mode="json")
+        return out
 
     @classmethod
     def from_files(cls, read: Callable[[str], np.ndarray], read_text: Callable[[str], str], has: Callable[[str], bool]) -> BehaviourStats:
         """Back from an artifact (`read` an .npy, `read_text` a file, `has` a file name)."""
         factors = UserItemFactors.from_files(read) if has(FACTOR_FILES["item_factors"]) else None
         meta = json.loads(read_text(FILES["meta"]))
+        popularity = read(FILES["popularity"]).astype(np.float64)
+        tifu = None
+        if "tifu" in meta and has(TIFU_FILES["indptr"]):
+            tifu = TifuModel.from_files(read, len(popularity), TifuConfig.model_validate(meta["tifu"]))
         return cls(
             now=float(meta["now"]),
-            popularity=read(FILES["popularity"]).astype(np.float64),
+            popularity=popularity,
             rebuy_rate=read(FILES["rebuy_rate"]).astype(np.float32),
             neighbour_rows=read(FILES["neighbour_rows"]),
             neighbour_scores=read(FILES["neighbour_scores"]),
             factors=factors,
+            tifu=tifu,
         )
 
     @staticmethod
@@ -94,15 +108,19 @@ class BehaviourStats:
         return all(has(FILES[name]) for name in ("popularity", "rebuy_rate", "meta"))
 
 
-def fit_statistics(events: pl.DataFrame, row_of: dict[str, int], n_items: int, als_factors: int) -> BehaviourStats:
+def fit_statistics(events: pl.DataFrame, row_of: dict[str, int], n_items: int, config: CandidateConfig) -> BehaviourStats:
     """Everything above from `events` (user_id, item_id, timestamp, event, basket_id), restricted
-    to catalog items by the caller. `als_factors` = 0: no ALS."""
+    to catalog items by the caller. `config.als_factors` = 0: no ALS; `config.n_knn` = 0: no TIFU."""
     now = float(epoch_seconds(events["timestamp"]).max()) if events.height else 0.0
     purchases = events.filter(pl.col("event") == "purchase")
     popularity = purchase_popularity(events, row_of, n_items)
     neighbour_rows, neighbour_scores = copurchase_neighbours(events, row_of, n_items)
-    factors = fit_factors(events, row_of, n_items, als_factors) if als_factors > 0 else None
+    factors = None
+    if config.als_factors > 0:
+        factors = fit_factors(events, row_of, n_items, config.als_factors, config.als_iterations,
+                              config.als_regularization, alpha=config.als_alpha, weighting=config.als_weighting)
+    tifu = TifuModel.fit(purchases, row_of, n_items, config.tifu) if config.n_knn > 0 else None
     return BehaviourStats(
         now=now, popularity=popularity, rebuy_rate=item_rebuy_rate(purchases, row_of, n_items),
-        neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors,
+        neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors, tifu=tifu,
     )
