@@ -148,7 +148,8 @@ class _PipelineRecommender(_RetrieverRecommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         contexts, vectors = self._user_vectors(users)
         out = np.full((len(users), len(self._item_ids)), -np.inf)
-        k = self.retriever.config.candidates.n_two_tower  # type: ignore[union-attr]
+        # Every candidate in order (the two-tower source may be off: n_two_tower 0).
+        k = max(200, self.retriever.config.candidates.n_two_tower)  # type: ignore[union-attr]
         for row, (context, vector) in enumerate(zip(contexts, vectors, strict=True)):
             ranked = self.pipeline.rank(context, vector, Filters(), k, self.options)
             n = len(ranked.items)
