@@ -4,7 +4,8 @@
 
 For each dataset found under the datasets root (`../shared/datasets`, or `$RECS_DATASETS`): adapt it to
 the data contract (benchmarks/datasets.py), split it with `leave_last_out` (each user's last purchase
-basket is the test target, fitted on everything before it), run popularity, repeat, cooc, als and bm25,
+basket is the test target, fitted on everything before it), run popularity, repeat, cooc, als, bm25,
+tifu_knn and upcf (als, tifu_knn and upcf tuned on the validation baskets unless --no-tune),
 and keep the slices `all` and `new_to_user`. Writes benchmarks/results/baselines.json + .md (the
 DESIGN.md results format) and baselines.png, and prints the table. A dataset whose files are missing is
 skipped with a message; one that fails is reported and the others still run (exit status 1).
@@ -37,7 +38,7 @@ from benchmarks.datasets import (  # noqa: E402
 from recs.data.splits import leave_last_out  # noqa: E402
 
 BENCHMARK = "baselines"
-METHODS: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
+METHODS: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25", "tifu_knn", "upcf")
 SLICES: tuple[str, ...] = ("all", "new_to_user")
 DEFAULT_KS: tuple[int, ...] = (10, 50)
 RESULTS_DIR = _REPO / "benchmarks" / "results"
@@ -75,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--methods", type=_csv, default=list(METHODS), help="baselines to run")
     p.add_argument("--slices", type=_csv, default=list(SLICES), help="slices to keep")
-    p.add_argument("--no-tune", action="store_true", help="skip the ALS hyper-parameter search")
+    p.add_argument("--no-tune", action="store_true", help="skip the validation search of als, tifu_knn and upcf")
     p.add_argument(
         "--root",
         type=Path,
@@ -97,7 +98,7 @@ def run_dataset(
     methods: Sequence[str],
     ks: Sequence[int],
     *,
-    tune_als: bool = True,
+    tune: bool = True,
     slices: Sequence[str] = SLICES,
     root: Path | None = None,
 ) -> list[dict[str, Any]]:
@@ -126,7 +127,7 @@ def run_dataset(
         dataset.items,
         split,
         list(ks),
-        tune_als=tune_als,
+        tune=tune,
         slices=list(slices),
         dataset=name,
     )
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name,
                     args.methods,
                     args.k,
-                    tune_als=not args.no_tune,
+                    tune=not args.no_tune,
                     slices=args.slices,
                     root=root,
                 )

@@ -32,7 +32,7 @@ if str(_REPO) not in sys.path:
 from benchmarks._runner import add_merge_flag, run_all  # noqa: E402
 from benchmarks.retrieval import load, model_dir  # noqa: E402
 
-BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
+BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25", "tifu_knn", "upcf")
 SLICES: tuple[str, ...] = ("all", "new_to_user")
 KS: tuple[int, ...] = (10, 50)
 RESULTS_DIR = _REPO / "benchmarks" / "results"
@@ -137,7 +137,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         sample = users.sample(args.max_test_users, seed=0).implode()
         split = dataclasses.replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
     print(f"[{name}] {split.describe()}", flush=True)
-    rows = evaluate_baselines(list(BASELINES), dataset.items, split, KS, tune_als=not args.no_tune, slices=SLICES, dataset=name,
+    rows = evaluate_baselines(list(BASELINES), dataset.items, split, KS, tune=not args.no_tune, slices=SLICES, dataset=name,
                               discover=True)
     best = max((r for r in rows if r["slice"] == "all"), key=lambda r: r["metrics"]["ndcg@10"])
     print(f"[{name}] best baseline {best['method']}: ndcg@10 {best['metrics']['ndcg@10']:.4f}", flush=True)

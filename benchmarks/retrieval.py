@@ -31,7 +31,7 @@ from recs.data.schema import Dataset  # noqa: E402
 from recs.io import atomic_write_text  # noqa: E402
 
 BENCHMARK = "retrieval"
-BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25")
+BASELINES: tuple[str, ...] = ("popularity", "repeat", "cooc", "als", "bm25", "tifu_knn", "upcf")
 SLICES: tuple[str, ...] = ("all", "new_to_user", "cold_items")
 KS: tuple[int, ...] = (10, 50, 100)
 RESULTS_DIR = _REPO / "benchmarks" / "results"
@@ -77,7 +77,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     print(f"[{name}] {split.describe()}", flush=True)
     rows = [] if args.skip_baselines else evaluate_baselines(
-        list(BASELINES), dataset.items, split, KS, tune_als=not args.no_tune, slices=SLICES, dataset=name
+        list(BASELINES), dataset.items, split, KS, tune=not args.no_tune, slices=SLICES, dataset=name
     )
     config = RetrievalConfig(
         towers=TowerConfig(model=args.model, user_input=args.user_input),

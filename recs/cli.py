@@ -144,7 +144,7 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="Comma-separated: popularity,repeat,cooc,als,bm25.")] = "popularity,repeat,cooc,als,bm25",
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10,50.")] = "10,50",
     out: Annotated[Path | None, typer.Option("--out", help="Write results JSON here (and .md beside it).")] = None,
-    no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip ALS hyper-parameter search.")] = False,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip the validation search of als, tifu_knn and upcf.")] = False,
     artifact: Annotated[Path | None, typer.Option("--artifact", help="Also evaluate this trained model (two_tower and candidates).")] = None,
     on_bad_rows: OnBadRowsOption = None,
     config: ConfigOption = None,
@@ -167,7 +167,7 @@ def evaluate(
     dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     console.print(split.describe(), highlight=False)
-    rows = evaluate_baselines(names, dataset.items, split, ks, tune_als=not no_tune, dataset=data.name)
+    rows = evaluate_baselines(names, dataset.items, split, ks, tune=not no_tune, dataset=data.name)
     if artifact is not None:
         rows += evaluate_artifact(artifact, dataset.items, split, ks, data.name)
     for row in rows:

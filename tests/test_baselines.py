@@ -144,7 +144,7 @@ def _check_lists(recs, k: int, exclude: dict[str, set[str]] | None = None) -> No
 
 
 def test_registry_and_names() -> None:
-    assert set(BASELINES) == {"popularity", "repeat", "cooc", "als", "bm25"}
+    assert set(BASELINES) == {"popularity", "repeat", "cooc", "als", "bm25", "tifu_knn", "upcf"}
     for name, cls in BASELINES.items():
         assert cls.name == name
         assert issubclass(cls, Recommender)

@@ -10,6 +10,7 @@ Fit counts: a 3, b 2, c/d/e 0 -> popularity order a, b, c, d, e. Cold items: c, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -19,7 +20,7 @@ from recs.data.baskets import assign_baskets
 from recs.data.schema import EVENTS_SCHEMA
 from recs.data.splits import Split, leave_last_out
 from recs.errors import ConfigError, DataError
-from recs.evaluation import evaluate, evaluate_baselines, make_baseline, tune, tune_als
+from recs.evaluation import Recommender, evaluate, evaluate_baselines, make_baseline, tune, tune_als
 from recs.evaluation.tuning import grid_points, validation_split
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -186,7 +187,7 @@ def test_evaluate_baselines_rows(split_items: tuple[Split, pl.DataFrame]) -> Non
         items,
         split,
         ks=(2,),
-        tune_als=True,
+        tune=True,
         dataset="fixture",
         params={"als": {"num_threads": 1}},
     )
@@ -201,7 +202,7 @@ def test_evaluate_baselines_rows(split_items: tuple[Split, pl.DataFrame]) -> Non
     als_notes = rows[-1]["notes"]
     assert "tuned on validation" in als_notes and "factors=" in als_notes
     untuned = evaluate_baselines(
-        ["als"], items, split, ks=(2,), tune_als=False, params={"als": {"factors": 3}}
+        ["als"], items, split, ks=(2,), tune=False, params={"als": {"factors": 3}}
     )
     assert "tuned" not in untuned[0]["notes"] and "factors=3" in untuned[0]["notes"]
 
@@ -215,7 +216,7 @@ def test_discover_rows_exclude_bought_items(split_items: tuple[Split, pl.DataFra
     plain = evaluate(model, split, items, ks=(2,), slices=("new_to_user",))
     shelf = evaluate(model, split, items, ks=(2,), slices=("new_to_user",), exclude_bought=True)
     assert shelf["new_to_user"]["users"] == plain["new_to_user"]["users"]
-    rows = evaluate_baselines(["repeat"], items, split, ks=(2,), tune_als=False, discover=True)
+    rows = evaluate_baselines(["repeat"], items, split, ks=(2,), tune=False, discover=True)
     assert [r["slice"] for r in rows] == ["all", "new_to_user", "cold_items", "discover"]
     assert rows[-1]["metrics"] == shelf["new_to_user"]
 
@@ -244,3 +245,89 @@ def test_tuning(split_items: tuple[Split, pl.DataFrame]) -> None:
     )
     with pytest.raises(DataError, match="validation"):
         tune_als(no_valid, items)
+
+
+def test_coordinate_search(split_items: tuple[Split, pl.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages start from the best point so far; a point already fitted is not fitted again; the
+    earliest of equal scores stays best."""
+    import recs.evaluation.tuning as tuning
+
+    split, items = split_items
+    scored: list[dict[str, object]] = []
+
+    def fake_evaluate(model: Recommender, *args: object, **kwargs: object) -> dict[str, dict[str, float]]:
+        params = model.get_params()
+        scored.append(params)
+        value = {1: 0.2, 2: 0.5, 3: 0.5}[params["recency"]] + (0.1 if params["q"] == 2.0 else 0.0)
+        return {"all": {"ndcg@10": value}}
+
+    monkeypatch.setattr(tuning, "evaluate", fake_evaluate)
+    search = ({"recency": (1, 2, 3)}, {"q": (1.0, 2.0)}, {"recency": (2, 3)})
+    result = tune("upcf", split, items, search, fixed={"alpha": 1.0})
+    assert [t["params"] for t in result["trials"]] == [
+        {"alpha": 1.0, "recency": 1},
+        {"alpha": 1.0, "recency": 2},
+        {"alpha": 1.0, "recency": 3},
+        # Stage 2 from recency 2 (tied with 3, found first).
+        {"alpha": 1.0, "recency": 2, "q": 1.0},
+        {"alpha": 1.0, "recency": 2, "q": 2.0},
+        # Stage 3: recency 2 with q 2.0 was fitted already; only recency 3 is new.
+        {"alpha": 1.0, "recency": 3, "q": 2.0},
+    ]
+    assert len(scored) == len(result["trials"])
+    assert result["params"] == {"alpha": 1.0, "recency": 2, "q": 2.0}
+    assert result["score"] == pytest.approx(0.6)
+    # A point equal to the defaults is the same point: q=5.0 is upcf's default q.
+    again = tune("upcf", split, items, ({"recency": (2,)}, {"q": (5.0, 2.0)}))
+    assert [t["params"] for t in again["trials"]] == [{"recency": 2}, {"recency": 2, "q": 2.0}]
+
+
+def test_default_searches(split_items: tuple[Split, pl.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    import recs.evaluation.tuning as tuning
+    from recs.evaluation import DEFAULT_SEARCHES
+
+    assert set(DEFAULT_SEARCHES) == {"als", "tifu_knn", "upcf"}
+    split, items = split_items
+    monkeypatch.setattr(tuning, "evaluate", lambda *a, **k: {"all": {"ndcg@10": 0.0}})
+    monkeypatch.setattr(tuning, "make_baseline", _unfitted(tuning.make_baseline))
+    # Fit counts of the default searches: points repeated across stages are fitted once.
+    fits = {name: len(tune(name, split, items)["trials"]) for name in DEFAULT_SEARCHES}
+    assert fits == {"als": 19, "tifu_knn": 11, "upcf": 14}
+    with pytest.raises(ConfigError, match="no default search"):
+        tune("cooc", split, items)
+    with pytest.raises(ConfigError, match="search"):
+        tune("upcf", split, items, [])
+    with pytest.raises(ConfigError, match="stage"):
+        tune("upcf", split, items, ["recency"])
+
+
+def _unfitted(make: Callable[..., Recommender]) -> Callable[..., Recommender]:
+    """make_baseline whose models skip fitting: the search's bookkeeping is under test, not ALS."""
+
+    def build(name: str, **params: object) -> Recommender:
+        model = make(name, **params)
+        model.fit = lambda *a, **k: model  # type: ignore[method-assign]
+        return model
+
+    return build
+
+
+def test_evaluate_baselines_tunes_every_default_search_and_fills_per_user(
+    split_items: tuple[Split, pl.DataFrame],
+) -> None:
+    split, items = split_items
+    per_user: dict[tuple[str, str], dict[str, float]] = {}
+    rows = evaluate_baselines(
+        ["repeat", "upcf", "tifu_knn"], items, split, ks=(10,), tune=True, discover=True, per_user=per_user
+    )
+    notes = {r["method"]: r["notes"] for r in rows}
+    assert "tuned" not in notes["repeat"]
+    assert "tuned on validation (14 trials" in notes["upcf"] and "recency=" in notes["upcf"]
+    assert "tuned on validation (11 trials" in notes["tifu_knn"]
+    assert set(per_user) == {(r["method"], r["slice"]) for r in rows}
+    for r in rows:
+        by_user = per_user[(r["method"], r["slice"])]
+        assert len(by_user) == r["metrics"]["users"]
+        mean = sum(by_user.values()) / len(by_user) if by_user else 0.0
+        assert mean == pytest.approx(r["metrics"]["ndcg@10"])
+    assert set(per_user[("repeat", "all")]) == {"u1", "u2"}

@@ -81,7 +81,7 @@ def _baseline(name: str) -> Callable[[Shop, str], Recommender]:
 
 # One builder per registered name: a new recommender must be added here (see the coverage test).
 BUILDERS: dict[str, Callable[[Shop, str], Recommender]] = {
-    **{name: _baseline(name) for name in ("popularity", "repeat", "cooc", "als", "bm25")},
+    **{name: _baseline(name) for name in ("popularity", "repeat", "cooc", "als", "bm25", "tifu_knn", "upcf")},
     "two_tower": lambda shop, policy: TwoTowerRecommender(retriever=shop.retriever, unknown_user=policy),
     "candidates": lambda shop, policy: CandidatesRecommender(retriever=shop.retriever, unknown_user=policy),
     # No retriever given: `fit` builds the untuned backbone's retriever itself.

@@ -20,6 +20,8 @@ from recs.evaluation.baselines import (
     CoocRecommender,
     PopularityRecommender,
     RepeatRecommender,
+    TifuKnnRecommender,
+    UPCFRecommender,
     make_baseline,
 )
 from recs.evaluation.metrics import (
@@ -43,11 +45,11 @@ from recs.evaluation.recommender import (
 )
 from recs.evaluation.report import format_table, plot_metrics, write_results
 from recs.evaluation.runner import evaluate_baselines
-from recs.evaluation.tuning import DEFAULT_ALS_GRID, tune, tune_als
+from recs.evaluation.tuning import DEFAULT_SEARCHES, tune, tune_als
 
 __all__ = [
     "BASELINES",
-    "DEFAULT_ALS_GRID",
+    "DEFAULT_SEARCHES",
     "DISCOVER_SLICE",
     "SLICES",
     "ALSRecommender",
@@ -60,7 +62,9 @@ __all__ = [
     "RecommendationLists",
     "Recommender",
     "RepeatRecommender",
+    "TifuKnnRecommender",
     "TwoTowerRecommender",
+    "UPCFRecommender",
     "UnknownUserPolicy",
     "ZeroShotRecommender",
     "coverage",

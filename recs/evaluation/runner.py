@@ -1,4 +1,5 @@
-"""Run the baselines beside a model: tune each on the validation split where it has a grid, fit
+"""Run the baselines beside a model: tune each on the validation split where it has a default
+search (`tuning.DEFAULT_SEARCHES`), fit
 it on `split.fit_events`, evaluate it with the protocol, and return rows in the results format.
 
 Kept apart from `protocol` (which only scores a fitted model) because tuning itself runs the
@@ -17,7 +18,8 @@ from recs.data.splits import Split
 from recs.errors import DataError
 from recs.evaluation.baselines import make_baseline
 from recs.evaluation.protocol import DISCOVER_SLICE, SLICES, check_ks, check_slices, evaluate
-from recs.evaluation.tuning import tune_als as run_tuning
+from recs.evaluation.tuning import DEFAULT_SEARCHES
+from recs.evaluation.tuning import tune as run_tuning
 
 __all__ = ["evaluate_baselines"]
 
@@ -27,21 +29,25 @@ def evaluate_baselines(
     dataset_items: pl.DataFrame,
     split: Split,
     ks: Sequence[int] = (10, 50),
-    tune_als: bool = True,
+    tune: bool = True,
     *,
     slices: Sequence[str] = SLICES,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     dataset: str | None = None,
     batch_size: int = 1024,
     discover: bool = False,
+    per_user: dict[tuple[str, str], dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit each named baseline on `split.fit_events` and evaluate it.
 
     Returns rows {"dataset", "method", "slice", "metrics", "notes"} (the results format). `params`
-    gives constructor parameters per method. With `tune_als`, ALS is first tuned on the validation
-    split (fit on `split.tune_events`, NDCG@10 on `split.valid`); the chosen parameters go in the
-    notes (tuning is skipped, and said so, when there are no validation users). With `discover`,
-    each method also gets a DISCOVER_SLICE row (bought items excluded, new-to-user relevance).
+    gives constructor parameters per method. With `tune`, every method with a default search
+    (`DEFAULT_SEARCHES`: als, tifu_knn, upcf) is first tuned on the validation split (fit on
+    `split.tune_events`, NDCG@10 on `split.valid`; its `params` fixed unless the search varies
+    them); the chosen parameters go in the notes (tuning is skipped, and said so, when there are no
+    validation users). With `discover`, each method also gets a DISCOVER_SLICE row (bought items
+    excluded, new-to-user relevance). `per_user`, when given, is filled with (method, slice) ->
+    {user_id: NDCG@10} for every row (`recs.evaluation.paired` compares two of them).
     """
     ks = check_ks(ks)
     slices = check_slices(slices)
@@ -53,10 +59,10 @@ def evaluate_baselines(
             f"next-basket {split.protocol}, full ranking over {dataset_items.height} items",
             split.describe(),
         ]
-        if name == "als" and tune_als:
+        if tune and name in DEFAULT_SEARCHES:
             try:
                 result = run_tuning(
-                    split, dataset_items, fixed=method_params, batch_size=batch_size
+                    name, split, dataset_items, fixed=method_params, batch_size=batch_size
                 )
             except DataError as e:
                 notes.append(f"not tuned: {e}")
@@ -73,14 +79,21 @@ def evaluate_baselines(
         if model.get_params():
             notes.append("params: " + ", ".join(f"{k}={v}" for k, v in model.get_params().items()))
         notes.append(f"fit {fit_s:.1f}s")
+        users: dict[str, dict[str, float]] = {}
         result_by_slice = evaluate(
-            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size
+            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size,
+            per_user=users,
         )
         if discover:
+            shelf: dict[str, dict[str, float]] = {}
             result_by_slice[DISCOVER_SLICE] = evaluate(
                 model, split, dataset_items, ks=ks, slices=("new_to_user",), batch_size=batch_size,
-                exclude_bought=True,
+                exclude_bought=True, per_user=shelf,
             )["new_to_user"]
+            users[DISCOVER_SLICE] = shelf["new_to_user"]
+        if per_user is not None:
+            for s, by_user in users.items():
+                per_user[(name, s)] = by_user
         for s, metrics in result_by_slice.items():
             rows.append(
                 {

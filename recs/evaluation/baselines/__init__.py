@@ -10,6 +10,8 @@ from recs.evaluation.baselines.bm25 import BM25Recommender
 from recs.evaluation.baselines.cooc import CoocRecommender
 from recs.evaluation.baselines.popularity import PopularityRecommender
 from recs.evaluation.baselines.repeat import RepeatRecommender
+from recs.evaluation.baselines.tifu_knn import TifuKnnRecommender
+from recs.evaluation.baselines.upcf import UPCFRecommender
 from recs.evaluation.recommender import Recommender
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "CoocRecommender",
     "PopularityRecommender",
     "RepeatRecommender",
+    "TifuKnnRecommender",
+    "UPCFRecommender",
     "make_baseline",
 ]
 
@@ -30,6 +34,8 @@ BASELINES: dict[str, type[Recommender]] = {
         CoocRecommender,
         ALSRecommender,
         BM25Recommender,
+        TifuKnnRecommender,
+        UPCFRecommender,
     )
 }
 
