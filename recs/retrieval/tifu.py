@@ -50,29 +50,40 @@ def tifu_vectors(
     group_size: int, within_decay: float, group_decay: float,
 ) -> sp.csr_matrix:
     """(n_users x n_items) float32 CSR of decayed frequencies, from purchase lines (one user row,
-    item row and basket key each; a larger basket key is a later basket, e.g. its time)."""
+    item row and basket key each; a larger basket key is a later basket, e.g. its time). Plain
+    numpy: it also builds one user's vector per request, where a data frame would cost more."""
     if len(user_rows) == 0:
         return sp.csr_matrix((n_users, n_items), dtype=np.float32)
-    lines = pl.DataFrame({"u": np.asarray(user_rows, np.int64), "i": np.asarray(item_rows, np.int64),
-                          "b": np.asarray(basket_keys)}).unique(["u", "i", "b"])
-    baskets = (
-        lines.select("u", "b").unique()
-        .with_columns((pl.col("b").rank("dense", descending=True).over("u") - 1).alias("age"))
-        .with_columns(pl.col("age").max().over("u").alias("last_age"))
-    )
+    u = np.asarray(user_rows, np.int64)
+    i = np.asarray(item_rows, np.int64)
+    b = np.asarray(basket_keys)
+    order = np.lexsort((i, b, u))
+    u, i, b = u[order], i[order], b[order]
+    # One entry per (user, basket, item): an item twice in a basket counts once (multi-hot).
+    keep = np.ones(len(u), dtype=bool)
+    keep[1:] = (u[1:] != u[:-1]) | (b[1:] != b[:-1]) | (i[1:] != i[:-1])
+    u, i, b = u[keep], i[keep], b[keep]
+    new_basket = np.ones(len(u), dtype=bool)
+    new_basket[1:] = (u[1:] != u[:-1]) | (b[1:] != b[:-1])
+    basket_of_line = np.cumsum(new_basket) - 1
+    basket_user = u[new_basket]
+    first_of_user = np.ones(len(basket_user), dtype=bool)
+    first_of_user[1:] = basket_user[1:] != basket_user[:-1]
+    user_start = np.flatnonzero(first_of_user)
+    counts = np.diff(np.append(user_start, len(basket_user)))
+    n_baskets = np.repeat(counts, counts)
+    position = np.arange(len(basket_user)) - np.repeat(user_start, counts)
+    age = n_baskets - 1 - position  # 0 = the user's most recent basket
     m = int(group_size)
-    g, p = pl.col("age") // m, pl.col("age") % m
-    n_groups = pl.col("last_age") // m + 1
+    group, place = age // m, age % m
+    n_groups = (n_baskets - 1) // m + 1
     # The oldest group holds what is left after the full groups nearer the present.
-    size = pl.min_horizontal(pl.lit(m), pl.col("last_age") + 1 - g * m)
-    baskets = baskets.with_columns(
-        (pl.lit(float(group_decay)).pow(g) * pl.lit(float(within_decay)).pow(p) / (size * n_groups)).alias("w")
-    )
-    weighted = lines.join(baskets.select("u", "b", "w"), on=["u", "b"]).group_by("u", "i").agg(pl.col("w").sum())
+    size = np.minimum(m, n_baskets - group * m)
+    weight = np.power(float(group_decay), group) * np.power(float(within_decay), place) / (size * n_groups)
     matrix = sp.csr_matrix(
-        (weighted["w"].to_numpy().astype(np.float32), (weighted["u"].to_numpy(), weighted["i"].to_numpy())),
-        shape=(n_users, n_items),
+        (weight[basket_of_line].astype(np.float32), (u, i)), shape=(n_users, n_items)
     )
+    matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix
 
