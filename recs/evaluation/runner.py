@@ -34,6 +34,7 @@ def evaluate_baselines(
     dataset: str | None = None,
     batch_size: int = 1024,
     discover: bool = False,
+    per_user: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit each named baseline on `split.fit_events` and evaluate it.
 
@@ -42,6 +43,7 @@ def evaluate_baselines(
     split (fit on `split.tune_events`, NDCG@10 on `split.valid`); the chosen parameters go in the
     notes (tuning is skipped, and said so, when there are no validation users). With `discover`,
     each method also gets a DISCOVER_SLICE row (bought items excluded, new-to-user relevance).
+    `per_user`, when given, gets method -> slice -> {user: NDCG@10} (`recs.evaluation.paired`).
     """
     ks = check_ks(ks)
     slices = check_slices(slices)
@@ -74,7 +76,8 @@ def evaluate_baselines(
             notes.append("params: " + ", ".join(f"{k}={v}" for k, v in model.get_params().items()))
         notes.append(f"fit {fit_s:.1f}s")
         result_by_slice = evaluate(
-            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size
+            model, split, dataset_items, ks=ks, slices=slices, batch_size=batch_size,
+            per_user=None if per_user is None else per_user.setdefault(name, {}),
         )
         if discover:
             result_by_slice[DISCOVER_SLICE] = evaluate(
