@@ -647,12 +647,12 @@ def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dat
     retriever = engine.retriever
     rows: list[dict[str, Any]] = []
     # `recs train-ranker` learns from these same last baskets, so scoring the ranking stage here
-    # would be in-sample: its held-out figures come from benchmarks/rerank.py (validation-basket
+    # would be in-sample: its held-out figures come from `recs benchmark` (validation-basket
     # training, test-basket evaluation). The towers never trained on these baskets.
     recommenders: list[Any] = [TwoTowerRecommender(retriever=retriever), CandidatesRecommender(retriever=retriever)]
     if engine.pipeline.ranker is not None:
         console.print("note: the ranking stage is not scored here (it was trained on these baskets); "
-                      "see benchmarks/rerank.py for its held-out figures", highlight=False)
+                      "`recs benchmark --data DIR` gives its held-out figures", highlight=False)
     for recommender in recommenders:
         recommender.fit(split.fit_events, items)
         for slice_name, metrics in evaluate_model(recommender, split, items, ks=ks).items():
