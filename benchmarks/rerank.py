@@ -18,7 +18,6 @@ Writes benchmarks/results/rerank.json, .md and .png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -115,69 +114,50 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
 
 
 def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from recs.data.splits import leave_last_out
+    from recs.config import RecsConfig
     from recs.evaluation.adapters import EngineRecommender, RankerRecommender, TwoTowerRecommender
     from recs.evaluation.protocol import DISCOVER_SLICE, evaluate
     from recs.evaluation.runner import evaluate_baselines
+    from recs.evaluation.stages import fit_stages, method_rows, split_for_benchmark
     from recs.ranking.cross_encoder import CrossEncoderConfig
-    from recs.ranking.fit import RankingConfig, fit_ranking
-    from recs.ranking.pipeline import RankingPipeline
+    from recs.ranking.fit import RankingConfig
     from recs.retrieval.config import RetrievalConfig, TrainConfig
     from recs.retrieval.retriever import Retriever
     from recs.retrieval.towers import TowerConfig
 
     dataset = load(name, root)
-    split = leave_last_out(dataset.events, dataset.items["item_id"])
-    users = split.test["user_id"].unique().sort()
-    if len(users) > args.max_test_users:
-        # The cross-encoder at R=100 costs ~100 pair encodings per user: a seeded sample keeps the
-        # run inside CI-like time; every method is scored on the same users.
-        import polars as pl
-
-        sample = users.sample(args.max_test_users, seed=0).implode()
-        split = dataclasses.replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
+    # The cross-encoder at R=100 costs ~100 pair encodings per user: a seeded sample of test users
+    # keeps the run inside CI-like time; every method is scored on the same users.
+    split = split_for_benchmark(dataset, args.max_test_users)
     print(f"[{name}] {split.describe()}", flush=True)
     rows = evaluate_baselines(list(BASELINES), dataset.items, split, KS, tune=not args.no_tune, slices=SLICES, dataset=name,
                               discover=True)
     best = max((r for r in rows if r["slice"] == "all"), key=lambda r: r["metrics"]["ndcg@10"])
     print(f"[{name}] best baseline {best['method']}: ndcg@10 {best['metrics']['ndcg@10']:.4f}", flush=True)
     folder = model_dir(name)
-    if (folder / "manifest.json").is_file():
-        retriever = Retriever.load(folder)
-    else:
-        config = RetrievalConfig(towers=TowerConfig(model=args.model),
-                                 train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes))
-        retriever = Retriever.fit(split.tune_events, dataset.items, config, folder.parent / f"work-{folder.name}",
-                                  valid_targets=split.valid, show_progress=args.progress)
-        retriever.save(folder)
-    started = time.perf_counter()
-    ranking_config = RankingConfig(train_cross_encoder=not args.no_cross_encoder, cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
-                                                                     max_queries=args.ce_max_queries))
-    models = fit_ranking(retriever, split.tune_events, split.valid, ranking_config,
-                         _REPO / "build" / "bench" / f"rank-work-{folder.name}", show_progress=args.progress)
-    train_s = time.perf_counter() - started
-    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover)
-    ce = models.cross_encoder.report if models.cross_encoder and models.cross_encoder.report else None
-    notes = (f"ranking trained on validation baskets in {train_s:.0f}s: {models.report.get('queries_with_positive')} "
-             f"queries with a positive of {models.report.get('queries')}; cross-encoder "
-             f"{(str(ce.steps) + ' steps, valid MRR ' + format(ce.best_metric, '.3f')) if ce else 'not trained'}")
+    config = RecsConfig(
+        retrieval=RetrievalConfig(towers=TowerConfig(model=args.model),
+                                  train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes)),
+        ranking=RankingConfig(train_cross_encoder=not args.no_cross_encoder,
+                              cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
+                                                               max_queries=args.ce_max_queries)),
+    )
+    # Towers trained on the tune split by benchmarks/retrieval.py (or an earlier run) are reused.
+    saved = Retriever.load(folder) if (folder / "manifest.json").is_file() else None
+    stages = fit_stages(split, dataset.items, config, _REPO / "build" / "bench" / f"work-{folder.name}",
+                        show_progress=args.progress, retriever=saved)
+    if saved is None:
+        stages.retriever.save(folder)
+    retriever, models, pipeline = stages.retriever, stages.models, stages.pipeline
+    notes = stages.notes()
 
     def add(method: str, recommender: Any, slice_suffix: str = "", extra: dict[str, float] | None = None,
             discover: Any = None) -> None:
-        began = time.perf_counter()
-        recommender.fit(split.fit_events, dataset.items)
-        results = evaluate(recommender, split, dataset.items, ks=KS, slices=SLICES)
-        if discover is not None:  # the method's own "discover" shelf, bought items excluded
-            discover.fit(split.fit_events, dataset.items)
-            results[DISCOVER_SLICE] = evaluate(discover, split, dataset.items, ks=KS, slices=("new_to_user",),
-                                               exclude_bought=True)["new_to_user"]
-        took = time.perf_counter() - began
-        for slice_name, metrics in results.items():
-            merged = {**metrics, **(extra or {})} if slice_name == "all" else metrics
-            rows.append({"dataset": name, "method": method, "slice": slice_name + slice_suffix, "metrics": merged,
-                         "notes": f"{notes}; evaluated in {took:.0f}s"})
-        shown = ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in results.items() if k != "cold_items")
-        print(f"[{name}] {method}{slice_suffix}: ndcg@10 {shown} ({took:.0f}s)", flush=True)
+        added = method_rows(name, method, recommender, split, dataset.items, KS, SLICES, notes, discover=discover,
+                            slice_suffix=slice_suffix, extra=extra)
+        rows.extend(added)
+        shown = ", ".join(f"{r['slice']} {r['metrics']['ndcg@10']:.4f}" for r in added if not r["slice"].startswith("cold_items"))
+        print(f"[{name}] {method}{slice_suffix}: ndcg@10 {shown}", flush=True)
 
     add("two_tower", TwoTowerRecommender(retriever=retriever), discover=TwoTowerRecommender(retriever=retriever))
     test_users = split.test["user_id"].unique().sort().to_list()
@@ -189,7 +169,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
             lat = latency_rows(name, pipeline, test_users, r, args.latency_queries)
             add("ranker+cross_encoder", EngineRecommender(pipeline, rerank_top=r), f"@R={r}", lat)
     decision = models.report.get("rerank_decision") or {}
-    default_r = args.default_r if args.default_r is not None else int(decision.get("default_rerank_top", 0))
+    default_r = args.default_r if args.default_r is not None else stages.default_rerank_top
     print(f"[{name}] default R {default_r} (held-out choice: {decision})", flush=True)
     same = [r for r in rows if r["dataset"] == name and r["method"] == "ranker+cross_encoder" and r["slice"].endswith(f"@R={default_r}")]
     if default_r > 0 and same:  # already scored at this R: the same pipeline, named `engine`

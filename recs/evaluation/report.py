@@ -207,18 +207,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-def results_document(name: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The results JSON object for benchmark `name` (rows checked by `normalise_rows`)."""
-    return {
+def results_document(
+    name: str, rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The results JSON object for benchmark `name` (rows checked by `normalise_rows`); `extra`
+    adds top-level keys (e.g. "paired"), never one of the format's own."""
+    document = {
         "benchmark": name,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
         "versions": versions(),
         "rows": normalise_rows(rows),
     }
+    clash = sorted(set(extra or {}) & set(document))
+    if clash:
+        raise ConfigError(f"extra key(s) {', '.join(clash)} would replace the results format's own")
+    return {**document, **(extra or {})}
 
 
-def _markdown(document: Mapping[str, Any]) -> str:
+def _markdown(document: Mapping[str, Any], sections: Mapping[str, Sequence[str]] | None = None) -> str:
     rows = document["rows"]
     metrics: list[str] = []
     for r in rows:
@@ -242,22 +249,32 @@ def _markdown(document: Mapping[str, Any]) -> str:
         lines += ["## Notes", ""]
         lines += [f"- **{d} / {m}**: {_escape(text)}" for (d, m), text in notes.items()]
         lines.append("")
+    for title, section in (sections or {}).items():
+        lines += [f"## {title}", "", *(f"- {_escape(line)}" for line in section), ""]
     return "\n".join(lines)
 
 
-def write_results(name: str, rows: Sequence[Mapping[str, Any]], out_dir: Path) -> tuple[Path, Path]:
-    """Write `<out_dir>/<name>.json` (the results format) and `<name>.md` beside it, each
+def write_results(
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[Path, Path]:
+    """Write `<out_dir>/<name>.json` (the results format, plus `extra`'s top-level keys) and
+    `<name>.md` beside it (plus a bulleted `## title` section per `sections` entry), each
     atomically. Returns (json_path, md_path)."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(
             f"results name must be a plain file name (letters, digits, _ . + -), got {name!r}"
         )
-    document = results_document(name, rows)
+    document = results_document(name, rows, extra)
     out_dir = Path(out_dir)
     json_path = atomic_write_text(
         out_dir / f"{name}.json", json.dumps(document, indent=2, allow_nan=False) + "\n"
     )
-    md_path = atomic_write_text(out_dir / f"{name}.md", _markdown(document))
+    md_path = atomic_write_text(out_dir / f"{name}.md", _markdown(document, sections))
     return json_path, md_path
 
 
