@@ -138,8 +138,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
             rerank_top = 0
         else:
             ranking = RankingConfig(
-                ranker=RankerConfig(ignored_features=ignored),
-                discover=RankerConfig(objective="binary", ignored_features=ignored),
+                ranker=RankerConfig(ignored_features=ignored, max_users=args.max_train_users),
+                discover=RankerConfig(objective="binary", ignored_features=ignored, max_users=args.max_train_users),
                 train_cross_encoder=args.cross_encoder and part is None,
                 cross_encoder=CrossEncoderConfig(max_minutes=args.ce_max_minutes),
             )
@@ -222,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cross-encoder", action="store_true", help="train the cross-encoder for the full engine")
     parser.add_argument("--ce-max-minutes", type=float, default=6.0)
     parser.add_argument("--max-test-users", type=int, default=0, help="0: every test user")
+    parser.add_argument("--max-train-users", type=int, default=20000, help="validation baskets the rankers learn from")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)

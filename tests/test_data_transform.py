@@ -111,6 +111,9 @@ def test_render_item_and_user() -> None:
     assert render_user([], cold_start_text="camping gear") == "camping gear"
     words = render_user(history, count_tokens=lambda s: len(s.split()), max_tokens=2)
     assert words == "purchase: Lantern"
+    # Each item once, at its most recent event: repeats do not fill the user tower's tokens.
+    repeats = [("purchase", "Milk"), ("view", "Tent"), ("purchase", "Milk"), ("cart", "Milk")]
+    assert render_user(repeats) == "cart: Milk ; view: Tent"
 
 
 def test_user_histories_are_chronological(dataset: Dataset) -> None:

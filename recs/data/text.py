@@ -65,7 +65,7 @@ def render_user(
     max_tokens: int | None = None,
     cold_start_text: str = "",
 ) -> str:
-    """History as `purchase: title ; view: title ; ...`, most recent first.
+    """History as `purchase: title ; view: title ; ...`, most recent first, each item once.
 
     `history` is (event, title) pairs in chronological order. The text is cut at whole entries by
     `max_chars`, or by `max_tokens` when a token counter is given. An empty history renders
@@ -73,8 +73,14 @@ def render_user(
     if not history:
         return cold_start_text.strip()
     entries: list[str] = []
+    shown: set[str] = set()
     used = 0
     for event, title in reversed(history):
+        # Distinct items only (the most recent event of each): a staple bought every week would
+        # otherwise fill the user tower's few tokens with one title.
+        if title in shown:
+            continue
+        shown.add(title)
         entry = f"{event}: {title}"
         cost = count_tokens(entry) if count_tokens is not None and max_tokens is not None else len(entry) + 3
         budget = max_tokens if count_tokens is not None and max_tokens is not None else max_chars
