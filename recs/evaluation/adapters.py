@@ -143,7 +143,7 @@ class _PipelineRecommender(_RetrieverRecommender):
         view = self.pipeline.retriever.with_events(_canonical(events), items)
         self.retriever = view
         p = self.pipeline
-        self.pipeline = RankingPipeline(view, p.ranker, p.cross_encoder, p.stage2, p.discover)
+        self.pipeline = RankingPipeline(view, p.ranker, p.cross_encoder, p.discover)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         contexts, vectors = self._user_vectors(users)

@@ -12,15 +12,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["Z_95", "format_paired", "paired_difference"]
+__all__ = ["Z_95", "Z_95_ONE_SIDED", "format_paired", "paired_difference"]
 
 Z_95 = 1.959964
+Z_95_ONE_SIDED = 1.644854  # `ci_low` is then a one-sided 95% lower bound (a decision rule's)
 
 
-def paired_difference(method: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+def paired_difference(method: Mapping[str, float], reference: Mapping[str, float], z: float = Z_95) -> dict[str, float]:
     """`method` minus `reference`, per user: {"users", "mean_method", "mean_reference", "ratio",
-    "delta", "ci_low", "ci_high"}. `ratio` is mean_method / mean_reference (0 when the reference
-    mean is 0). With no common user every value is 0."""
+    "delta", "ci_low", "ci_high"} (the interval mean +- z * sd / sqrt(n)). `ratio` is
+    mean_method / mean_reference (0 when the reference mean is 0). With no common user every
+    value is 0."""
     users = sorted(set(method) & set(reference))
     if not users:
         return {"users": 0.0, "mean_method": 0.0, "mean_reference": 0.0, "ratio": 0.0, "delta": 0.0,
@@ -28,7 +30,7 @@ def paired_difference(method: Mapping[str, float], reference: Mapping[str, float
     a = np.array([method[u] for u in users], dtype=np.float64)
     b = np.array([reference[u] for u in users], dtype=np.float64)
     diff = a - b
-    half = Z_95 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    half = z * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
     mean_b = float(b.mean())
     return {
         "users": float(len(users)),
