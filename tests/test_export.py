@@ -101,6 +101,18 @@ def test_export_refuses_an_exported_folder_and_its_own_source(exported, ranked_a
         export_artifact(ranked_artifact, ranked_artifact)
 
 
+def test_an_export_of_an_older_cross_encoder_is_refused(exported, tmp_path: Path) -> None:
+    """A format-1 export's cross-encoder fed a second-stage ranker: not served as a residual."""
+    folder = Path(shutil.copytree(exported.path, tmp_path / "old"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    spec = manifest["components"]["onnx"]["config"]
+    spec["format"] = 1
+    del spec["graphs"]["cross_encoder"]["combination"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="second-stage ranker"):
+        Engine.load(folder)
+
+
 # ------------------------------------------------------------------------------------ runtime
 
 
@@ -155,6 +167,7 @@ def test_both_runtimes_serve_ranker_logit_plus_cross_encoder(onnx_engine: Engine
             reranked = [r for r in results if "cross_encoder" in r.stages]
             for r in reranked:
                 assert r.stages["ranker+cross_encoder"] == pytest.approx(r.stages["ranker"] + r.stages["cross_encoder"], abs=1e-5)
+                assert r.score == pytest.approx(r.stages["ranker+cross_encoder"])  # the served score is the sum
             sums = [r.stages["ranker+cross_encoder"] for r in reranked]
             assert sums == sorted(sums, reverse=True)  # served in the order of the sum
             served[name] = reranked

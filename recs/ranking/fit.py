@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recs.evaluation.curves import roc_auc
-from recs.evaluation.paired import Z_95_ONE_SIDED, paired_difference
 from recs.progress import progress_bar
 from recs.ranking.config import RankingConfig
 from recs.ranking.cross_encoder import (
@@ -45,7 +43,7 @@ from recs.ranking.training import (
     train_discover_ranker,
     train_ranker,
 )
-from recs.retrieval.metrics import ndcg_from_hits
+from recs.retrieval.metrics import Z_95_ONE_SIDED, ndcg_from_hits, paired_difference
 from recs.retrieval.retriever import Retriever
 
 
@@ -80,6 +78,7 @@ def fit_ranking(
     models = RankingModels(report=report)
     use_cross_encoder = config.train_cross_encoder and len(with_positive) >= 10
     group_c: list[QueryExample] = []
+    group_train: list[QueryExample] = []  # the CE's users: every user with a positive outside C
     if use_cross_encoder:
         rng = np.random.default_rng(config.ranker.seed)
         shuffled = rng.permutation(len(with_positive))
@@ -133,7 +132,8 @@ def out_of_fold_scores(examples: list[QueryExample], ranker: LearnedRanker | Non
     """Each example's first-stage raw logits from a ranker that did not train on it: `oof_folds`
     rankers, each fitted on the other folds with the served ranker's config and tree count (no
     early stopping), so that their logits are on the served scale. Without a ranker the first
-    stage is the retrieval score, which no example trained."""
+    stage is the retrieval score, which no example trained. LambdaRank logits are only defined up
+    to a per-query constant, which the listwise loss ignores too: only their spread must match."""
     if ranker is None:
         return _first_stage(examples, None)
     folds = np.random.default_rng([config.ranker.seed, 2]).permutation(len(examples)) % config.oof_folds
@@ -153,24 +153,20 @@ def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: Rank
     """NDCG@10 on held-out queries of the first stage and of the served order at each R in
     `rerank_choices` (top R by ranker logit + CE score); the chosen default R (0: reranking does
     not pay). Also the paired delta of each R over the first stage with its 95% CI, on all
-    relevant items and split into re-bought / new items, and the ROC AUC of the ranker, the CE
-    and their sum on the top max(R)."""
+    relevant items and split into re-bought / new items (benchmarks/rerank.py adds the ROC AUC
+    of each score on the top R: the curves belong to recs.evaluation, above this stage)."""
     choices = sorted(r for r in config.rerank_choices if r > 1)
     if not queries or not choices or models.cross_encoder is None:
         return {"queries": len(queries), "default_rerank_top": 0, "reason": "no held-out queries or no cross-encoder"}
     first_all = _first_stage(queries, models.ranker)
     kinds = ("all", "rebought", "new")
     ndcg: dict[str, dict[int, dict[str, float]]] = {kind: {r: {} for r in (0, *choices)} for kind in kinds}
-    pooled: dict[str, list[np.ndarray]] = {"labels": [], "ranker": [], "cross_encoder": []}
     with progress_bar("choosing R", total=len(queries), enabled=show_progress) as advance:
         for i, (example, first) in enumerate(zip(queries, first_all, strict=True)):
             order = serving_order(example.candidates, first)
             top = order[: max(choices)]
             ce = models.cross_encoder.score(example.context.state.text,
                                             cross_encoder_texts(view, example.candidates, example.features, top))
-            pooled["labels"].append(example.labels[top] > 0)
-            pooled["ranker"].append(first[top])
-            pooled["cross_encoder"].append(ce)
             rebought = example.candidates.features["times_bought"] > 0
             relevant = {"all": example.labels > 0, "rebought": (example.labels > 0) & rebought,
                         "new": (example.labels > 0) & ~rebought}
@@ -189,12 +185,7 @@ def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: Rank
     lower = {r: paired_difference(ndcg["all"][r], ndcg["all"][0], z=Z_95_ONE_SIDED)["ci_low"] for r in choices}
     best = max(choices, key=lambda r: (lower[r], -r))
     chosen = best if lower[best] > config.min_rerank_gain else 0
-    labels = np.concatenate(pooled["labels"])
-    ranker_top, ce_top = np.concatenate(pooled["ranker"]), np.concatenate(pooled["cross_encoder"])
-    top_r = max(choices)
     return {"queries": len(queries), "ndcg@10_first_stage": means[0],
             **{f"ndcg@10_rerank_{r}": means[r] for r in choices},
             **{f"gain_lower_bound_{r}": lower[r] for r in choices}, **deltas,
-            f"roc_auc_top{top_r}": {"ranker": roc_auc(labels, ranker_top), "cross_encoder": roc_auc(labels, ce_top),
-                                    "ranker+cross_encoder": roc_auc(labels, ranker_top + ce_top)},
             "default_rerank_top": chosen}

@@ -176,9 +176,12 @@ class RankingPipeline:
                 ce_scores[top] = scored
                 combined[top] = residual_scores(first[top], scored)
                 order = residual_order(order, first, scored)
-                # Scores follow the served order: the reranked top stays above the rest (see
-                # residual_order); each item's logit + CE sum is in its stages.
-                final[top] = combined[top] - combined[top].min() + final.max() + 1.0
+                # The top R is scored by the sum; the rest, below it (see residual_order), keeps
+                # the ranker's differences, moved down so that scores follow the served order.
+                rest = order[len(top) :]
+                final[top] = combined[top]
+                if len(rest):
+                    final[rest] += combined[top].min() - final[rest].max() - 1.0
         chosen = order
         if options.diversity > 0:
             window = order[: max(k * 5, 50)]
