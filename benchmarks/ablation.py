@@ -148,7 +148,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
             rerank_top = int((models.report.get("rerank_decision") or {}).get("default_rerank_top", 0))
             if part is None:
                 full_models = models
-        pipeline = RankingPipeline(view, models.ranker, models.cross_encoder, models.stage2, models.discover)
+        pipeline = RankingPipeline(view, models.ranker, models.cross_encoder, models.discover)
         results: dict[str, dict[str, float]] = {}
         for shelf, slice_name, novelty in (("all", "all", False), (DISCOVER_SLICE, "new_to_user", True)):
             users: dict[str, dict[str, float]] = {}

@@ -4,7 +4,7 @@
 
 Same protocol and slices as benchmarks/retrieval.py. The towers come from
 `build/bench/models/<dataset>` (written by benchmarks/retrieval.py, trained on the tune split) or
-are trained here. The ranker, cross-encoder and second stage learn on each user's validation basket
+are trained here. The ranker and the cross-encoder (a residual on its logit) learn on each user's validation basket
 (history before it), and everything is evaluated on the test baskets. Methods: the baselines,
 `two_tower`, `ranker` (learned ranker alone), `ranker+cross_encoder` (slice `all@R=..`), `engine`
 (the default pipeline: R chosen by `fit_ranking` on held-out users, or --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
@@ -68,11 +68,11 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
     """The ranker and the cross-encoder as classifiers (relevant or not) of the test users'
     candidates: ROC and PR curves with AUCs, one PNG per dataset. The ranker is judged on all N
     candidates and on the first stage's top `top` (the set the cross-encoder sees), the
-    cross-encoder and the second stage on that top."""
+    cross-encoder and the served sum (ranker logit + CE score) on that top."""
     import numpy as np
 
     from recs.evaluation.curves import average_precision, plot_roc_pr, roc_auc
-    from recs.ranking.pipeline import cross_encoder_texts, serving_order, stage2_input
+    from recs.ranking.pipeline import cross_encoder_texts, residual_scores, serving_order
     from recs.ranking.training import query_examples, serving_view
 
     canonical = split.fit_events.drop([c for c in split.fit_events.columns if c.startswith("_")])
@@ -94,9 +94,7 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
             texts = cross_encoder_texts(view, example.candidates, example.features, order)
             ce = pipeline.cross_encoder.score(example.context.state.text, texts)
             keep(f"cross_encoder (top {top})", example.labels[order], ce)
-            if pipeline.stage2 is not None:
-                x = stage2_input(example.features[order], first[order], ce)
-                keep(f"ranker+cross_encoder (top {top})", example.labels[order], pipeline.stage2.predict(x))
+            keep(f"ranker+cross_encoder (top {top})", example.labels[order], residual_scores(first[order], ce))
     curves = {key: (np.concatenate(ls), np.concatenate(ss)) for key, (ls, ss) in collected.items()}
     if not curves:
         return []
@@ -171,6 +169,12 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     decision = models.report.get("rerank_decision") or {}
     default_r = args.default_r if args.default_r is not None else stages.default_rerank_top
     print(f"[{name}] default R {default_r} (held-out choice: {decision})", flush=True)
+    from recs.evaluation.paired import format_paired
+
+    for key, value in decision.items():  # group C: paired NDCG@10 deltas over the ranker, by R
+        if key.startswith("delta_"):
+            kind, r = key.split("_")[1:]
+            print(f"[{name}] held-out {kind}: " + format_paired(f"ranker+cross_encoder@R={r}", "ranker", value), flush=True)
     same = [r for r in rows if r["dataset"] == name and r["method"] == "ranker+cross_encoder" and r["slice"].endswith(f"@R={default_r}")]
     if default_r > 0 and same:  # already scored at this R: the same pipeline, named `engine`
         rows.extend({**r, "method": "engine", "slice": r["slice"].rsplit("@", 1)[0], "notes": r["notes"] + f"; default R = {default_r}"}

@@ -588,7 +588,9 @@ def train_ranker_command(
                       highlight=False)
     if models.cross_encoder is not None and models.cross_encoder.report is not None:
         ce = models.cross_encoder.report
-        console.print(f"cross-encoder: {ce.steps} steps in {ce.seconds:.0f}s, best validation MRR {ce.best_metric:.4f}", highlight=False)
+        ranker_alone = next((h["valid_ndcg@10"] for h in ce.history if h.get("epoch") == 0), float("nan"))
+        console.print(f"cross-encoder: {ce.steps} steps in {ce.seconds:.0f}s, validation ndcg@10 of its lists "
+                      f"{ce.best_metric:.4f} (ranker alone {ranker_alone:.4f})", highlight=False)
     if decision is not None and "ndcg@10_first_stage" in decision:
         tried = ", ".join(f"R={k.rsplit('_', 1)[1]} {v:.4f}" for k, v in decision.items() if k.startswith("ndcg@10_rerank_"))
         console.print(

@@ -98,7 +98,7 @@ def trained_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
 
 @pytest.fixture(scope="session")
 def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: Path, small_demo_dir: Path) -> Path:
-    """`trained_artifact` plus a learned ranker, a cross-encoder and a second stage (tiny, fast)."""
+    """`trained_artifact` plus a learned ranker, a discover ranker and a residual cross-encoder (tiny, fast)."""
     import shutil
 
     from recs.data import leave_last_out, load_dataset
@@ -114,5 +114,13 @@ def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: 
     retriever = Retriever.load(target)
     config = RankingConfig(cross_encoder=CrossEncoderConfig(epochs=1, max_queries=40, max_tokens=64))
     models = fit_ranking(retriever, split.fit_events, split.test, config, tmp_path_factory.mktemp("rank-work"), show_progress=False)
-    save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover), RankOptions())
+    assert models.cross_encoder is not None
+    # A tiny random model rarely beats the ranker on validation, and the best-epoch rule then keeps
+    # the zero residual it starts from: a fixed non-zero head makes the CE move the order in tests.
+    import torch
+
+    with torch.no_grad():
+        head = models.cross_encoder.model.head
+        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
+    save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover), RankOptions())
     return target

@@ -67,7 +67,7 @@ def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
     assert {"catalog", "index", "interactions", "onnx"} <= set(artifact.components)
     assert not artifact.has_component("towers")  # no torch weights travel
     spec = artifact.component("onnx").config
-    assert set(spec["graphs"]) == {"item_tower", "user_tower", "cross_encoder", "ranker", "stage2", "discover"}
+    assert set(spec["graphs"]) == {"item_tower", "user_tower", "cross_encoder", "ranker", "discover"}
     assert "tokenizer.json" in artifact.files and not any(f.endswith(".onnx.data") for f in artifact.files)
     for name in ("item_tower", "user_tower", "cross_encoder"):
         entry = spec["graphs"][name]
@@ -88,7 +88,7 @@ def test_fp32_and_int8_parity_with_torch(exported) -> None:
         assert min(parity[tower]["fp32"]["by_setting"].values()) >= 0.999
         assert parity[tower]["int8"]["min_cosine"] >= 0.98
     assert max(parity["cross_encoder"]["fp32"]["by_setting"].values()) < 1e-3
-    for ranker in ("ranker", "stage2", "discover"):
+    for ranker in ("ranker", "discover"):
         assert parity[ranker]["rows"] > 0 and parity[ranker]["max_abs_diff"] < 1e-3
 
 
@@ -99,6 +99,18 @@ def test_export_refuses_an_exported_folder_and_its_own_source(exported, ranked_a
         export_artifact(exported.path, exported.path.parent / "again")
     with pytest.raises(ConfigError, match="must differ"):
         export_artifact(ranked_artifact, ranked_artifact)
+
+
+def test_an_export_of_an_older_cross_encoder_is_refused(exported, tmp_path: Path) -> None:
+    """A format-1 export's cross-encoder fed a second-stage ranker: not served as a residual."""
+    folder = Path(shutil.copytree(exported.path, tmp_path / "old"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    spec = manifest["components"]["onnx"]["config"]
+    spec["format"] = 1
+    del spec["graphs"]["cross_encoder"]["combination"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="second-stage ranker"):
+        Engine.load(folder)
 
 
 # ------------------------------------------------------------------------------------ runtime
@@ -143,6 +155,27 @@ def test_exported_folder_ranks_identically_to_the_torch_engine(onnx_engine: Engi
         assert np.allclose([r.score for r in got], [r.score for r in want], atol=1e-3)
         assert any("cross_encoder" in r.stages for r in got) == any("cross_encoder" in r.stages for r in want)
     assert onnx_engine.options == torch_engine.options
+
+
+def test_both_runtimes_serve_ranker_logit_plus_cross_encoder(onnx_engine: Engine, torch_engine: Engine) -> None:
+    """The top R is ordered by ranker logit + CE score, the same sum on the torch and ONNX paths."""
+    moved = 0
+    for user in _users(torch_engine, 8):
+        served = {}
+        for name, engine in (("torch", torch_engine), ("onnx", onnx_engine)):
+            results = engine.recommend(user_id=user, k=10, time_budget_ms=None, rerank_top=10)
+            reranked = [r for r in results if "cross_encoder" in r.stages]
+            for r in reranked:
+                assert r.stages["ranker+cross_encoder"] == pytest.approx(r.stages["ranker"] + r.stages["cross_encoder"], abs=1e-5)
+                assert r.score == pytest.approx(r.stages["ranker+cross_encoder"])  # the served score is the sum
+            sums = [r.stages["ranker+cross_encoder"] for r in reranked]
+            assert sums == sorted(sums, reverse=True)  # served in the order of the sum
+            served[name] = reranked
+            moved += int(any(abs(r.stages["cross_encoder"]) > 1e-3 for r in reranked))
+        assert [r.item_id for r in served["onnx"]] == [r.item_id for r in served["torch"]]
+        np.testing.assert_allclose([r.stages["ranker+cross_encoder"] for r in served["onnx"]],
+                                   [r.stages["ranker+cross_encoder"] for r in served["torch"]], atol=1e-3)
+    assert moved  # the CE is not the zero residual here: the comparison means something
 
 
 def test_int8_keeps_ndcg_within_one_point(exported, ranked_artifact: Path, small_demo_dir: Path) -> None:

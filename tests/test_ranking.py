@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,17 +59,26 @@ def test_ranker_learns_save_load_identical_and_deterministic(tmp_path: Path) -> 
     assert np.isfinite(scores).all()
 
 
-def test_cross_encoder_listwise_loss_falls(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cross_encoder_residual_listwise_loss_falls(tiny_model_dir: Path, tmp_path: Path) -> None:
     from recs.encoders import load_backbone, load_tokenizer
+    from recs.errors import ArtifactError
 
     torch.manual_seed(0)
     reranker = CrossEncoderReranker(
         CrossEncoderModel(load_backbone(tiny_model_dir)), load_tokenizer(tiny_model_dir),
-        CrossEncoderConfig(epochs=1, queries_per_step=2, negatives=3, lr=5e-3, head_lr=5e-3, train_layers=None, max_tokens=32),
+        CrossEncoderConfig(epochs=1, queries_per_step=2, lr=5e-3, head_lr=5e-3, train_layers=None, max_tokens=32),
     )
     items = ["tent for camping", "coffee beans", "phone case", "dog food"]
-    queries = [RerankQuery(u, items, np.array([1.0 if i == j else 0.0 for i in range(4)])) for j, u in
+    # The zero head starts as the ranker alone: a zero residual on every pair.
+    np.testing.assert_array_equal(reranker.score("purchase: sleeping bag", items), np.zeros(4, dtype=np.float32))
+    # The ranker's logits put the positive second: the residual must learn to lift it.
+    base = np.array([0.5, 0.2, 0.0, -0.3], dtype=np.float32)
+    queries = [RerankQuery(u, items, np.array([1.0 if i == j else 0.0 for i in range(4)]), np.roll(base, j + 1)) for j, u in
                enumerate(["purchase: sleeping bag", "purchase: coffee mug", "purchase: smartphone", "purchase: dog bowl"])] * 3
+    with torch.no_grad():  # the loss is softmax cross-entropy of base + CE against the normalised labels
+        q = queries[0]
+        want = -torch.log_softmax(torch.as_tensor(q.base), 0)[0]
+        assert reranker._listwise_loss([q], np.random.default_rng(0), "cpu").item() == pytest.approx(want.item(), rel=1e-5)
     rng = np.random.default_rng(0)
     optimizer = torch.optim.AdamW(reranker.model.parameters(), lr=5e-3)
     losses = []
@@ -86,6 +96,61 @@ def test_cross_encoder_listwise_loss_falls(tiny_model_dir: Path, tmp_path: Path)
     reranker.save(tmp_path)
     again = CrossEncoderReranker.load(tmp_path, reranker.tokenizer)
     np.testing.assert_allclose(again.score("purchase: sleeping bag", items), scores, atol=1e-5)
+    # A cross-encoder of an older recs (combined by a second-stage ranker) is refused, not served.
+    meta = json.loads((tmp_path / "cross_encoder.json").read_text())
+    del meta["combination"]
+    (tmp_path / "cross_encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="train-ranker"):
+        CrossEncoderReranker.load(tmp_path, reranker.tokenizer)
+
+
+def test_cross_encoder_fit_starts_from_and_keeps_the_ranker_unless_beaten(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A tiny model trains on served lists; epoch 0 (zero residual) is the ranker's NDCG."""
+    from recs.encoders import load_backbone, load_tokenizer
+    from recs.ranking.cross_encoder import list_ndcg
+
+    reranker = CrossEncoderReranker(
+        CrossEncoderModel(load_backbone(tiny_model_dir)), load_tokenizer(tiny_model_dir),
+        CrossEncoderConfig(epochs=1, queries_per_step=2, train_layers=None, max_tokens=32),
+    )
+    rng = np.random.default_rng(0)
+    items = [f"item {i}" for i in range(12)]
+    queries = []
+    for j in range(20):
+        labels = np.zeros(12)
+        labels[rng.choice(12, 2, replace=False)] = 1.0
+        queries.append(RerankQuery(f"user {j}", items, labels, rng.normal(size=12).astype(np.float32)))
+    report = reranker.fit(queries, tmp_path, show_progress=False)
+    assert report.steps > 0 and report.history[0]["epoch"] == 0
+    valid_ranker = report.history[0]["valid_ndcg@10"]
+    assert report.best_metric >= valid_ranker
+    if report.best_epoch == 0:  # not beaten: the kept model is the zero residual (the ranker's order)
+        np.testing.assert_array_equal(reranker.score("user 0", items), np.zeros(12, dtype=np.float32))
+    assert list_ndcg(np.array([0.0, 1.0]), np.array([2.0, 1.0])) == pytest.approx(1 / np.log2(3))
+
+
+def test_out_of_fold_logits_come_from_a_ranker_that_did_not_train_on_the_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import recs.ranking.fit as fit
+    from recs.ranking.fit import RankingConfig
+
+    examples = [SimpleNamespace(labels=np.array([1.0, 0.0]), features=np.full((2, 1), i, dtype=np.float32)) for i in range(9)]
+    trained: list[set[int]] = []
+
+    def fake_train(chosen: list, config: RankerConfig) -> object:
+        seen = {int(e.features[0, 0]) for e in chosen}
+        trained.append(seen)
+        assert config.n_estimators == 37 and config.valid_share == 0.0  # the served ranker's tree count
+        return SimpleNamespace(predict=lambda x, k=len(trained) - 1: np.full(len(x), k, dtype=np.float32))
+
+    monkeypatch.setattr(fit, "train_ranker", fake_train)
+    served = SimpleNamespace(best_iteration=37)
+    scores = fit.out_of_fold_scores(examples, served, RankingConfig())  # type: ignore[arg-type]
+    assert len(trained) == 2
+    for i, s in enumerate(scores):
+        assert i not in trained[int(s[0])]  # scored by the fold ranker that never saw it
+    assert set().union(*trained) == set(range(9))
 
 
 def test_relation_words() -> None:
@@ -268,7 +333,8 @@ class _FakeCrossEncoder:
         self.helpful = helpful
 
     def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray:
-        good = np.array([t.startswith("good") for t in item_texts], dtype=np.float32)
+        # Large enough to outweigh the first stage's scores it is added to (30 .. 1 here).
+        good = 100.0 * np.array([t.startswith("good") for t in item_texts], dtype=np.float32)
         return good if self.helpful else -good
 
 
@@ -297,10 +363,13 @@ def test_default_rerank_top_is_chosen_on_held_out_queries(helpful: bool) -> None
     from recs.ranking.fit import RankingConfig, RankingModels, choose_rerank_top
 
     view, queries = _decision_queries()
-    models = RankingModels(ranker=None, cross_encoder=_FakeCrossEncoder(helpful), stage2=None)  # type: ignore[arg-type]
+    models = RankingModels(ranker=None, cross_encoder=_FakeCrossEncoder(helpful))  # type: ignore[arg-type]
     decision = choose_rerank_top(view, queries, models, RankingConfig(rerank_choices=(10, 30)))  # type: ignore[arg-type]
     assert decision["ndcg@10_first_stage"] == 0.0
     if helpful:  # only R=30 reaches the relevant item at rank 26
         assert decision["default_rerank_top"] == 30 and decision["ndcg@10_rerank_30"] == pytest.approx(1.0)
+        assert decision["delta_all_30"]["delta"] == pytest.approx(1.0) and decision["delta_all_10"]["delta"] == 0.0
     else:
         assert decision["default_rerank_top"] == 0
+    # The relevant item was never bought: all of the delta is on new items, none on re-buys.
+    assert decision["delta_new_30"]["users"] == 3 and decision["delta_rebought_30"]["users"] == 0

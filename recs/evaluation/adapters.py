@@ -7,7 +7,7 @@ source merged by reciprocal-rank fusion; `zero_shot`, the untuned backbone. Each
 from (`Retriever.with_events`, no retraining).
 
 Ranking: `ranker`, candidates ordered by the learned ranker; `engine`, the full default pipeline
-(ranker, cross-encoder on the top R, second stage). Both wrap a trained `RankingPipeline` and
+(ranker, cross-encoder residual on the top R). Both wrap a trained `RankingPipeline` and
 serve from the events given to `fit`; with `novelty` they serve the "discover" shelf (only items
 new to the user).
 
@@ -143,7 +143,7 @@ class _PipelineRecommender(_RetrieverRecommender):
         view = self.pipeline.retriever.with_events(_canonical(events), items)
         self.retriever = view
         p = self.pipeline
-        self.pipeline = RankingPipeline(view, p.ranker, p.cross_encoder, p.stage2, p.discover)
+        self.pipeline = RankingPipeline(view, p.ranker, p.cross_encoder, p.discover)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         contexts, vectors = self._user_vectors(users)

@@ -10,35 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
+# The formula lives with the batch metrics (a stage, which never imports evaluation, uses it to
+# decide its own defaults) and is re-exported here.
+from recs.retrieval.metrics import Z_95, Z_95_ONE_SIDED, paired_difference
 
-__all__ = ["Z_95", "format_paired", "paired_difference"]
-
-Z_95 = 1.959964
-
-
-def paired_difference(method: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
-    """`method` minus `reference`, per user: {"users", "mean_method", "mean_reference", "ratio",
-    "delta", "ci_low", "ci_high"}. `ratio` is mean_method / mean_reference (0 when the reference
-    mean is 0). With no common user every value is 0."""
-    users = sorted(set(method) & set(reference))
-    if not users:
-        return {"users": 0.0, "mean_method": 0.0, "mean_reference": 0.0, "ratio": 0.0, "delta": 0.0,
-                "ci_low": 0.0, "ci_high": 0.0}
-    a = np.array([method[u] for u in users], dtype=np.float64)
-    b = np.array([reference[u] for u in users], dtype=np.float64)
-    diff = a - b
-    half = Z_95 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    mean_b = float(b.mean())
-    return {
-        "users": float(len(users)),
-        "mean_method": float(a.mean()),
-        "mean_reference": mean_b,
-        "ratio": float(a.mean() / mean_b) if mean_b > 0 else 0.0,
-        "delta": float(diff.mean()),
-        "ci_low": float(diff.mean() - half),
-        "ci_high": float(diff.mean() + half),
-    }
+__all__ = ["Z_95", "Z_95_ONE_SIDED", "format_paired", "paired_difference"]
 
 
 def format_paired(name: str, reference: str, result: Mapping[str, float]) -> str:

@@ -106,7 +106,7 @@ def fit_stages(split: Split, items: pl.DataFrame, config: RecsConfig, work: Path
     started = time.perf_counter()
     models = fit_ranking(retriever, split.tune_events, split.valid, config.ranking, Path(work) / "ranking",
                          show_progress=show_progress)
-    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover)
+    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover)
     return TrainedStages(retriever, models, pipeline, towers_s, time.perf_counter() - started)
 
 

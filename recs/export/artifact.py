@@ -8,7 +8,7 @@ The folder is an artifact like any other (manifest, sha256 per file, atomic save
     retrieval_config.json, tokenizer.json      \
     onnx/user_tower.onnx, onnx/item_tower.onnx  |
     onnx/cross_encoder.onnx                     |  component "onnx": graphs, I/O names, tokenizer
-    onnx/{ranker,stage2,discover}.onnx          |  settings, rank options, parity report
+    onnx/{ranker,discover}.onnx                 |  settings, rank options, parity report
     onnx/*.int8.onnx  (with int8=True)          |
     onnx/set_scorer.onnx, set_completion.onnx   |  (when the artifact has a "set_scorer" component;
     set_scorer/ (cooc, ids, config, bundles)   /   its torch weights stay behind)
@@ -116,7 +116,7 @@ class _Exporter:
             UserTowerGraph,
             example_batch,
         )
-        from recs.ranking.pipeline import write_rank_options
+        from recs.ranking.pipeline import CROSS_ENCODER_COMBINATION, write_rank_options
 
         self._copy(writer)
         write_rank_options(writer, self.engine.options)
@@ -132,6 +132,7 @@ class _Exporter:
         if cross is not None:
             self._transformer(writer, tmp, "cross_encoder", CrossEncoderGraph(cross.model), example_batch(cross.tokenizer, pairs=True),
                               cross.config.max_tokens)
+            self.graphs["cross_encoder"]["combination"] = CROSS_ENCODER_COMBINATION
         for name, ranker in self.pipeline.rankers().items():
             rel = f"onnx/{name}.onnx"
             self.graphs[name] = {"fp32": rel, **export_ranker(ranker, writer.file(rel))}
@@ -281,7 +282,6 @@ class _Exporter:
 
     def _ranker_features(self) -> dict[str, np.ndarray]:
         """Real candidate features of a few users (what the rankers see when serving)."""
-        from recs.ranking.pipeline import cross_encoder_texts, stage2_input
         from recs.retrieval.filters import Filters
 
         p, r = self.pipeline, self.retriever
@@ -290,20 +290,11 @@ class _Exporter:
         users = r.events["user_id"].unique(maintain_order=True).head(PARITY_USERS).to_list()
         contexts = [r.context(user_id=str(u)) for u in users]
         vectors = r.user_vectors([c.state for c in contexts])
-        first_x, second_x = [], []
-        for context, vector in zip(contexts, vectors, strict=True):
-            cands, features, first = p.first_stage(context, vector, Filters())
-            first_x.append(features)
-            if p.stage2 is not None and p.cross_encoder is not None and len(first) > 1:
-                top = np.lexsort((cands.item_rows, -first))[:20]
-                scored = p.cross_encoder.score(context.state.text, cross_encoder_texts(r, cands, features, top))
-                second_x.append(stage2_input(features[top], first[top], scored))
+        first_x = [p.first_stage(context, vector, Filters())[1] for context, vector in zip(contexts, vectors, strict=True)]
         out: dict[str, np.ndarray] = {}
         for name in ("ranker", "discover"):  # both score the candidates' feature rows
             if getattr(p, name) is not None and first_x:
                 out[name] = np.concatenate(first_x).astype(np.float32)
-        if p.stage2 is not None and second_x:
-            out["stage2"] = np.concatenate(second_x)
         return out
 
 

@@ -1,4 +1,4 @@
-"""The LightGBM ranker (and second stage) -> an ONNX TreeEnsemble graph through onnxmltools.
+"""The LightGBM rankers (main and discover) -> an ONNX TreeEnsemble graph through onnxmltools.
 
 Input `features` (batch, n_features) float32, output `scores` (batch, 1) float32: the booster's raw
 scores, as `LearnedRanker.predict` returns them.

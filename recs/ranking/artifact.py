@@ -8,7 +8,13 @@ from pathlib import Path
 
 from recs.artifacts import Artifact, ArtifactWriter
 from recs.errors import ArtifactError
-from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions, write_rank_options
+from recs.ranking.pipeline import (
+    LEGACY_RANKER_NAMES,
+    RANKER_NAMES,
+    RankingPipeline,
+    RankOptions,
+    write_rank_options,
+)
 from recs.retrieval.retriever import Retriever
 
 CROSS_ENCODER = "cross_encoder"
@@ -22,7 +28,7 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
 
     path = Path(path)
     with ArtifactWriter(path, base=path) as writer:
-        for name in (*RANKER_NAMES, CROSS_ENCODER):
+        for name in (*RANKER_NAMES, *LEGACY_RANKER_NAMES, CROSS_ENCODER):
             if name in writer.components:
                 writer.remove_component(name)
         root = writer.path
@@ -39,7 +45,8 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
 
 
 def read_torch_ranking(artifact: Artifact, retriever: Retriever) -> RankingPipeline:
-    """The rankers and the cross-encoder saved by `save_ranking` (those present)."""
+    """The rankers and the cross-encoder saved by `save_ranking` (those present). An older
+    artifact's second-stage ranker is not read; its cross-encoder (not a residual) is refused."""
     from recs.ranking.cross_encoder import CrossEncoderReranker
     from recs.ranking.ranker import LearnedRanker
 

@@ -34,7 +34,6 @@ class CrossEncoderConfig(StrictModel):
     max_tokens: int = Field(default=128, ge=16)
     epochs: int = Field(default=2, ge=1)
     queries_per_step: int = Field(default=4, ge=1)
-    negatives: int = Field(default=7, ge=1)
     lr: float = Field(default=3e-5, gt=0)
     head_lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = 0.01
@@ -64,11 +63,20 @@ class RankingConfig(StrictModel):
     train_ranker: bool = True
     train_discover: bool = True
     train_cross_encoder: bool = True
-    ce_candidates: int = 30  # hard candidates per query the cross-encoder learns from
-    stage2_top: int = 50  # top of the first stage the second stage learns to reorder
-    stage2_max_queries: int = 400  # each costs stage2_top cross-encoder passes
+    # The cross-encoder learns on what it serves: the first stage's top `ce_train_top` (None: the
+    # largest `rerank_choices` up to 20) plus `ce_extra_candidates` random others from below it.
+    ce_train_top: int | None = Field(default=None, ge=2)
+    ce_extra_candidates: int = Field(default=2, ge=0)
+    # Folds of the first-stage ranker whose out-of-fold logits the cross-encoder's residual is
+    # trained on (an in-sample logit is over-confident on the very queries the CE learns from).
+    oof_folds: int = Field(default=2, ge=2)
     decision_share: float = Field(default=0.2, ge=0, lt=1)  # of the queries: group C
     decision_max_queries: int = Field(default=300, ge=0)
     # Candidate default R values; the largest is bounded by latency (CPU: ~15 ms per pair).
     rerank_choices: tuple[int, ...] = (10, 20)
     min_rerank_gain: float = Field(default=0.0, ge=0)
+
+    def resolved_ce_train_top(self) -> int:
+        if self.ce_train_top is not None:
+            return self.ce_train_top
+        return max((r for r in self.rerank_choices if 1 < r <= 20), default=20)

@@ -1,8 +1,10 @@
 """`CrossEncoderReranker`: a BERT cross-encoder over `[CLS] user text [SEP] item text + relation [SEP]`.
 
-Initialised from the towers' backbone; trained listwise (softmax over one positive and the engine's
-own hard candidates) with the towers' trainer habits: validation every epoch, early stopping, best
-weights kept, resumable, seeded, progress bar, metrics as JSONL.
+It is a residual on the first stage: the served score of a reranked item is the ranker's raw logit
+plus the cross-encoder's (unsquashed) logit. Initialised from the towers' backbone with a zero head
+(so it starts as the ranker alone); trained listwise on the lists it serves (softmax cross-entropy of
+ranker logit + CE logit against the normalised labels) with the towers' trainer habits: validation
+every epoch, early stopping, best weights kept, resumable, seeded, progress bar, metrics as JSONL.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
 from recs.ranking.config import CrossEncoderConfig
+from recs.ranking.pipeline import CROSS_ENCODER_COMBINATION
 from recs.retrieval.checkpoint import (
     has_training_state,
     load_model_state,
@@ -28,6 +31,7 @@ from recs.retrieval.checkpoint import (
     model_state,
     save_training_state,
 )
+from recs.retrieval.metrics import ndcg_from_hits
 from recs.retrieval.trainer import TrainReport, _freeze_backbone_layers
 
 
@@ -36,6 +40,10 @@ class CrossEncoderModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(int(backbone.config.hidden_size), 1)
+        # A zero residual at the start: the untrained model serves the ranker's order unchanged,
+        # and the best-epoch rule keeps it so unless training beats the ranker on validation.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
@@ -47,6 +55,11 @@ class RerankQuery:
     user_text: str
     item_texts: list[str]  # item text + relation words, one per candidate
     labels: np.ndarray  # 1.0 for items of the held-out basket
+    base: np.ndarray | None = None  # the first stage's raw logits the CE is a residual on (None: 0)
+
+    def base_scores(self) -> np.ndarray:
+        return np.zeros(len(self.item_texts), dtype=np.float32) if self.base is None else self.base.astype(np.float32)
+
 
 
 # The cross-encoder reports like the towers' trainer (steps, epochs, best epoch, seconds, history).
@@ -85,12 +98,13 @@ class CrossEncoderReranker:
     # -- training ---------------------------------------------------------------------------------
 
     def fit(self, queries: list[RerankQuery], work_dir: Path, resume: bool = False, show_progress: bool = True) -> CrossEncoderReport:
-        """Listwise training: each step takes `queries_per_step` queries, each one positive and
-        `negatives` hard candidates; loss = cross-entropy of the positive under a softmax."""
+        """Listwise training: each step takes `queries_per_step` queries (the served top R plus a
+        few others); loss = softmax cross-entropy of base + CE logit against the normalised labels."""
         config = self.config
         device = torch_device()
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
+        # A list whose items are all positive (or none) has nothing to reorder.
         usable = [q for q in queries if q.labels.any() and (q.labels == 0).any()]
         order = rng.permutation(len(usable))
         n_valid = max(1, int(len(usable) * config.valid_share)) if len(usable) > 5 else 0
@@ -121,7 +135,10 @@ class CrossEncoderReranker:
             rng = np.random.default_rng([config.seed, start_epoch])
         if start_epoch == 0:
             report.best_metric = self.validate(valid)
-            self._log(work_dir, {"epoch": 0, "valid_mrr": report.best_metric})
+            # Epoch 0 is the zero residual: the first stage's own NDCG@10 on these lists.
+            record = {"epoch": 0, "valid_ndcg@10": report.best_metric}
+            self._log(work_dir, record)
+            report.history.append(record)
         began = time.monotonic()
         for epoch in range(start_epoch + 1, config.epochs + 1):
             self.model.train()
@@ -144,7 +161,7 @@ class CrossEncoderReranker:
                         out_of_time = True
                         break
             metric = self.validate(valid)
-            record = {"epoch": epoch, "step": report.steps, "loss": float(np.mean(losses)) if losses else None, "valid_mrr": metric}
+            record = {"epoch": epoch, "step": report.steps, "loss": float(np.mean(losses)) if losses else None, "valid_ndcg@10": metric}
             self._log(work_dir, record)
             report.history.append(record)
             report.epochs_run = epoch
@@ -165,29 +182,25 @@ class CrossEncoderReranker:
         return report
 
     def _listwise_loss(self, batch: list[RerankQuery], rng: np.random.Generator, device: str) -> torch.Tensor:
+        del rng  # every item of a served list is scored: nothing is sampled
         losses = []
         for query in batch:
-            positives = np.flatnonzero(query.labels > 0)
-            negatives = np.flatnonzero(query.labels == 0)[: self.config.negatives * 3]
-            pos = int(rng.choice(positives))
-            neg = rng.choice(negatives, size=min(self.config.negatives, len(negatives)), replace=False)
-            texts = [query.item_texts[pos]] + [query.item_texts[int(n)] for n in neg]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-                logits = self.model(**self._batch(query.user_text, texts, device)).float()
-            losses.append(nn.functional.cross_entropy(logits.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=device)))
+                logits = self.model(**self._batch(query.user_text, query.item_texts, device)).float()
+            combined = logits + torch.as_tensor(query.base_scores(), device=device)
+            target = torch.as_tensor(query.labels / query.labels.sum(), dtype=torch.float32, device=device)
+            losses.append(-(target * torch.log_softmax(combined, dim=0)).sum())
         return torch.stack(losses).mean()
 
     def validate(self, queries: list[RerankQuery]) -> float:
-        """Mean reciprocal rank of the first positive after reranking each query's candidates."""
+        """Mean NDCG@10 of each list ordered by base + CE logit (the served order)."""
         if not queries:
             return 0.0
-        ranks = []
+        values = []
         for query in queries:
-            scores = self.score(query.user_text, query.item_texts)
-            order = np.argsort(-scores, kind="stable")
-            hits = np.flatnonzero(query.labels[order] > 0)
-            ranks.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
-        return float(np.mean(ranks))
+            scores = query.base_scores() + self.score(query.user_text, query.item_texts)
+            values.append(list_ndcg(query.labels, scores))
+        return float(np.mean(values))
 
     @staticmethod
     def _log(work_dir: Path, record: dict) -> None:
@@ -202,7 +215,8 @@ class CrossEncoderReranker:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(model_state(self.model), folder / "cross_encoder.safetensors")
         (folder / "cross_encoder_backbone.json").write_text(self.model.backbone.config.to_json_string())
-        meta = {"config": self.config.model_dump(), "report": self.report.__dict__ if self.report else None}
+        meta = {"config": self.config.model_dump(), "combination": CROSS_ENCODER_COMBINATION,
+                "report": self.report.__dict__ if self.report else None}
         (folder / "cross_encoder.json").write_text(json.dumps(meta, indent=1))
         return ["cross_encoder.safetensors", "cross_encoder_backbone.json", "cross_encoder.json"]
 
@@ -216,9 +230,21 @@ class CrossEncoderReranker:
             meta = json.loads((folder / "cross_encoder.json").read_text())
         except (OSError, ValueError) as err:
             raise ArtifactError(f"{folder}: cannot load cross-encoder: {err}") from None
+        if meta.get("combination") != CROSS_ENCODER_COMBINATION:
+            raise ArtifactError(f"{folder}: the cross-encoder was trained for a second-stage ranker (an older recs), "
+                                "not as a residual on the ranker: run `recs train-ranker` again")
         model = CrossEncoderModel(AutoModel.from_config(backbone_config))
         load_model_state(model, load_file(folder / "cross_encoder.safetensors"))
         reranker = cls(model, tokenizer, CrossEncoderConfig.parse_dict(meta["config"]))
         if meta.get("report"):
             reranker.report = CrossEncoderReport(**meta["report"])
         return reranker
+
+
+def list_ndcg(labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
+    """NDCG@k of one list ordered by `scores` (stable), all its positives counted as relevant."""
+    order = np.argsort(-scores, kind="stable")
+    n_rel = np.array([int((labels > 0).sum())])
+    if not n_rel[0]:
+        return 0.0
+    return float(ndcg_from_hits(labels[order][None, :k] > 0, n_rel, k)[0])

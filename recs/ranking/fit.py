@@ -1,13 +1,20 @@
 """Training the ranking stage on a held-out basket the towers never trained on.
 
-Users are split in three: the cross-encoder learns on half A; the second-stage ranker, which turns
-the cross-encoder's score into the final order, learns on group B, where that score is out of
-sample (otherwise it would learn to trust an over-fitted score); group C, seen by no model, decides
-the default R: the R among `rerank_choices` whose reranked order has the best NDCG@10 there, or 0
-(no reranking) when no R's gain over the first stage is above `min_rerank_gain` at the one-sided 95%
-lower bound of the paired per-query differences. A cross-encoder that does not
-help is then never paid for by default. The first-stage ranker learns on A and B (on all queries when
-no cross-encoder is trained), and so does the discover ranker (the `--novelty` shelf's order).
+Users with a positive among their candidates are split in two: group C, seen by no model, decides
+the default R (the R among `rerank_choices` whose reranked order has the best NDCG@10 there, or 0
+when no R's gain over the first stage is above `min_rerank_gain` at the one-sided 95% lower bound of
+the paired per-query differences), so a cross-encoder that does not help is never paid for by
+default. The first-stage ranker and the discover ranker learn on the rest (on all queries when no
+cross-encoder is trained), and so does the cross-encoder: a residual on the ranker's raw logit,
+trained on exactly the lists it serves (the first stage's top R_train in serving order, plus a few
+random others) with the listwise loss of logit + CE score.
+
+Out of fold: the ranker logits the CE's training lists carry come from `oof_folds` rankers, each
+fitted on the other folds of the same users (with the served ranker's tree count, so the logits have
+its scale). An in-sample logit is over-confident on its own training queries and would leave the CE
+little to learn there that it could use when serving new users. K-fold costs K small LightGBM fits
+(seconds), and lets the CE learn from every non-C user rather than half of them (the alternative,
+a CE on group A scored by a ranker fitted on group B, halves the CE's data, the costly part).
 """
 
 from __future__ import annotations
@@ -27,12 +34,7 @@ from recs.ranking.cross_encoder import (
     CrossEncoderReranker,
     RerankQuery,
 )
-from recs.ranking.pipeline import (
-    STAGE2_FEATURES,
-    cross_encoder_texts,
-    serving_order,
-    stage2_input,
-)
+from recs.ranking.pipeline import cross_encoder_texts, residual_order, serving_order
 from recs.ranking.ranker import LearnedRanker
 from recs.ranking.training import (
     QueryExample,
@@ -41,7 +43,7 @@ from recs.ranking.training import (
     train_discover_ranker,
     train_ranker,
 )
-from recs.retrieval.metrics import ndcg_from_hits
+from recs.retrieval.metrics import Z_95_ONE_SIDED, ndcg_from_hits, paired_difference
 from recs.retrieval.retriever import Retriever
 
 
@@ -49,7 +51,6 @@ from recs.retrieval.retriever import Retriever
 class RankingModels:
     ranker: LearnedRanker | None = None
     cross_encoder: CrossEncoderReranker | None = None
-    stage2: LearnedRanker | None = None
     report: dict = field(default_factory=dict)
     discover: LearnedRanker | None = None
 
@@ -77,14 +78,13 @@ def fit_ranking(
     models = RankingModels(report=report)
     use_cross_encoder = config.train_cross_encoder and len(with_positive) >= 10
     group_c: list[QueryExample] = []
+    group_train: list[QueryExample] = []  # the CE's users: every user with a positive outside C
     if use_cross_encoder:
         rng = np.random.default_rng(config.ranker.seed)
         shuffled = rng.permutation(len(with_positive))
         n_c = min(int(len(shuffled) * config.decision_share), config.decision_max_queries)
         group_c = [with_positive[i] for i in shuffled[:n_c]]
-        rest = shuffled[n_c:]
-        group_a = [with_positive[i] for i in rest[: len(rest) // 2]]
-        group_b = [with_positive[i] for i in rest[len(rest) // 2 :]][: config.stage2_max_queries]
+        group_train = [with_positive[i] for i in shuffled[n_c:]]
     if config.train_ranker and with_positive:
         # Group C stays out of every model, the first-stage ranker included, so that the choice of
         # R compares out-of-sample orders (an in-sample first stage would bias it).
@@ -100,80 +100,92 @@ def fit_ranking(
     report["ranker_seconds"] = time.monotonic() - started
     if not use_cross_encoder:
         return models
-    first_a = _first_stage(group_a, models.ranker)
+    r_train = config.resolved_ce_train_top()
+    base = out_of_fold_scores(group_train, models.ranker, config)
+    rng = np.random.default_rng([config.ranker.seed, 1])
     queries = []
-    for example, scores in zip(group_a, first_a, strict=True):
-        order = np.lexsort((example.candidates.item_rows, -scores))
-        rows = np.unique(np.concatenate([order[: config.ce_candidates], np.flatnonzero(example.labels > 0)]))
+    for example, scores in zip(group_train, base, strict=True):
+        order = serving_order(example.candidates, scores)
+        below = order[r_train:]
+        extra = rng.choice(below, size=min(config.ce_extra_candidates, len(below)), replace=False) if len(below) else below
+        rows = np.concatenate([order[:r_train], extra]).astype(np.int64)
+        labels = example.labels[rows]
+        if not labels.any():  # nothing to learn from a served list without a bought item
+            continue
+        # Relation words as of the cut-off: `view` serves from the history events only.
         queries.append(RerankQuery(example.context.state.text,
-                                   cross_encoder_texts(view, example.candidates, example.features, rows), example.labels[rows]))
+                                   cross_encoder_texts(view, example.candidates, example.features, rows), labels, scores[rows]))
+    report["cross_encoder_queries"] = {"lists": len(queries), "train_top": r_train, "extra": config.ce_extra_candidates,
+                                       "oof_folds": config.oof_folds if models.ranker is not None else 0}
     towers = retriever.torch_towers()
     model = CrossEncoderModel(copy.deepcopy(towers.model.item_backbone))
     reranker = CrossEncoderReranker(model, towers.tokenizer, config.cross_encoder)
     reranker.fit(queries, work, show_progress=show_progress)
     models.cross_encoder = reranker
     report["cross_encoder"] = reranker.report.__dict__ if reranker.report else {}
-    # Second stage on group B: the cross-encoder's scores there are out of sample.
-    first_b = _first_stage(group_b, models.ranker)
-    xs, ys, groups = [], [], []
-    with progress_bar("second stage", total=len(group_b), enabled=show_progress) as advance:
-        for example, scores in zip(group_b, first_b, strict=True):
-            top = np.lexsort((example.candidates.item_rows, -scores))[: config.stage2_top]
-            labels = example.labels[top]
-            advance(1)
-            if not labels.any() or labels.all():
-                continue
-            ce = reranker.score(example.context.state.text, cross_encoder_texts(view, example.candidates, example.features, top))
-            xs.append(stage2_input(example.features[top], scores[top], ce))
-            ys.append(labels)
-            groups.append(len(top))
-    if len(groups) >= 5:
-        stage2_config = config.ranker.model_copy(update={"min_data_in_leaf": 10, "num_leaves": 15})
-        models.stage2 = LearnedRanker(STAGE2_FEATURES, stage2_config).fit(np.concatenate(xs), np.concatenate(ys), np.array(groups))
-        report["stage2"] = {"queries": len(groups), **models.stage2.metrics, "importance": models.stage2.feature_importance()}
     report["rerank_decision"] = choose_rerank_top(view, group_c, models, config, show_progress)
     report["seconds"] = time.monotonic() - started
     return models
 
 
+def out_of_fold_scores(examples: list[QueryExample], ranker: LearnedRanker | None, config: RankingConfig) -> list[np.ndarray]:
+    """Each example's first-stage raw logits from a ranker that did not train on it: `oof_folds`
+    rankers, each fitted on the other folds with the served ranker's config and tree count (no
+    early stopping), so that their logits are on the served scale. Without a ranker the first
+    stage is the retrieval score, which no example trained. LambdaRank logits are only defined up
+    to a per-query constant, which the listwise loss ignores too: only their spread must match."""
+    if ranker is None:
+        return _first_stage(examples, None)
+    folds = np.random.default_rng([config.ranker.seed, 2]).permutation(len(examples)) % config.oof_folds
+    fold_config = config.ranker.model_copy(update={"n_estimators": max(1, ranker.best_iteration), "valid_share": 0.0})
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(examples)
+    for k in range(config.oof_folds):
+        inside = np.flatnonzero(folds == k)
+        outside = [examples[i] for i in np.flatnonzero(folds != k)]
+        fold_ranker = train_ranker(outside, fold_config) if any(e.labels.any() for e in outside) else ranker
+        for i in inside.tolist():
+            out[i] = fold_ranker.predict(examples[i].features)
+    return out
+
+
 def choose_rerank_top(view: Retriever, queries: list[QueryExample], models: RankingModels, config: RankingConfig,
                       show_progress: bool = False) -> dict:
-    """NDCG@10 on held-out queries of the first stage and of the reranked order at each R in
-    `rerank_choices`; the chosen default R (0: reranking does not pay)."""
+    """NDCG@10 on held-out queries of the first stage and of the served order at each R in
+    `rerank_choices` (top R by ranker logit + CE score); the chosen default R (0: reranking does
+    not pay). Also the paired delta of each R over the first stage with its 95% CI, on all
+    relevant items and split into re-bought / new items (benchmarks/rerank.py adds the ROC AUC
+    of each score on the top R: the curves belong to recs.evaluation, above this stage)."""
     choices = sorted(r for r in config.rerank_choices if r > 1)
     if not queries or not choices or models.cross_encoder is None:
         return {"queries": len(queries), "default_rerank_top": 0, "reason": "no held-out queries or no cross-encoder"}
     first_all = _first_stage(queries, models.ranker)
-    ndcg: dict[int, list[float]] = {0: [], **{r: [] for r in choices}}
+    kinds = ("all", "rebought", "new")
+    ndcg: dict[str, dict[int, dict[str, float]]] = {kind: {r: {} for r in (0, *choices)} for kind in kinds}
     with progress_bar("choosing R", total=len(queries), enabled=show_progress) as advance:
-        for example, first in zip(queries, first_all, strict=True):
+        for i, (example, first) in enumerate(zip(queries, first_all, strict=True)):
             order = serving_order(example.candidates, first)
             top = order[: max(choices)]
             ce = models.cross_encoder.score(example.context.state.text,
                                             cross_encoder_texts(view, example.candidates, example.features, top))
-            n_rel = np.array([int(example.labels.sum())])
-            ndcg[0].append(float(ndcg_from_hits(example.labels[order][None, :10] > 0, n_rel, 10)[0]))
-            for r in choices:
-                head = top[:r]
-                if models.stage2 is not None:
-                    scores = models.stage2.predict(stage2_input(example.features[head], first[head], ce[:r]))
-                else:
-                    scores = ce[:r]
-                reranked = np.concatenate([head[np.argsort(-scores, kind="stable")], order[r:]])
-                ndcg[r].append(float(ndcg_from_hits(example.labels[reranked][None, :10] > 0, n_rel, 10)[0]))
+            rebought = example.candidates.features["times_bought"] > 0
+            relevant = {"all": example.labels > 0, "rebought": (example.labels > 0) & rebought,
+                        "new": (example.labels > 0) & ~rebought}
+            orders = {0: order, **{r: residual_order(order, first, ce[:r]) for r in choices}}
+            for kind, rel in relevant.items():
+                n_rel = np.array([int(rel.sum())])
+                if not n_rel[0]:  # NDCG is undefined without a relevant item of this kind
+                    continue
+                for r, served in orders.items():
+                    ndcg[kind][r][str(i)] = float(ndcg_from_hits(rel[served][None, :10], n_rel, 10)[0])
             advance(1)
-    means = {r: float(np.mean(v)) for r, v in ndcg.items()}
+    means = {r: float(np.mean(list(v.values()))) for r, v in ndcg["all"].items()}
+    deltas = {f"delta_{kind}_{r}": paired_difference(ndcg[kind][r], ndcg[kind][0]) for kind in kinds for r in choices}
     # One-sided 95% lower bound of the paired per-query gain: a gain within noise (a few dozen
     # held-out queries) does not switch reranking on.
-    lower = {r: _lower_bound(np.asarray(ndcg[r]) - np.asarray(ndcg[0])) for r in choices}
+    lower = {r: paired_difference(ndcg["all"][r], ndcg["all"][0], z=Z_95_ONE_SIDED)["ci_low"] for r in choices}
     best = max(choices, key=lambda r: (lower[r], -r))
     chosen = best if lower[best] > config.min_rerank_gain else 0
     return {"queries": len(queries), "ndcg@10_first_stage": means[0],
             **{f"ndcg@10_rerank_{r}": means[r] for r in choices},
-            **{f"gain_lower_bound_{r}": lower[r] for r in choices}, "default_rerank_top": chosen}
-
-
-def _lower_bound(differences: np.ndarray) -> float:
-    if len(differences) < 2:
-        return float(differences.mean()) if len(differences) else 0.0
-    return float(differences.mean() - 1.645 * differences.std(ddof=1) / np.sqrt(len(differences)))
+            **{f"gain_lower_bound_{r}": lower[r] for r in choices}, **deltas,
+            "default_rerank_top": chosen}

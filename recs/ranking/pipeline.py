@@ -1,5 +1,6 @@
-"""The ranking pipeline: candidates -> learned ranker -> cross-encoder on the top R -> second-stage
-ranker (the cross-encoder's score enters the order through it) -> filters -> diversity -> top k.
+"""The ranking pipeline: candidates -> learned ranker -> cross-encoder on the top R (the top R
+reordered by ranker logit + cross-encoder score, a residual it was trained as) -> filters ->
+diversity -> top k.
 
 If the cross-encoder cannot finish inside the request's time budget, the learned ranker's order is
 returned and the result is flagged `degraded`. Every stage's score is kept on every item.
@@ -24,9 +25,13 @@ from recs.retrieval.candidates import CandidateSet
 from recs.retrieval.filters import Filters
 from recs.retrieval.retriever import Retriever, UserContext
 
-STAGE2_FEATURES: tuple[str, ...] = (*RANKING_FEATURES, "ranker_score", "cross_encoder_score")
 # The pipeline's LightGBM models: attribute names, and their component / ONNX graph names.
-RANKER_NAMES: tuple[str, ...] = ("ranker", "stage2", "discover")
+RANKER_NAMES: tuple[str, ...] = ("ranker", "discover")
+# The second-stage LightGBM of older artifacts: ignored when read, removed when the ranking is saved.
+LEGACY_RANKER_NAMES: tuple[str, ...] = ("stage2",)
+# Saved with a cross-encoder (torch and ONNX): how its score is served. One trained for the
+# second-stage ranker of older artifacts is refused rather than served as a residual.
+CROSS_ENCODER_COMBINATION = "ranker_logit+cross_encoder"
 _TOUCHED = RANKING_FEATURES.index("times_interacted")
 
 
@@ -74,9 +79,20 @@ def serving_order(cands: CandidateSet, scores: np.ndarray) -> np.ndarray:
     return np.lexsort((cands.item_rows, -cands.features["two_tower_score"], -scores))
 
 
-def stage2_input(features: np.ndarray, first: np.ndarray, cross_encoder: np.ndarray) -> np.ndarray:
-    """The second-stage ranker's rows (STAGE2_FEATURES) for the same candidates in the same order."""
-    return np.column_stack([features, first, cross_encoder]).astype(np.float32)
+def residual_scores(first: np.ndarray, cross_encoder: np.ndarray) -> np.ndarray:
+    """The served score of reranked items: the first stage's raw logit plus the CE's logit."""
+    return first.astype(np.float64) + cross_encoder.astype(np.float64)
+
+
+def residual_order(order: np.ndarray, first: np.ndarray, cross_encoder: np.ndarray) -> np.ndarray:
+    """`order` (serving order) with its first len(cross_encoder) positions, scored `cross_encoder`,
+    reordered by `residual_scores` (stable: ties keep the serving order); the rest unchanged. The
+    reranked head stays above the rest: the CE's level is not identified by its listwise loss (a
+    constant added to a list's scores changes no softmax), so it cannot be compared with an
+    unscored item."""
+    head = order[: len(cross_encoder)]
+    combined = residual_scores(first[head], cross_encoder)
+    return np.concatenate([head[np.argsort(-combined, kind="stable")], order[len(cross_encoder) :]])
 
 
 def cross_encoder_texts(retriever: Retriever, cands: CandidateSet, features: np.ndarray, rows: np.ndarray) -> list[str]:
@@ -97,16 +113,14 @@ class RankingPipeline:
         retriever: Retriever,
         ranker: Ranker | None = None,
         cross_encoder: PairScorer | None = None,
-        stage2: Ranker | None = None,
         discover: Ranker | None = None,
     ) -> None:
-        for model, names in ((ranker, RANKING_FEATURES), (stage2, STAGE2_FEATURES), (discover, RANKING_FEATURES)):
+        for model, names in ((ranker, RANKING_FEATURES), (discover, RANKING_FEATURES)):
             if model is not None and tuple(model.feature_names) != names:
                 raise ArtifactError("the ranker was trained on other features (an older recs): run `recs train-ranker` again")
         self.retriever = retriever
         self.ranker = ranker
         self.cross_encoder = cross_encoder
-        self.stage2 = stage2
         self.discover = discover  # orders the novelty ("discover") shelf; the ranker does without it
 
     def rankers(self) -> dict[str, Ranker]:
@@ -141,12 +155,17 @@ class RankingPipeline:
         order = serving_order(cands, first)
         final = first.astype(np.float64).copy()
         ce_scores = np.full(len(cands), np.nan)
+        combined = np.full(len(cands), np.nan)
         degraded = False
         top = order[: options.rerank_top]
-        # The second stage learned to fold the cross-encoder into the main ranker's order; the
-        # discover shelf is ordered by its own ranker, so it is not reranked.
+        # The cross-encoder is a residual on the main ranker's logit; the discover shelf is ordered
+        # by its own ranker, so it is not reranked.
         discover_shelf = options.novelty and self.discover is not None
-        if options.rerank and self.cross_encoder is not None and len(top) > 1 and context.known and not discover_shelf:
+        # The CE's residual was learned on the first stage's score of users with a history (the
+        # ranker's logit where there is a ranker); on another scale the sum means nothing.
+        same_base = self.ranker is None or bool(context.interactions)
+        if (options.rerank and self.cross_encoder is not None and len(top) > 1 and context.known and same_base
+                and not discover_shelf):
             deadline = None if options.time_budget_ms is None else started + options.time_budget_ms / 1000.0
             ce_start = time.monotonic()
             scored = self.cross_encoder.score(context.state.text, cross_encoder_texts(self.retriever, cands, features, top), deadline)
@@ -155,13 +174,14 @@ class RankingPipeline:
                 degraded = True
             else:
                 ce_scores[top] = scored
-                if self.stage2 is not None:
-                    reranked = self.stage2.predict(stage2_input(features[top], first[top], scored)).astype(np.float64)
-                else:
-                    reranked = scored.astype(np.float64)
-                # The reranked top stays above the rest, reordered among itself.
-                final[top] = reranked - reranked.min() + final.max() + 1.0
-                order = serving_order(cands, final)
+                combined[top] = residual_scores(first[top], scored)
+                order = residual_order(order, first, scored)
+                # The top R is scored by the sum; the rest, below it (see residual_order), keeps
+                # the ranker's differences, moved down so that scores follow the served order.
+                rest = order[len(top) :]
+                final[top] = combined[top]
+                if len(rest):
+                    final[rest] += combined[top].min() - final[rest].max() - 1.0
         chosen = order
         if options.diversity > 0:
             window = order[: max(k * 5, 50)]
@@ -175,6 +195,7 @@ class RankingPipeline:
             stages = {"retrieval_rrf": float(cands.merged_score[j]), "ranker": float(first[j])}
             if not np.isnan(ce_scores[j]):
                 stages["cross_encoder"] = float(ce_scores[j])
+                stages["ranker+cross_encoder"] = float(combined[j])
             items.append(RankedItem(
                 row=int(cands.item_rows[j]), score=float(final[j]), stages=stages,
                 reason=reason(self.retriever, context, cands, j),

@@ -3,22 +3,27 @@ relevant), vectorised with numpy; users with no relevant item are skipped, never
 
 The retrieval trainer's validation (Recall@K / NDCG@K every epoch) and the ranking stage's
 cross-encoder check use them; `recs.evaluation.metrics` builds the per-user and beyond-accuracy
-metrics on top of them (same numbers). No function ever returns NaN.
+metrics on top of them (same numbers). `paired_difference` (the paired delta of two methods with its
+normal-approximation interval) is here for the same reason: the ranking stage picks its default R
+with it; `recs.evaluation.paired` re-exports it. No function ever returns NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 
 import numpy as np
 
 __all__ = [
+    "Z_95",
+    "Z_95_ONE_SIDED",
     "check_k",
     "hit_matrix",
     "hit_rate_from_hits",
     "mean_ranking_metrics",
     "mrr_from_hits",
     "ndcg_from_hits",
+    "paired_difference",
     "recall_from_hits",
 ]
 
@@ -119,3 +124,32 @@ def mean_ranking_metrics(
             out[f"{name}@{int(k)}"] = float(values.mean()) if users else 0.0
     out["users"] = float(users)
     return out
+
+
+Z_95 = 1.959964
+Z_95_ONE_SIDED = 1.644854  # `ci_low` is then a one-sided 95% lower bound (a decision rule's)
+
+
+def paired_difference(method: Mapping[str, float], reference: Mapping[str, float], z: float = Z_95) -> dict[str, float]:
+    """`method` minus `reference`, per user: {"users", "mean_method", "mean_reference", "ratio",
+    "delta", "ci_low", "ci_high"} (the interval mean +- z * sd / sqrt(n)). `ratio` is
+    mean_method / mean_reference (0 when the reference mean is 0). With no common user every
+    value is 0."""
+    users = sorted(set(method) & set(reference))
+    if not users:
+        return {"users": 0.0, "mean_method": 0.0, "mean_reference": 0.0, "ratio": 0.0, "delta": 0.0,
+                "ci_low": 0.0, "ci_high": 0.0}
+    a = np.array([method[u] for u in users], dtype=np.float64)
+    b = np.array([reference[u] for u in users], dtype=np.float64)
+    diff = a - b
+    half = z * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    mean_b = float(b.mean())
+    return {
+        "users": float(len(users)),
+        "mean_method": float(a.mean()),
+        "mean_reference": mean_b,
+        "ratio": float(a.mean() / mean_b) if mean_b > 0 else 0.0,
+        "delta": float(diff.mean()),
+        "ci_low": float(diff.mean() - half),
+        "ci_high": float(diff.mean() + half),
+    }

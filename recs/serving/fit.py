@@ -72,7 +72,7 @@ def train_ranking_step(
     decision = models.report.get("rerank_decision")
     if rerank_top is None and decision is not None:
         options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
-    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.stage2, models.discover)
+    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover)
     save_ranking(out, pipeline, options)
     save_config(out, config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})}))
     return models, options

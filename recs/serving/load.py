@@ -12,7 +12,14 @@ from pathlib import Path
 
 from recs.artifacts import Artifact, open_artifact
 from recs.bundling.bundler import Bundler
-from recs.ranking.pipeline import RANKER_NAMES, RankingPipeline, RankOptions, read_rank_options
+from recs.errors import ArtifactError
+from recs.ranking.pipeline import (
+    CROSS_ENCODER_COMBINATION,
+    RANKER_NAMES,
+    RankingPipeline,
+    RankOptions,
+    read_rank_options,
+)
 from recs.retrieval.retriever import Retriever
 from recs.serving.onnx_runtime import (
     OnnxCrossEncoder,
@@ -63,6 +70,9 @@ def _read_onnx(artifact: Artifact, runtime: RuntimeOptions) -> EngineParts:
                for name in RANKER_NAMES if name in graphs}
     cross = None
     if "cross_encoder" in graphs:
+        if graphs["cross_encoder"].get("combination") != CROSS_ENCODER_COMBINATION:
+            raise ArtifactError(f"{artifact.path}: the cross-encoder was exported for a second-stage ranker (an older "
+                                "recs), not as a residual on the ranker: retrain the ranking stage and export again")
         cross = OnnxCrossEncoder(graph(artifact, spec, "cross_encoder", runtime), towers.tokenizer, int(graphs["cross_encoder"]["max_tokens"]))
     options = read_rank_options(artifact)
     if not artifact.has_component("rank_options") and spec.get("rank_options"):

@@ -48,7 +48,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ONNX_COMPONENT = "onnx"
-ONNX_FORMAT = 1
+# 2: the cross-encoder is a residual on the ranker's logit (1 had a second-stage ranker, which a
+# reader of format 1 would apply; this one refuses a format-1 cross-encoder).
+ONNX_FORMAT = 2
 Precision = Literal["fp32", "int8"]
 
 
@@ -262,7 +264,8 @@ class OnnxRanker:
 
 class OnnxCrossEncoder:
     """The cross-encoder as an ONNX graph: `.score(user_text, item_texts, deadline)` as
-    `CrossEncoderReranker.score` (chunks of 32; None once time.monotonic() passes `deadline`)."""
+    `CrossEncoderReranker.score` (chunks of 32; None once time.monotonic() passes `deadline`): the
+    raw residual logit, which RankingPipeline adds to the ranker's."""
 
     chunk = 32
 
