@@ -69,3 +69,12 @@ def test_budget_is_split_between_towers_and_cross_encoder() -> None:
     assert budgeted_config(RecsConfig(), None) == RecsConfig()
     with pytest.raises(ConfigError):
         budgeted_config(RecsConfig(), 0)
+
+
+def test_the_demo_benchmark_config_parses() -> None:
+    # `make demo` passes it to `recs benchmark`: a field renamed in RecsConfig must fail here, not there.
+    from pathlib import Path
+
+    from recs.config import load_config
+
+    load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "demo.toml")
