@@ -63,6 +63,10 @@ class RankingConfig(StrictModel):
     train_ranker: bool = True
     train_discover: bool = True
     train_cross_encoder: bool = True
+    # The rankers also learn from each user's `earlier_baskets` baskets before the held-out one
+    # (each with the history before it): a shop with few users has few validation baskets, and the
+    # next-basket label is noisy. The cross-encoder and the choice of R use the held-out one only.
+    earlier_baskets: int = Field(default=1, ge=0)
     # The cross-encoder learns on what it serves: the first stage's top `ce_train_top` (None: the
     # largest `rerank_choices` up to 20) plus `ce_extra_candidates` random others from below it.
     ce_train_top: int | None = Field(default=None, ge=2)

@@ -90,6 +90,9 @@ def fit_ranking(
         # R compares out-of-sample orders (an in-sample first stage would bias it).
         held_out = {id(e) for e in group_c}
         trainable = [e for e in examples if id(e) not in held_out]
+        earlier = earlier_examples(retriever, history_events, config, {e.user_id for e in group_c}, show_progress)
+        report["earlier_queries"] = len(earlier)
+        trainable += earlier
         models.ranker = train_ranker(trainable, config.ranker)
         report["ranker"] = {"best_iteration": models.ranker.best_iteration, **models.ranker.metrics,
                             "importance": models.ranker.feature_importance()}
@@ -126,6 +129,31 @@ def fit_ranking(
     report["rerank_decision"] = choose_rerank_top(view, group_c, models, config, show_progress)
     report["seconds"] = time.monotonic() - started
     return models
+
+
+def earlier_examples(retriever: Retriever, history_events: pl.DataFrame, config: RankingConfig,
+                     skip_users: set[str], show_progress: bool) -> list[QueryExample]:
+    """Ranker examples from the baskets before the held-out one (`config.earlier_baskets` of them
+    per user), each served from the history before it; users in `skip_users` (group C) are left
+    out. None when the events carry no baskets."""
+    from recs.data.splits import leave_last_out
+    from recs.errors import DataError
+
+    out: list[QueryExample] = []
+    history = history_events
+    for depth in range(config.earlier_baskets):
+        try:
+            split = leave_last_out(history)
+        except DataError:  # no basket ids: nothing to cut at
+            break
+        targets = split.test.filter(~pl.col("user_id").is_in(list(skip_users)))
+        if targets.height == 0:
+            break
+        view = serving_view(retriever, split.fit_events)
+        out += query_examples(view, targets, config.ranker.n_candidates, config.ranker.max_users,
+                              config.ranker.seed + depth + 1, show_progress)
+        history = split.fit_events
+    return out
 
 
 def out_of_fold_scores(examples: list[QueryExample], ranker: LearnedRanker | None, config: RankingConfig) -> list[np.ndarray]:
