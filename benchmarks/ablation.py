@@ -52,27 +52,31 @@ PARTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 }
 
 
-class _CachedUserTowers:
-    """The retriever's encoders with the user tower memoised: every variant encodes the same users,
-    and on a CPU the user tower is most of a variant's time."""
+def _cached_user_towers(towers: Any) -> Any:
+    """The torch towers with the user tower memoised: every variant encodes the same users, and on
+    a CPU the user tower is most of a variant's time. Still a TorchTowers (the cross-encoder
+    starts from its item backbone)."""
+    import numpy as np
 
-    def __init__(self, towers: Any) -> None:
-        self._towers = towers
-        self._cache: dict[tuple[str, bytes], Any] = {}
+    from recs.retrieval.encode import TorchTowers
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._towers, name)
+    class CachedTowers(TorchTowers):
+        def __init__(self) -> None:
+            super().__init__(towers.model, towers.tokenizer)
+            self._cache: dict[tuple[str, bytes], np.ndarray] = {}
 
-    def encode_users(self, texts: list[str], history_means: Any) -> Any:
-        import numpy as np
+        def encode_users(self, texts: list[str], history_means: np.ndarray) -> np.ndarray:
+            keys = [(t, m.tobytes()) for t, m in zip(texts, history_means, strict=True)]
+            missing = [j for j, key in enumerate(keys) if key not in self._cache]
+            if missing:
+                vectors = super().encode_users([texts[j] for j in missing], history_means[missing])
+                for j, vector in zip(missing, vectors, strict=True):
+                    self._cache[keys[j]] = vector
+            if not keys:
+                return super().encode_users(texts, history_means)
+            return np.stack([self._cache[key] for key in keys])
 
-        keys = [(t, m.tobytes()) for t, m in zip(texts, history_means, strict=True)]
-        missing = [j for j, key in enumerate(keys) if key not in self._cache]
-        if missing:
-            vectors = self._towers.encode_users([texts[j] for j in missing], history_means[missing])
-            for j, vector in zip(missing, vectors, strict=True):
-                self._cache[keys[j]] = vector
-        return np.stack([self._cache[key] for key in keys]) if keys else self._towers.encode_users(texts, history_means)
+    return CachedTowers()
 
 
 def _retriever(name: str, dataset: Any, split: Any, args: argparse.Namespace) -> Any:
@@ -126,7 +130,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     for r in rows:
         print(f"[{name}] {r['method']} {r['slice']}: ndcg@10 {r['metrics']['ndcg@10']:.4f}", flush=True)
     retriever = _retriever(name, dataset, split, args)
-    retriever.towers = _CachedUserTowers(retriever.towers)
+    retriever.towers = _cached_user_towers(retriever.torch_towers())
     full_models: Any = None
 
     def run(method: str, part: str | None) -> None:

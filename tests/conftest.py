@@ -115,6 +115,9 @@ def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: 
     config = RankingConfig(cross_encoder=CrossEncoderConfig(epochs=1, max_queries=40, max_tokens=64))
     models = fit_ranking(retriever, split.fit_events, split.test, config, tmp_path_factory.mktemp("rank-work"), show_progress=False)
     assert models.cross_encoder is not None
+    assert models.report["earlier_queries"] > 0  # the basket before the held-out one teaches the rankers too
+    # Reranking off by default: the served rankers are refitted on every user, group C included.
+    assert models.report.get("ranker_refit_on_all", False) == (models.report["rerank_decision"]["default_rerank_top"] == 0)
     # A tiny random model rarely beats the ranker on validation, and the best-epoch rule then keeps
     # the zero residual it starts from: a fixed non-zero head makes the CE move the order in tests.
     import torch

@@ -85,14 +85,15 @@ def fit_ranking(
         n_c = min(int(len(shuffled) * config.decision_share), config.decision_max_queries)
         group_c = [with_positive[i] for i in shuffled[:n_c]]
         group_train = [with_positive[i] for i in shuffled[n_c:]]
+    earlier: list[QueryExample] = []
     if config.train_ranker and with_positive:
         # Group C stays out of every model, the first-stage ranker included, so that the choice of
         # R compares out-of-sample orders (an in-sample first stage would bias it).
-        held_out = {id(e) for e in group_c}
-        trainable = [e for e in examples if id(e) not in held_out]
-        earlier = earlier_examples(retriever, history_events, config, {e.user_id for e in group_c}, show_progress)
+        # Group C's earlier baskets too: the decision is about their held-out basket.
+        held_out_users = {e.user_id for e in group_c}
+        earlier = earlier_examples(retriever, history_events, config, show_progress)
         report["earlier_queries"] = len(earlier)
-        trainable += earlier
+        trainable = [e for e in examples + earlier if e.user_id not in held_out_users]
         models.ranker = train_ranker(trainable, config.ranker)
         report["ranker"] = {"best_iteration": models.ranker.best_iteration, **models.ranker.metrics,
                             "importance": models.ranker.feature_importance()}
@@ -127,15 +128,22 @@ def fit_ranking(
     models.cross_encoder = reranker
     report["cross_encoder"] = reranker.report.__dict__ if reranker.report else {}
     report["rerank_decision"] = choose_rerank_top(view, group_c, models, config, show_progress)
+    if report["rerank_decision"].get("default_rerank_top", 0) == 0 and models.ranker is not None and group_c:
+        # No reranking by default: group C has done its job, and the served rankers learn from
+        # every user (the same rankers as a stage trained without a cross-encoder).
+        everything = examples + earlier
+        models.ranker = train_ranker(everything, config.ranker)
+        if config.train_discover:
+            models.discover = train_discover_ranker(everything, config.discover)
+        report["ranker_refit_on_all"] = True
     report["seconds"] = time.monotonic() - started
     return models
 
 
 def earlier_examples(retriever: Retriever, history_events: pl.DataFrame, config: RankingConfig,
-                     skip_users: set[str], show_progress: bool) -> list[QueryExample]:
+                     show_progress: bool) -> list[QueryExample]:
     """Ranker examples from the baskets before the held-out one (`config.earlier_baskets` of them
-    per user), each served from the history before it; users in `skip_users` (group C) are left
-    out. None when the events carry no baskets."""
+    per user), each served from the history before it. None when the events carry no baskets."""
     from recs.data.splits import leave_last_out
     from recs.errors import DataError
 
@@ -146,11 +154,10 @@ def earlier_examples(retriever: Retriever, history_events: pl.DataFrame, config:
             split = leave_last_out(history)
         except DataError:  # no basket ids: nothing to cut at
             break
-        targets = split.test.filter(~pl.col("user_id").is_in(list(skip_users)))
-        if targets.height == 0:
+        if split.test.height == 0:
             break
         view = serving_view(retriever, split.fit_events)
-        out += query_examples(view, targets, config.ranker.n_candidates, config.ranker.max_users,
+        out += query_examples(view, split.test, config.ranker.n_candidates, config.ranker.max_users,
                               config.ranker.seed + depth + 1, show_progress)
         history = split.fit_events
     return out
