@@ -10,9 +10,9 @@ export OMP_WAIT_POLICY := PASSIVE
 # Sized for 2 CPU cores (the whole demo under 12 minutes). The served model is trained small: the
 # quality figures come from `recs benchmark`, which trains its own held-out copy.
 # On a GPU: --epochs 5 --train-layers -1 --max-pairs 200000
-DEMO_TRAIN_FLAGS ?= --epochs 1 --max-pairs 2000
-DEMO_RANKER_FLAGS ?= --ce-epochs 1 --ce-max-minutes 1.5
-DEMO_BENCH_FLAGS ?= --max-minutes 3 --max-test-users 200 --config benchmarks/demo.toml
+DEMO_TRAIN_FLAGS ?= --epochs 1 --max-pairs 1500
+DEMO_RANKER_FLAGS ?= --ce-epochs 1 --ce-max-minutes 1
+DEMO_BENCH_FLAGS ?= --max-minutes 2 --max-test-users 200 --config benchmarks/demo.toml
 
 .PHONY: setup setup-gpu demo test lint bench clean
 
