@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +16,7 @@ from recs.errors import ConfigError, DataError
 from recs.evaluation.baselines import make_baseline
 from recs.evaluation.protocol import evaluate
 from recs.retrieval.als import ALS_SEARCH
+from recs.search import coordinate_search, grid_points
 
 __all__ = ["DEFAULT_SEARCHES", "Grid", "Search", "grid_points", "search_stages", "tune", "tune_als", "validation_split"]
 
@@ -40,19 +39,6 @@ DEFAULT_SEARCHES: dict[str, tuple[Grid, ...]] = {
         {"q": (1.0, 5.0, 10.0)},
     ),
 }
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid, in a fixed order (keys as given, values as given)."""
-    if not grid:
-        return [{}]
-    for key, values in grid.items():
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
-            raise ConfigError(f"grid[{key!r}] must be a non-empty list of values, got {values!r}")
-    keys = list(grid)
-    return [
-        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))
-    ]
 
 
 def validation_split(split: Split) -> Split:
@@ -119,31 +105,21 @@ def tune(
                 f"no default search for {baseline_name!r} (those with one: {', '.join(DEFAULT_SEARCHES)})"
             )
         search = DEFAULT_SEARCHES[baseline_name]
-    stages = search_stages(search)
-    points = [grid_points(stage) for stage in stages]  # every grid checked before any fit
     valid = validation_split(split)
-    trials: list[dict[str, Any]] = []
-    scores: dict[str, float] = {}  # full parameters (JSON) -> score: what was already fitted
-    best_params: dict[str, Any] = dict(fixed or {})
-    best_score = -math.inf
-    for stage_points in points:
-        start_from = dict(best_params)
-        for point in stage_points:
-            params = {**start_from, **point}
-            model = make_baseline(baseline_name, **params)
-            # Keyed on the model's own parameters, defaults included: {} and {"q": 5.0} are one point.
-            key = json.dumps(model.get_params(), sort_keys=True, default=str)
-            if key not in scores:
-                started = time.perf_counter()
-                model.fit(valid.fit_events, items)
-                fit_s = time.perf_counter() - started
-                scores[key] = evaluate(
-                    model, valid, items, ks=(int(k_text),), slices=("all",), batch_size=batch_size
-                )["all"][metric]
-                trials.append({"params": params, "score": scores[key], "fit_s": round(fit_s, 3)})
-            # Strictly better only: the earliest of equal scores stays best.
-            if scores[key] > best_score:
-                best_params, best_score = params, scores[key]
+
+    def score(params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        model = make_baseline(baseline_name, **params)
+        started = time.perf_counter()
+        model.fit(valid.fit_events, items)
+        fit_s = time.perf_counter() - started
+        result = evaluate(model, valid, items, ks=(int(k_text),), slices=("all",), batch_size=batch_size)
+        return result["all"][metric], {"fit_s": round(fit_s, 3)}
+
+    # Keyed on the model's own parameters, defaults included: {} and {"q": 5.0} are one point.
+    best_params, best_score, trials = coordinate_search(
+        search_stages(search), dict(fixed or {}), score,
+        lambda params: json.dumps(make_baseline(baseline_name, **params).get_params(), sort_keys=True, default=str),
+    )
     return {
         "method": baseline_name,
         "metric": metric,

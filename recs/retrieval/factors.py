@@ -8,7 +8,7 @@ so that serving needs only numpy. Users absent from the fitted events have no fa
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +86,7 @@ def tune_factors(
     does not search. Returns (best settings, trials [{params, ndcg@10}]); the first best wins ties."""
     from recs.retrieval.als import ALS_SEARCH
     from recs.retrieval.metrics import ndcg_from_hits
+    from recs.search import coordinate_search
 
     bought = events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
     new = targets.select("user_id", "item_id").unique().join(bought, on=["user_id", "item_id"], how="anti")
@@ -118,16 +119,7 @@ def tune_factors(
             return 0.0
         return float(ndcg_from_hits(np.array(hits), np.array(n_rel), 10).mean())
 
-    best = dict(start)
-    trials: list[dict[str, Any]] = []
-    tried: dict[tuple, float] = {}
-    for stage in ALS_SEARCH:
-        keys = list(stage)
-        for combo in itertools.product(*(stage[k] for k in keys)):
-            params = {**best, **dict(zip(keys, combo, strict=True))}
-            key = tuple(sorted(params.items()))
-            if key not in tried:
-                tried[key] = score(params)
-                trials.append({"params": params, "ndcg@10": tried[key]})
-        best = dict(max(trials, key=lambda t: t["ndcg@10"])["params"])
-    return best, trials
+    best, _, trials = coordinate_search(
+        ALS_SEARCH, start, lambda params: (score(params), {}), lambda params: json.dumps(params, sort_keys=True, default=str),
+    )
+    return best, [{"params": t["params"], "ndcg@10": t["score"]} for t in trials]
