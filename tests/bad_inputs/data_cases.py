@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.bad_inputs.case import CliCase, Workspace
 
 
-def _replace(name: str, text: str):  # noqa: ANN202 - a setup callable
+def _replace(name: str, text: str) -> Callable[[Workspace], None]:
     def setup(ws: Workspace) -> None:
         (ws.shop / name).write_text(text, encoding="utf-8")
 
