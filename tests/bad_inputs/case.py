@@ -24,7 +24,7 @@ class Workspace:
     def _copy(self, name: str, fixture: str) -> Path:
         if name not in self._made:
             source = Path(self._request.getfixturevalue(fixture))
-            self._made[name] = Path(shutil.copytree(source, self.tmp / name))
+            self._made[name] = Path(shutil.copytree(source, self.tmp / "copies" / name))
         return self._made[name]
 
     @property
