@@ -7,15 +7,21 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recs.config import RecsConfig, load_config
+from recs.configmodel import OnBadRows
 from recs.data.config import DataConfig
 from recs.errors import ConfigError, DataError, RecsError
+
+if TYPE_CHECKING:
+    from recs.data.load import LoadReport
+    from recs.data.schema import Dataset
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="recs: e-commerce recommendations.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate, profile and generate shop data.")
@@ -37,7 +43,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RecsError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            # Messages quote the user's data: brackets in it are text, not rich markup.
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -56,16 +63,67 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def data_config(on_bad_rows: str | None, config_path: Path | None) -> DataConfig:
-    """The [data] section of --config, with --on-bad-rows over it when given."""
+def data_config(on_bad_rows: str | None, config_path: Path | None, skip_report: Path | None = None) -> DataConfig:
+    """The [data] section of --config, with --on-bad-rows and --skip-report over it when given."""
     base = load_config(config_path).data
-    return base if on_bad_rows is None else base.model_copy(update={"on_bad_rows": on_bad_rows})
+    if on_bad_rows is not None and on_bad_rows not in get_args(OnBadRows):
+        raise ConfigError(f"--on-bad-rows must be error or skip, got '{on_bad_rows}'")
+    updates = {"on_bad_rows": on_bad_rows, "skip_report": skip_report}
+    updates = {key: value for key, value in updates.items() if value is not None}
+    return DataConfig.parse_dict({**base.model_dump(), **updates}, source="command line") if updates else base
 
 
 OnBadRowsOption = Annotated[
-    str | None, typer.Option("--on-bad-rows", help="error: stop at the first bad row; skip: drop bad rows and report them (default: [data] on_bad_rows, error).")
+    str | None, typer.Option("--on-bad-rows", help="error: stop at the first bad row; skip: drop rows with a bad required field, "
+                             "set bad optional values to null, and list them all (default: [data] on_bad_rows, error).")
+]
+SkipReportOption = Annotated[
+    Path | None, typer.Option("--skip-report", help="CSV listing every row --on-bad-rows skip dropped or nulled, written only when "
+                              "there is one (default: [data] skip_report, recs-skipped-rows.csv here).")
 ]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML file: [data] [retrieval] [ranking] [bundling] [serving] sections (RecsConfig).")]
+
+# How many dropped or nulled rows a command lists on screen; the skip report has them all.
+SHOWN_SKIPPED_ROWS = 20
+
+
+def load_shop(data: Path, settings: DataConfig, require_events: bool = True) -> Dataset:
+    """The one way a command loads a shop folder: under `skip` it prints what was dropped or set to
+    null (also when nothing usable is left) and writes the skip report."""
+    from recs.data.load import LoadReport, load_dataset
+
+    report = LoadReport()
+    try:
+        dataset, _ = load_dataset(data, settings, require_events=require_events, report=report)
+    except DataError:
+        if settings.on_bad_rows == "skip":
+            print_load_report(report, settings.skip_report)
+        raise
+    print_load_report(report, settings.skip_report)
+    return dataset
+
+
+def print_load_report(report: LoadReport, skip_report: Path) -> None:
+    """Warnings, then per (file, reason) counts of dropped rows and nulled values, the first rows,
+    the CSV with every one of them (written only when there is one), then cleaning's counts."""
+    for line in report.lines():  # warnings, rows dropped and values nulled per (file, reason), cleaning
+        say(line)
+    rows = [p for p in report.validation.problems if p.row is not None]
+    if rows:
+        for problem in rows[:SHOWN_SKIPPED_ROWS]:
+            say(f"  {problem} -> {problem.action}")
+        if len(rows) > SHOWN_SKIPPED_ROWS:
+            say(f"  ... and {len(rows) - SHOWN_SKIPPED_ROWS} more")
+        try:
+            report.validation.write_csv(skip_report)
+        except OSError as err:
+            raise ConfigError(f"--skip-report {skip_report}: cannot write it: {err.strerror or err}") from None
+        say(f"all {len(rows)} problems (rows dropped, values set to null) are listed in {skip_report}")
+
+
+def say(line: str) -> None:
+    """Print a line that may hold text from the user's files: no rich markup, no highlighting."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @data_app.command("validate")
@@ -77,24 +135,27 @@ def data_validate(
     max_problems: Annotated[int, typer.Option(help="How many problems to list.")] = 50,
     config: ConfigOption = None,
 ) -> None:
-    """Check a shop's files and print a summary: counts, time span, basket sizes, problems."""
+    """Check a shop's files and print a summary: counts, time span, basket sizes, problems (each
+    with what `--on-bad-rows skip` would do with it), warnings."""
     from recs.data.load import load_tables
     from recs.data.summary import dataset_summary
 
     dataset, report = load_tables(items, events, bundles, config=data_config("skip", config), collect_only=True)
     for line in dataset_summary(dataset):
-        console.print(line, highlight=False)
+        say(line)
+    for line in report.warnings:
+        say(f"warning: {line}")
     problems = report.validation.problems
     if problems:
-        console.print(f"\n[red]{len(problems)} problem(s):[/red]")
+        console.print(f"\n[red]{len(problems)} problem(s)[/red] (-> what --on-bad-rows skip does):")
         for problem in problems[:max_problems]:
-            console.print(f"  {problem}", highlight=False, soft_wrap=True)
+            say(f"  {problem}" + (f" -> {problem.action}" if problem.row is not None else ""))
         if len(problems) > max_problems:
             console.print(f"  ... and {len(problems) - max_problems} more")
         for (file, kind), n in sorted(report.validation.counts().items()):
-            console.print(f"  {file}: {n} x {kind}", highlight=False)
+            say(f"  {file}: {n} x {kind}")
     for line in report.cleaning.lines():
-        console.print(f"cleaning: {line}", highlight=False)
+        say(f"cleaning: {line}")
     if problems:
         raise typer.Exit(2)
     console.print("[green]no problems found[/green]")
@@ -106,13 +167,13 @@ def data_profile(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     user: Annotated[str, typer.Option("--user", help="User id.")],
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Show a user's profile: top categories, price band, recency, frequency, basket size."""
-    from recs.data.load import load_dataset
     from recs.data.profile import user_profile
 
-    dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     profile = user_profile(dataset, user)
     table = Table(title=f"profile of user {user}", show_header=False)
     for key, value in profile.items():
@@ -147,13 +208,13 @@ def evaluate(
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Skip the validation search of als, tifu_knn and upcf.")] = False,
     artifact: Annotated[Path | None, typer.Option("--artifact", help="Also evaluate this trained model (two_tower and candidates).")] = None,
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Evaluate baselines (and a trained model) with the next-basket protocol (last basket = test).
 
     A model from `recs train` held each user's last basket out of training (it was its validation
     set), so its figures here are on baskets it never trained on."""
-    from recs.data.load import load_dataset
     from recs.data.splits import leave_last_out
     from recs.evaluation.baselines import BASELINES
     from recs.evaluation.report import format_table, write_results
@@ -164,7 +225,7 @@ def evaluate(
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ConfigError(f"--model: unknown model(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-    dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     console.print(split.describe(), highlight=False)
     rows = evaluate_baselines(names, dataset.items, split, ks, tune=not no_tune, dataset=data.name)
@@ -190,6 +251,7 @@ def benchmark(
     baselines: Annotated[str | None, typer.Option("--baselines", help="Comma-separated baselines (default: every registered one).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """The held-out protocol on a shop's own data: towers on the tune split, the ranking stage on
@@ -197,7 +259,6 @@ def benchmark(
     baskets, with paired per-user comparisons (engine vs each baseline, 95% CI)."""
     import tempfile
 
-    from recs.data.load import load_dataset
     from recs.evaluation.report import format_table, plot_metrics, write_results
     from recs.evaluation.shop_benchmark import PAIRED_METRIC, TABLE_METRICS, run_shop_benchmark
 
@@ -212,9 +273,7 @@ def benchmark(
         towers = settings.retrieval.towers.model_copy(update={"model": model})
         settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"towers": towers})})
     names = [b.strip() for b in baselines.split(",") if b.strip()] if baselines else None
-    dataset, report = load_dataset(data, data_config(on_bad_rows, config))
-    for line in report.lines():
-        console.print(line, highlight=False)
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     name = data.resolve().name or "shop"
     # Checkpoints of this run only: a trainer resuming from an earlier run's would skew the result.
     with tempfile.TemporaryDirectory(prefix="recs-benchmark-") as work:
@@ -248,17 +307,15 @@ def train(
     lora: Annotated[bool, typer.Option("--lora", help="Fine-tune with LoRA adapters (peft).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index).
     Flags override the [retrieval] section of --config."""
-    from recs.data.load import load_dataset
     from recs.serving.fit import train_towers_step
 
     settings = load_config(config)
-    dataset, report = load_dataset(data, data_config(on_bad_rows, config))
-    for line in report.lines():
-        console.print(line, highlight=False)
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     base = settings.retrieval
     train_updates: dict[str, Any] = {"seed": seed}
     if epochs is not None:
@@ -275,7 +332,7 @@ def train(
     retrieval = type(base).parse_dict(
         {**base.model_dump(), "towers": towers, "train": {**base.train.model_dump(), **train_updates}}, source="recs train"
     )
-    settings = settings.model_copy(update={"retrieval": retrieval, "data": data_config(on_bad_rows, config)})
+    settings = settings.model_copy(update={"retrieval": retrieval, "data": data_config(on_bad_rows, config, skip_report)})
     console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {retrieval.towers.model}", highlight=False)
     retriever = train_towers_step(dataset, settings, out)
     rep = retriever.report
@@ -449,16 +506,16 @@ def train_bundler_command(
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Train the set scorer (what goes together) on orders, sessions and curated bundles.
     Flags override the [bundling.train] section of --config."""
-    from recs.data.load import load_dataset
     from recs.retrieval.retriever import Retriever
     from recs.serving.fit import train_bundler_step
 
     settings = _model_config(model, config)
-    dataset, _ = load_dataset(data, data_config(on_bad_rows, config), require_events=False)
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report), require_events=False)
     retriever = Retriever.load(model)
     bundling = settings.bundling
     train_cfg = type(bundling.train).parse_dict(
@@ -558,16 +615,16 @@ def train_ranker_command(
     ce_epochs: Annotated[int, typer.Option("--ce-epochs", help="Cross-encoder epochs.")] = 2,
     ce_max_minutes: Annotated[float | None, typer.Option("--ce-max-minutes", help="Stop cross-encoder training after this long.")] = None,
     on_bad_rows: OnBadRowsOption = None,
+    skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Train the learned ranker and the cross-encoder on each user's last basket (held out from the towers).
     Flags override the [ranking] section of --config."""
-    from recs.data.load import load_dataset
     from recs.retrieval.retriever import Retriever
     from recs.serving.fit import train_ranking_step
 
     settings = _model_config(model, config)
-    dataset, _ = load_dataset(data, data_config(on_bad_rows, config))
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     retriever = Retriever.load(model)
     ranking = settings.ranking
     cross = ranking.cross_encoder.model_copy(update={"epochs": ce_epochs, "max_minutes": ce_max_minutes})

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from recs.cli import app
@@ -113,3 +114,136 @@ def test_saved_serving_defaults_survive_without_a_ranker(trained_artifact: Path,
     assert code == 0 and '"rerank_top": 0' in out
     code, out = run("query", "--model", str(model), "--user", "U0001", "--rerank-top", "5", "--json")
     assert code == 0, out
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_skip_lists_dropped_and_nulled_rows_and_writes_the_report(shop_dir: Path, tmp_path: Path) -> None:
+    _edit(shop_dir / "items.csv", "T2,Summit 4-Person Tunnel Tent,", "T2,,")  # row 2: dropped, and its event
+    _edit(shop_dir / "items.csv", "599.00", "free")  # P1 (row 8): price set to null, the item kept
+    _edit(shop_dir / "events.csv", "u4,M1,2026-01-10T08:00:00Z", "u4,M1,someday")  # row 17: dropped
+    report = tmp_path / "reports" / "skipped.csv"
+    code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity", "--no-tune", "--k", "5",
+                    "--on-bad-rows", "skip", "--skip-report", str(report))
+    assert code == 0, out
+    for line in (
+        "items.csv: 1 rows dropped (empty title)",
+        "events.csv: 1 rows dropped (event for unknown item)",
+        "events.csv: 1 rows dropped (unparseable timestamp)",
+        "items.csv: 1 values set to null (not a number)",
+        "  items.csv row 2, column title: title is empty -> row dropped",
+        "  items.csv row 8, column price: 'free' is not a number -> set to null",
+        "  events.csv row 8, column item_id: item 'T2' was dropped above (items.csv row 2) -> row dropped",
+        "  events.csv row 17, column timestamp: 'someday' is not an ISO-8601 time or epoch seconds -> row dropped",
+        f"all 4 problems (rows dropped, values set to null) are listed in {report}",
+    ):
+        assert line in out, out
+    rows = [line.split(",") for line in report.read_text().splitlines()]
+    assert rows[0] == ["file", "row", "column", "kind", "message", "action"]
+    assert [r[:3] + r[-1:] for r in rows[1:]] == [
+        ["items.csv", "2", "title", "row dropped"], ["items.csv", "8", "price", "set to null"],
+        ["events.csv", "8", "item_id", "row dropped"], ["events.csv", "17", "timestamp", "row dropped"],
+    ]
+
+
+def test_skip_shows_the_first_20_rows_and_writes_all_beside_the_run(shop_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    clean = ["evaluate", "--data", str(shop_dir), "--model", "popularity", "--no-tune", "--on-bad-rows", "skip"]
+    code, out = run(*clean)
+    assert code == 0 and "listed in" not in out, out
+    assert not (tmp_path / "recs-skipped-rows.csv").exists()  # nothing skipped, no report
+    with (shop_dir / "events.csv").open("a", encoding="utf-8") as handle:
+        handle.writelines(f"u9,GONE{i},2026-01-0{1 + i % 9}\n" for i in range(25))
+    code, out = run(*clean)
+    assert code == 0, out
+    assert "events.csv: 25 rows dropped (event for unknown item)" in out
+    assert out.count("-> row dropped") == 20 and "... and 5 more" in out
+    assert "listed in recs-skipped-rows.csv" in out
+    assert len((tmp_path / "recs-skipped-rows.csv").read_text().splitlines()) == 26
+
+
+@pytest.mark.parametrize("command", ["data-profile", "evaluate", "benchmark", "train", "train-ranker", "train-bundler"])
+def test_every_command_loading_a_shop_prints_the_skip_report(command: str, shop_dir: Path, tmp_path: Path) -> None:
+    """Every event names an unknown item: `skip` drops them all, every command lists them, and
+    those that need events stop before any work (train-bundler warns: bundles alone may do)."""
+    _edit(shop_dir / "items.csv", "M1,Ceramic", "MUG,Ceramic")
+    lines = (shop_dir / "events.csv").read_text().splitlines()
+    (shop_dir / "events.csv").write_text("\n".join([lines[0], *(line.replace(",C1,", ",M1,") for line in lines[1:] if ",M1," in line or ",C1," in line)]) + "\n")
+    config = tmp_path / "recs.toml"
+    config.write_text("")
+    args = {
+        "data-profile": ["data", "profile", "--user", "u1"],
+        "evaluate": ["evaluate", "--model", "popularity", "--no-tune"],
+        "benchmark": ["benchmark", "--out", str(tmp_path / "b.json")],
+        "train": ["train", "--out", str(tmp_path / "model")],
+        "train-ranker": ["train-ranker", "--model", str(tmp_path / "missing"), "--config", str(config)],
+        "train-bundler": ["train-bundler", "--model", str(tmp_path / "missing"), "--config", str(config)],
+    }[command]
+    report = tmp_path / "skipped.csv"
+    code, out = run(*args, "--data", str(shop_dir), "--on-bad-rows", "skip", "--skip-report", str(report))
+    assert "events.csv: 7 rows dropped (event for unknown item)" in out, out
+    assert "events.csv row 1, column item_id: item 'M1' is not in the catalog -> row dropped" in out
+    assert f"listed in {report}" in out and len(report.read_text().splitlines()) == 8
+    if command == "train-bundler":
+        assert "warning: events.csv: no events left: all 7 rows were dropped (7 event for unknown item)" in out
+        assert code == 4, out  # then the missing model
+    else:
+        assert code == 2, out
+        assert "error: events.csv: no events left: all 7 rows were dropped (7 event for unknown item)" in out
+    assert "Traceback" not in out and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "benchmark", "train", "train-ranker"])
+def test_header_only_events_stop_a_command_that_learns_from_them(command: str, shop_dir: Path, tmp_path: Path) -> None:
+    (shop_dir / "events.csv").write_text("user_id,item_id,timestamp,event\n")
+    config = tmp_path / "recs.toml"
+    config.write_text("")
+    args = {
+        "evaluate": ["evaluate", "--model", "popularity", "--no-tune"],
+        "benchmark": ["benchmark", "--out", str(tmp_path / "b.json")],
+        "train": ["train", "--out", str(tmp_path / "model")],
+        "train-ranker": ["train-ranker", "--model", str(tmp_path / "missing"), "--config", str(config)],
+    }[command]
+    code, out = run(*args, "--data", str(shop_dir))
+    assert code == 2, out
+    assert "events.csv: no events (the file has a header and no rows)" in out
+    assert not (tmp_path / "model").exists()
+
+
+def test_validate_refuses_a_header_only_catalog_and_warns_of_future_times(shop_dir: Path) -> None:
+    _edit(shop_dir / "events.csv", "u4,M1,2026-01-10T08:00:00Z", "u4,M1,2099-01-10T08:00:00Z")
+    code, out = run("data", "validate", str(shop_dir / "items.csv"), str(shop_dir / "events.csv"))
+    assert code == 0, out
+    assert "warning: events.csv: 1 events have a timestamp in the future (latest 2099-01-10 08:00:00+00:00)" in out
+    (shop_dir / "items.csv").write_text("item_id,title,price\n")
+    code, out = run("data", "validate", str(shop_dir / "items.csv"))
+    assert code == 2 and "no problems found" not in out
+    assert "items.csv: no items (the file has a header and no rows)" in out
+
+
+def test_on_bad_rows_and_skip_report_values_are_checked(shop_dir: Path) -> None:
+    code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity", "--on-bad-rows", "drop")
+    assert code == 2 and "--on-bad-rows must be error or skip, got 'drop'" in out
+    code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity", "--skip-report", "skipped.txt")
+    assert code == 2 and "must be a .csv file" in out
+
+
+def test_commands_load_shops_only_through_load_shop() -> None:
+    """One helper prints the skip report; a command calling load_dataset itself would print none."""
+    import inspect
+
+    import recs.cli
+
+    source = inspect.getsource(recs.cli)
+    assert source.count("load_dataset(") == 1 and source.count("load_shop(") >= 7
+
+
+def test_an_error_quoting_brackets_from_the_data_is_one_line(shop_dir: Path) -> None:
+    _edit(shop_dir / "items.csv", "T1,", "[/x],")
+    _edit(shop_dir / "items.csv", "T2,", "[/x],")
+    code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity")
+    assert code == 2 and "duplicate item_id '[/x]'" in out and "Traceback" not in out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 
 from recs.configmodel import OnBadRows, StrictModel
+from recs.errors import ConfigError
 
 
 class CleaningConfig(StrictModel):
@@ -20,5 +23,16 @@ class CleaningConfig(StrictModel):
 
 class DataConfig(StrictModel):
     on_bad_rows: OnBadRows = "error"
+    # Under `skip`, every dropped row and nulled value is listed here (CSV; relative to the current
+    # folder), written only when there is something to list.
+    skip_report: Path = Path("recs-skipped-rows.csv")
     session_gap_minutes: float = Field(default=30.0, gt=0)
     cleaning: CleaningConfig = CleaningConfig()
+
+    @field_validator("skip_report")
+    @classmethod
+    def _csv_report(cls, value: Path) -> Path:
+        # ConfigError passes through pydantic untouched: one clean line for the option and the TOML.
+        if value.suffix.lower() != ".csv":
+            raise ConfigError(f"the skip report (--skip-report, or skip_report in the data section) must be a .csv file, got '{value}'")
+        return value

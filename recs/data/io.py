@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import polars as pl
@@ -64,11 +65,30 @@ def read_table(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path.name}: file is empty") from None
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path.name}: cannot be parsed as {suffix[1:]}: {first_line}") from None
+        where = _bad_csv_line(path, "\t" if suffix == ".tsv" else ",") if suffix in (".csv", ".tsv") else None
+        raise DataError(f"{path.name}: cannot be parsed as {suffix[1:]}: {where or first_line}") from None
     if frame.width == 0:
         raise DataError(f"{path.name}: file is empty (no header)")
     frame = frame.rename({c: c.strip() for c in frame.columns})
     return frame
+
+
+def _bad_csv_line(path: Path, separator: str) -> str | None:
+    """The first line polars' error is about (its messages name no line): a row with more fields
+    than the header, or an unterminated quote."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=separator, strict=True)
+        start = 1  # the line the current record starts on (a quoted field may span lines)
+        try:
+            header = next(reader, [])
+            start = reader.line_num + 1
+            for fields in reader:
+                if len(fields) > len(header):
+                    return f"line {start} has {len(fields)} fields, the header has {len(header)}"
+                start = reader.line_num + 1
+        except csv.Error as err:
+            return f"line {start}: {err} (a quote opened there is never closed?)"
+    return None
 
 
 def find_table(folder: Path, stem: str, required: bool = True) -> Path | None:
