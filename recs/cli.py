@@ -104,9 +104,9 @@ def load_shop(data: Path, settings: DataConfig, require_events: bool = True) -> 
 
 
 def print_load_report(report: LoadReport, skip_report: Path) -> None:
-    """Warnings, then per (file, reason) counts of dropped rows and nulled values, the first rows,
-    the CSV with every one of them (written only when there is one), then cleaning's counts."""
-    for line in report.lines():  # warnings, rows dropped and values nulled per (file, reason), cleaning
+    """Warnings, counts of dropped rows and nulled values per (file, reason), cleaning's counts,
+    then the first rows and the CSV with every one of them (written only when there is one)."""
+    for line in report.lines():
         say(line)
     rows = [p for p in report.validation.problems if p.row is not None]
     if rows:
@@ -354,21 +354,13 @@ def build_index(
     kind: Annotated[str, typer.Option("--kind", help="auto | flat | hnsw | ivfpq")] = "auto",
 ) -> None:
     """Encode the catalog with the item tower and (re)build the FAISS index inside the artifact."""
-    from recs.data.io import read_table
-    from recs.data.validate import REQUIRED_COLUMNS, missing_columns, validate_items
+    from recs.data.load import load_catalog
     from recs.retrieval.retriever import Retriever
 
     if kind not in ("auto", "flat", "hnsw", "ivfpq"):
         raise ConfigError(f"--kind must be auto, flat, hnsw or ivfpq, got '{kind}'")
+    catalog = None if items is None else load_catalog(items)  # a bad file fails before the model loads
     retriever = Retriever.load(model)
-    catalog = None
-    if items is not None:
-        raw = read_table(items)
-        problems = missing_columns(raw, REQUIRED_COLUMNS["items"], items.name)
-        catalog, row_problems, _ = validate_items(raw, items.name)
-        problems += row_problems
-        if problems:
-            raise DataError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     retriever = retriever.with_catalog(items=catalog, kind=kind, show_progress=True)
     retriever.save(model)
     console.print(f"indexed {len(retriever.catalog)} items ({retriever.index!r}) into {model}", highlight=False)

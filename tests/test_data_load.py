@@ -9,6 +9,7 @@ import pytest
 
 from recs.config import DataConfig
 from recs.data import LoadReport, load_dataset, load_tables, read_table
+from recs.data.load import load_catalog
 from recs.data.schema import EVENTS_SCHEMA
 from recs.errors import ConfigError, DataError
 
@@ -287,7 +288,7 @@ def test_skip_report_must_be_csv() -> None:
     ("text", "expected"),
     [
         ("item_id,title\nA,x\nB,y,3\n", "items.csv: cannot be parsed as csv: line 3 has 3 fields, the header has 2"),
-        ("item_id,title\nA,x\n\"B,y\nC,z\n", "items.csv: cannot be parsed as csv: line 3: unexpected end of data"),
+        ("item_id,title\nA,x\n\"B,y\nC,z\n", "items.csv: cannot be parsed as csv: line 3: a quote opened there is never closed"),
     ],
 )
 def test_malformed_csv_names_the_line(tmp_path: Path, text: str, expected: str) -> None:
@@ -311,3 +312,18 @@ def test_input_files_never_modified(shop_dir: Path) -> None:
     before = {p.name: p.read_bytes() for p in shop_dir.iterdir()}
     load_dataset(shop_dir)
     assert before == {p.name: p.read_bytes() for p in shop_dir.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("item_id,title\n", "items.csv: no items (the file has a header and no rows)"),
+        ("item_id,price\nA,1\n", "items.csv, column title: required column 'title' is missing"),
+        ("item_id,title,price\nA,Lamp,x\n", "items.csv row 1, column price: 'x' is not a number"),
+    ],
+)
+def test_a_catalog_file_alone_is_checked_like_a_shop(tmp_path: Path, text: str, expected: str) -> None:
+    """`recs build-index --items FILE`: every problem is an error, a header-only file included."""
+    with pytest.raises(DataError) as info:
+        load_catalog(write(tmp_path, "items.csv", text))
+    assert expected in str(info.value)

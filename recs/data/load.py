@@ -180,6 +180,18 @@ def _check_events_left(
     report.warnings.append(message)
 
 
+def load_catalog(path: str | Path) -> pl.DataFrame:
+    """A catalog file alone (`recs build-index --items`): validated as a shop's, every problem an error."""
+    path = Path(path)
+    raw = read_table(path)
+    _raise_for(missing_columns(raw, REQUIRED_COLUMNS["items"], path.name))
+    if raw.height == 0:
+        raise DataError(f"{path.name}: {_no_rows('items')}")
+    items, problems, _ = validate_items(raw, path.name)
+    _raise_for(problems)
+    return items
+
+
 def load_dataset(
     folder: str | Path, config: DataConfig | None = None, require_events: bool = True, report: LoadReport | None = None
 ) -> tuple[Dataset, LoadReport]:

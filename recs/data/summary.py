@@ -34,7 +34,9 @@ def dataset_summary(dataset: Dataset) -> list[str]:
         lines.append(f"items never seen in events: {never}")
     else:
         lines.append("events: none")
-    if dataset.bundles is not None:
+    if dataset.bundles is not None and dataset.bundles.height:
         sizes = dataset.bundles.group_by("bundle_id").len()["len"]
         lines.append(f"bundles: {sizes.len()}, size mean {sizes.mean():.2f}")
+    elif dataset.bundles is not None:
+        lines.append("bundles: none")
     return lines
