@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
@@ -41,7 +42,9 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except RecsError as err:
             # Messages quote the user's data: brackets in it are text, not rich markup.
             err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
@@ -51,6 +54,11 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A warning (e.g. the `warn` unknown-user policy's) as one line on stderr, not Python's two."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -388,14 +396,15 @@ def query(
     price_min: Annotated[float | None, typer.Option("--price-min", help="Lowest price.")] = None,
     price_max: Annotated[float | None, typer.Option("--price-max", help="Highest price.")] = None,
     exclude: Annotated[str | None, typer.Option("--exclude", help="Item ids to leave out, ID,ID,...")] = None,
+    time_budget_ms: Annotated[float | None, typer.Option("--time-budget-ms", help="The request's time budget: past it the cross-encoder is skipped (degraded). Default: the model's.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Recommend items for a user (or a history / a text) and print them. The [serving] section of
     --config sets the ONNX runtime (precision, threads)."""
     from recs.serving.engine import Engine
+    from recs.serving.requests import check_policy
 
-    if unknown_user not in ("raise", "warn", "fallback"):
-        raise ConfigError(f"--unknown-user must be raise, warn or fallback, got '{unknown_user}'")
+    check_policy(unknown_user, "--unknown-user")
     if user is None and not history and not text:
         raise ConfigError("give --user, --history or --text")
     engine = Engine.load(model, runtime=_runtime(config))
@@ -405,6 +414,8 @@ def query(
         overrides["rerank_top"] = rerank_top
     if category_cap is not None:
         overrides["category_cap"] = category_cap
+    if time_budget_ms is not None:
+        overrides["time_budget_ms"] = time_budget_ms
     excluded = [e.strip() for e in exclude.split(",") if e.strip()] if exclude else []
     results = engine.recommend(
         user_id=user, k=k, history=items_history, text=text, category=category, price_min=price_min,
@@ -414,6 +425,11 @@ def query(
     )
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in results]))
+        if results.degraded:  # stdout stays JSON
+            err_console.print("note: degraded: the cross-encoder missed the time budget; the ranker's order is served", highlight=False)
+        return
+    if not results:
+        console.print("no item matches the filters (category, price, stock, exclusions) of this request", highlight=False)
         return
     if show_history and user is not None and engine.retriever.known_user(user):
         console.print(f"[bold]recent history of {user}:[/bold] {engine.retriever.context(user_id=user).state.text[:300]}", highlight=False)
@@ -554,12 +570,12 @@ def bundle_command(
     """Compose complementary bundles for a user and/or around anchor items, under constraints."""
     from recs.data import category as category_rule
     from recs.serving.engine import Engine
+    from recs.serving.requests import check_positive_int
 
     anchors = ([item] if item else []) + ([i.strip() for i in items.split(",") if i.strip()] if items else [])
     if user is None and not anchors:
         raise ConfigError("give --user, --item or --items")
-    if n < 1:
-        raise ConfigError(f"--n must be positive, got {n}")
+    check_positive_int(n, "--n")
     low, high = parse_size(size)
     engine = Engine.load(model, runtime=_runtime(config))
     if curated:

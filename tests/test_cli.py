@@ -247,3 +247,29 @@ def test_an_error_quoting_brackets_from_the_data_is_one_line(shop_dir: Path) -> 
     _edit(shop_dir / "items.csv", "T2,", "[/x],")
     code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity")
     assert code == 2 and "duplicate item_id '[/x]'" in out and "Traceback" not in out
+
+def test_query_says_degraded_no_match_and_warns_in_one_line(ranked_artifact: Path) -> None:
+    """Issue 13, finding 7 and 1: a missed time budget is shown, an empty result says why, the
+    `warn` policy is one clean line, bad arguments are one-line errors."""
+    import polars as pl
+
+    events = pl.read_parquet(ranked_artifact / "events.parquet").filter(pl.col("event") == "purchase")
+    user = str(events["user_id"][0])
+    model = str(ranked_artifact)
+    code, out = run("query", "--model", model, "--user", user, "--rerank-top", "10", "--time-budget-ms", "0")
+    assert code == 0 and "degraded" in out, out
+    result = runner.invoke(app, ["query", "--model", model, "--user", user, "--rerank-top", "10", "--time-budget-ms", "0", "--json"])
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 10
+    assert "degraded" in result.stderr
+    code, out = run("query", "--model", model, "--user", user, "--price-min", "1000000")
+    assert code == 0 and "no item matches the filters" in out, out
+    code, out = run("query", "--model", model, "--user", "ghost", "--unknown-user", "warn", "--k", "3")
+    assert code == 0 and "warning: unknown user 'ghost'" in out, out
+    assert "UserWarning" not in out and "warnings.warn" not in out
+    code, out = run("query", "--model", model, "--user", user, "--category", "No Such Aisle")
+    assert code == 2 and "category 'No Such Aisle' is not in the catalog" in out
+    code, out = run("query", "--model", model, "--user", user, "--unknown-user", "bogus")
+    assert code == 2 and "--unknown-user must be one of raise, warn, fallback" in out
+    for args in (("--price-min", "100", "--price-max", "10"), ("--price-min", "nan")):
+        code, out = run("query", "--model", model, "--user", user, *args)
+        assert code == 2 and "price_min" in out and "Traceback" not in out

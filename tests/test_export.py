@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from recs.errors import ArtifactError, ConfigError
+from recs.ranking.budget import PairBudget
 from recs.serving import Engine
 from recs.serving.onnx_runtime import (
     OnnxCrossEncoder,
@@ -288,6 +289,36 @@ def test_int8_engine_and_cross_encoder_deadline(exported) -> None:
     assert len(engine.recommend(user_id=_users(engine, 1)[0], k=5)) == 5
     with pytest.raises(ArtifactError, match="read-only"):
         engine.retriever.save(exported.path.parent / "nope")
+
+
+def test_onnx_cross_encoder_keeps_the_time_budget(onnx_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX cross-encoder follows the torch one's budget rule (recs.ranking.budget): chunks of 32
+    and the same scores without a deadline; None after few pairs when pairs cost too much."""
+    cross = onnx_engine.pipeline.cross_encoder
+    assert isinstance(cross, OnnxCrossEncoder)
+    fresh = OnnxCrossEncoder(cross.graph, cross.tokenizer, cross.max_tokens)
+    texts = [f"item {i} | bought before" for i in range(40)]
+    want = np.concatenate([
+        cross.graph.run(cross.tokenizer(["coffee"] * len(part), cross.max_tokens, pairs=part)).reshape(-1)
+        for part in (texts[:32], texts[32:])
+    ])
+    got = fresh.score("coffee", texts)
+    assert got is not None and np.array_equal(got, want)
+
+    now = [1000.0]  # a clock that advances 10 ms per pair scored, and only then
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    pairs: list[int] = []
+
+    class SlowGraph:
+        def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+            pairs.append(len(feed["input_ids"]))
+            now[0] += 0.010 * len(feed["input_ids"])
+            return cross.graph.run(feed)
+
+    fresh.graph = SlowGraph()  # type: ignore[assignment]
+    fresh.budget = PairBudget()  # forget the cost measured on the real clock above
+    assert fresh.score("coffee", texts[:20], deadline=now[0] + 0.030) is None
+    assert 0 < sum(pairs) * 0.010 <= 0.030
 
 
 def test_cli_export_without_ranking_then_query(trained_artifact: Path, tmp_path: Path) -> None:

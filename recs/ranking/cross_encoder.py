@@ -22,6 +22,7 @@ from recs.device import torch_device
 from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
+from recs.ranking.budget import PairBudget
 from recs.ranking.config import CrossEncoderConfig
 from recs.ranking.pipeline import CROSS_ENCODER_COMBINATION
 from recs.retrieval.checkpoint import (
@@ -72,6 +73,7 @@ class CrossEncoderReranker:
         self.tokenizer = tokenizer
         self.config = config or CrossEncoderConfig()
         self.report: CrossEncoderReport | None = None
+        self.budget = PairBudget()  # this scorer's measured cost per pair, shared by its requests
 
     def _batch(self, user_text: str, item_texts: list[str], device: str) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -82,18 +84,16 @@ class CrossEncoderReranker:
 
     @torch.no_grad()
     def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray | None:
-        """Scores for each item text; None when `deadline` (time.monotonic()) passes first."""
+        """Scores for each item text; None when they cannot be had before `deadline`
+        (time.monotonic()); see `recs.ranking.budget`."""
         if not item_texts:
             return np.zeros(0, dtype=np.float32)
         device = next(self.model.parameters()).device.type
-        out = np.zeros(len(item_texts), dtype=np.float32)
-        chunk = 32
-        for start in range(0, len(item_texts), chunk):
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            logits = self.model(**self._batch(user_text, item_texts[start : start + chunk], device))
-            out[start : start + chunk] = logits.float().cpu().numpy()
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+        def chunk(start: int, stop: int) -> np.ndarray:
+            return self.model(**self._batch(user_text, item_texts[start:stop], device)).float().cpu().numpy()
+
+        return self.budget.run(len(item_texts), chunk, deadline)
 
     # -- training ---------------------------------------------------------------------------------
 

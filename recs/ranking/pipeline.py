@@ -2,8 +2,9 @@
 reordered by ranker logit + cross-encoder score, a residual it was trained as) -> filters ->
 diversity -> top k.
 
-If the cross-encoder cannot finish inside the request's time budget, the learned ranker's order is
-returned and the result is flagged `degraded`. Every stage's score is kept on every item.
+If the cross-encoder cannot finish inside the request's time budget (counted from the start of
+`rank`; how it is held: `recs.ranking.budget`), the learned ranker's order is returned and the
+result is flagged `degraded`. Every stage's score is kept on every item.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ ask `CatalogMasks`; the SQL/OpenSearch exporters follow the same category rule
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -65,6 +66,7 @@ class CatalogMasks:
         n = len(categories)
         keys = [cat.normalise(c) for c in categories]
         self._vocab = sorted(set(keys) - {""})
+        self._categories = categories  # as the catalog spells them, for messages
         code = {key: i for i, key in enumerate(self._vocab)}
         self._codes = np.asarray([code.get(k, -1) for k in keys], dtype=np.int64)
         self.prices = np.full(n, np.nan) if prices is None else np.asarray(prices, dtype=np.float64)
@@ -88,6 +90,8 @@ class CatalogMasks:
             mask = np.ones(len(self), dtype=bool)
             if category:
                 under = [i for i, path in enumerate(self._vocab) if cat.is_under(path, category)]
+                if not under:
+                    raise ConfigError(self._unknown_category(filters.category or ""))
                 mask &= np.isin(self._codes, np.asarray(under, dtype=np.int64))
             known = np.isfinite(self.prices)
             if low is not None:
@@ -101,6 +105,17 @@ class CatalogMasks:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return mask
+
+    def _unknown_category(self, category: str) -> str:
+        """The message for a category no catalog item is in (or below), with the closest path."""
+        spelling: dict[str, str] = {}  # every path and every level above one, by comparison key
+        for path in self._categories:
+            parts = cat.segments(path)
+            for depth in range(1, len(parts) + 1):
+                spelling.setdefault(cat.normalise(cat.SEPARATOR.join(parts[:depth])), cat.SEPARATOR.join(parts[:depth]))
+        close = difflib.get_close_matches(cat.normalise(category), sorted(spelling), n=1, cutoff=0.6)
+        hint = f"; did you mean '{spelling[close[0]]}'?" if close else ""
+        return f"category '{category}' is not in the catalog{hint}"
 
     def excluded_rows(self, filters: Filters, bought_rows: np.ndarray | None = None) -> np.ndarray:
         """Catalog rows a request leaves out by id: `exclude` (unknown ids ignored) and, with

@@ -14,8 +14,9 @@ import numpy as np
 import polars as pl
 
 from recs.bundling.bundler import Bundler, Bundles, RankedBundle, save_bundler
+from recs.bundling.composer import BundleConstraints
 from recs.config import RecsConfig, UnknownUserPolicy
-from recs.errors import ConfigError, NotFittedError
+from recs.errors import NotFittedError
 from recs.ranking.artifact import save_ranking
 from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.candidates import SOURCES
@@ -23,6 +24,7 @@ from recs.retrieval.filters import Filters
 from recs.retrieval.retriever import Retriever
 from recs.serving.load import read_engine
 from recs.serving.onnx_runtime import RuntimeOptions
+from recs.serving.requests import check_ids, check_pair, check_policy, check_positive_int
 
 
 @dataclass
@@ -119,10 +121,16 @@ class Engine:
         size range and budget, in stock, at most one item per leaf category (unless listed in
         `allow_same_leaf`, "*" = any), without `exclude`. Empty with `.reason` when none fits.
         See recs.bundling.bundler.Bundler.compose."""
-        anchors = ([item] if item else []) + list(items or [])
+        # Arguments first: a bad request is reported as such, whatever the artifact holds.
+        anchors = check_ids(([item] if item is not None else []) + list(items or []), "items") or []
+        low, high = check_pair(size, "size")
+        BundleConstraints(min_size=low, max_size=high, budget=budget)
+        check_positive_int(n, "n")
+        policy = check_policy(unknown_user) or "fallback"
+        history, exclude = check_ids(history, "history"), check_ids(exclude, "exclude")
         return self._bundler().compose(
-            user_id, items=anchors, size=size, budget=budget, n=n, in_stock=in_stock, exclude=exclude or (),
-            allow_same_leaf=allow_same_leaf or (), history=history, text=text, unknown_user=unknown_user,
+            user_id, items=anchors, size=(low, high), budget=budget, n=n, in_stock=in_stock, exclude=exclude or (),
+            allow_same_leaf=allow_same_leaf or (), history=history, text=text, unknown_user=policy,
         )
 
     def rank_bundles(self, user_id: str | None = None, k: int = 10, *, history: list[str] | None = None) -> list[RankedBundle]:
@@ -181,22 +189,23 @@ class Engine:
         options: RankOptions | None = None,
         **option_overrides: Any,
     ) -> list[Recommendations]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k}")
+        check_positive_int(k, "k")
+        policy = check_policy(unknown_user)
         opts = options or self.options
         if option_overrides:
             opts = RankOptions.parse_dict({**opts.model_dump(), **option_overrides}, source="recommend()")
         n = len(user_ids)
-        histories = histories or [None] * n
+        histories = [check_ids(h, "history") for h in histories] if histories else [None] * n
         texts = texts or [None] * n
         r = self.retriever
+        filters = Filters(category=category, price_min=price_min, price_max=price_max, in_stock_only=in_stock,
+                          exclude_bought=exclude_bought, exclude=tuple(check_ids(exclude, "exclude") or ()))
+        r.masks.catalog_mask(filters)  # a category the catalog does not have is refused before any work
         contexts = [
-            r.context(user_id=u, history=h, text=t, policy=unknown_user)
+            r.context(user_id=u, history=h, text=t, policy=policy)
             for u, h, t in zip(user_ids, histories, texts, strict=True)
         ]
         vectors = r.user_vectors([c.state for c in contexts])
-        filters = Filters(category=category, price_min=price_min, price_max=price_max, in_stock_only=in_stock,
-                          exclude_bought=exclude_bought, exclude=tuple(exclude or ()))
         out: list[Recommendations] = []
         for context, vector in zip(contexts, vectors, strict=True):
             ranked = self.pipeline.rank(context, vector, filters, k, opts)

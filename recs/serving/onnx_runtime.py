@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import polars as pl
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
 from recs.errors import ArtifactError, ConfigError
+from recs.ranking.budget import PairBudget
 from recs.retrieval.config import RetrievalConfig, TowerConfig
 from recs.retrieval.history import history_means
 from recs.retrieval.retriever import Retriever
@@ -264,27 +264,24 @@ class OnnxRanker:
 
 class OnnxCrossEncoder:
     """The cross-encoder as an ONNX graph: `.score(user_text, item_texts, deadline)` as
-    `CrossEncoderReranker.score` (chunks of 32; None once time.monotonic() passes `deadline`): the
-    raw residual logit, which RankingPipeline adds to the ranker's."""
-
-    chunk = 32
+    `CrossEncoderReranker.score` (chunks and deadline by `recs.ranking.budget.PairBudget`): the raw
+    residual logit, which RankingPipeline adds to the ranker's."""
 
     def __init__(self, graph: OnnxGraph, tokenizer: OnnxTokenizer, max_tokens: int) -> None:
         self.graph = graph
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.budget = PairBudget()  # this scorer's measured cost per pair, shared by its requests
 
     def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray | None:
         if not item_texts:
             return np.zeros(0, dtype=np.float32)
-        out = np.zeros(len(item_texts), dtype=np.float32)
-        for start in range(0, len(item_texts), self.chunk):
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            texts = item_texts[start : start + self.chunk]
-            feed = self.tokenizer([user_text or " "] * len(texts), self.max_tokens, pairs=texts)
-            out[start : start + len(texts)] = self.graph.run(feed).reshape(-1)
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+        def chunk(start: int, stop: int) -> np.ndarray:
+            texts = item_texts[start:stop]
+            return self.graph.run(self.tokenizer([user_text or " "] * len(texts), self.max_tokens, pairs=texts))
+
+        return self.budget.run(len(item_texts), chunk, deadline)
 
 
 def onnx_spec(artifact: Artifact) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""`PairBudget`: the one rule by which a cross-encoder (torch or ONNX) scores pairs within a deadline.
+
+Pairs are scored in chunks. Without a deadline every chunk has `max_chunk` pairs (the scores do not
+depend on timing). With one, each chunk is sized from the measured cost per pair so that it takes
+at most `share` of the time left; scoring is refused (None: the caller serves its fallback, flagged
+`degraded`) as soon as the pairs still to score are predicted not to fit in the time left, and the
+deadline is checked again after every chunk. A chunk can therefore overrun the deadline only by
+what it cost beyond its prediction, never by a whole batch planned without looking at the clock.
+
+The cost per pair is a running estimate kept per scorer instance (so requests on other threads,
+which slow each other down, raise it for everyone), seeded by a small first chunk. numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["PairBudget", "ScoreChunk"]
+
+# Scores of the pairs [start, stop) of a request.
+ScoreChunk = Callable[[int, int], np.ndarray]
+
+
+class PairBudget:
+    def __init__(
+        self,
+        max_chunk: int = 32,
+        first_chunk: int = 2,
+        share: float = 0.5,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.max_chunk = max_chunk
+        self.first_chunk = first_chunk
+        self.share = share  # of the time left that one chunk may be planned to take
+        self._clock = clock  # None: time.monotonic, looked up per call (tests patch it)
+        self._per_pair: float | None = None  # seconds; None until a chunk was measured
+        self._lock = threading.Lock()
+
+    @property
+    def seconds_per_pair(self) -> float | None:
+        return self._per_pair
+
+    def now(self) -> float:
+        return (self._clock or time.monotonic)()
+
+    def run(self, n: int, score_chunk: ScoreChunk, deadline: float | None = None) -> np.ndarray | None:
+        """Scores of `n` pairs, chunk by chunk; None when `deadline` (in `now()` time) cannot be
+        or was not met."""
+        out = np.zeros(n, dtype=np.float32)
+        start = 0
+        while start < n:
+            size = self.max_chunk if deadline is None else self.chunk_size(n - start, deadline - self.now())
+            if size == 0:
+                return None
+            stop = min(n, start + size)
+            began = self.now()
+            out[start:stop] = np.asarray(score_chunk(start, stop), dtype=np.float32).reshape(-1)
+            self.observe(stop - start, self.now() - began)
+            start = stop
+            if deadline is not None and self.now() > deadline:
+                return None
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def chunk_size(self, remaining: int, left: float) -> int:
+        """Pairs to score next with `left` seconds to go; 0: refuse (the rest cannot fit)."""
+        if left <= 0:
+            return 0
+        per_pair = self._per_pair
+        if per_pair is None:
+            return min(self.first_chunk, remaining, self.max_chunk)
+        if per_pair * remaining > left:
+            self._relax()
+            return 0
+        fits = math.floor(self.share * left / per_pair) if per_pair > 0 else remaining
+        return max(1, min(self.max_chunk, remaining, fits))
+
+    def observe(self, pairs: int, seconds: float) -> None:
+        """Fold one chunk's measured cost into the estimate: quick to rise (contention shows at
+        once), slower to fall."""
+        if pairs <= 0 or not math.isfinite(seconds):
+            return
+        sample = max(seconds, 0.0) / pairs
+        with self._lock:
+            old = self._per_pair
+            if old is None:
+                self._per_pair = sample
+            else:
+                weight = 0.5 if sample > old else 0.2
+                self._per_pair = (1 - weight) * old + weight * sample
+
+    def _relax(self) -> None:
+        # A refusal measures nothing: without this an estimate raised by a burst of load would
+        # refuse every later request. Each refusal lowers it a little, so a later request tries
+        # (one chunk of at most `share` of its time) and measures again.
+        with self._lock:
+            if self._per_pair is not None:
+                self._per_pair *= 0.8
