@@ -65,6 +65,7 @@ __all__ = [
     "ArtifactWriter",
     "Component",
     "open_artifact",
+    "refuse_non_artifact_target",
     "register_component_kind",
 ]
 
@@ -430,13 +431,7 @@ class ArtifactWriter:
 
     # -- internals
     def _refuse_non_artifact_target(self) -> None:
-        target = self.final_dir
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            raise ArtifactError(f"refusing to replace {target}: it is not a folder")
-        if target.is_dir() and not (target / MANIFEST_NAME).is_file() and any(target.iterdir()):
-            raise ArtifactError(
-                f"refusing to replace {target}: it is a non-empty folder that is not an artifact"
-            )
+        refuse_non_artifact_target(self.final_dir)
 
     def _copy_base(self, base: Artifact) -> None:
         for rel in base.manifest["files"]:
@@ -494,6 +489,18 @@ class ArtifactWriter:
         self._refuse_non_artifact_target()
         swap_dir_in(temp, self.final_dir)
         self.manifest = manifest
+
+
+def refuse_non_artifact_target(target: str | os.PathLike[str]) -> None:
+    """ArtifactError unless an artifact may be saved at `target`: absent, an empty folder, or an
+    artifact folder (replaced). Never a file, a link, or a folder of other files."""
+    target = Path(target).absolute()
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ArtifactError(f"refusing to replace {target}: it is not a folder")
+    if target.is_dir() and not (target / MANIFEST_NAME).is_file() and any(target.iterdir()):
+        raise ArtifactError(
+            f"refusing to replace {target}: it is a non-empty folder that is not an artifact"
+        )
 
 
 def _is_torch_tensor(value: Any) -> bool:

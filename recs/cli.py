@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.table import Table
 from recs.config import RecsConfig, load_config
 from recs.configmodel import OnBadRows
 from recs.data.config import DataConfig
-from recs.errors import ConfigError, DataError, RecsError
+from recs.errors import ArtifactError, ConfigError, DataError, RecsError
 
 if TYPE_CHECKING:
     from recs.data.load import LoadReport
@@ -79,6 +80,43 @@ def data_config(on_bad_rows: str | None, config_path: Path | None, skip_report: 
     updates = {"on_bad_rows": on_bad_rows, "skip_report": skip_report}
     updates = {key: value for key, value in updates.items() if value is not None}
     return DataConfig.parse_dict({**base.model_dump(), **updates}, source="command line") if updates else base
+
+
+OutputKind = Literal["file", "folder", "artifact"]
+
+
+def check_output(path: Path, option: str, kind: OutputKind) -> Path:
+    """Refuse, before any data is loaded or any model trained, an output the command could not
+    write: a file where a folder goes (or the reverse), an artifact over a folder of other files
+    (the artifact's own rule), a path under a file, a folder we may not write in. A file or an
+    artifact already there is replaced atomically when the command finishes."""
+    from recs.artifacts import refuse_non_artifact_target
+
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file path")
+    if kind == "folder" and (path.is_symlink() or (path.exists() and not path.is_dir())):
+        raise ConfigError(f"{option} {path} is a file; this writes a folder of files, give a folder path")
+    if kind == "artifact":
+        try:
+            refuse_non_artifact_target(path)
+        except ArtifactError as err:
+            raise ConfigError(f"{option}: {err}") from None
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # missing folders are created: the first existing one must be writable
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: no permission to write in {parent}")
+    return path
+
+
+def check_results_outputs(out: Path, suffixes: tuple[str, ...]) -> None:
+    """A results --out: a .json file, with the files of `suffixes` written beside it."""
+    if out.suffix != ".json":
+        raise ConfigError(f"--out must be a .json file, got '{out}'")
+    for suffix in suffixes:
+        check_output(out.with_suffix(suffix), "--out", "file")
 
 
 OnBadRowsOption = Annotated[
@@ -223,6 +261,7 @@ def evaluate(
 
     A model from `recs train` held each user's last basket out of training (it was its validation
     set), so its figures here are on baskets it never trained on."""
+    from recs.data.requirements import require_held_out, require_items
     from recs.data.splits import leave_last_out
     from recs.evaluation.baselines import BASELINES
     from recs.evaluation.report import format_table, write_results
@@ -233,12 +272,24 @@ def evaluate(
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ConfigError(f"--model: unknown model(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
+    if not names:
+        raise ConfigError(f"--model: no model given; choose from {', '.join(BASELINES)}")
+    if out is not None:
+        check_results_outputs(out, (".json", ".md"))
+    settings = data_config(on_bad_rows, config, skip_report)
+    engine = None
+    if artifact is not None:
+        from recs.serving.engine import Engine
+
+        engine = Engine.load(artifact)  # a bad artifact is refused before any work
+    dataset = load_shop(data, settings)
+    require_items(dataset.items, "recs evaluate")
     split = leave_last_out(dataset.events, dataset.items["item_id"])
+    require_held_out(split, "recs evaluate")
     console.print(split.describe(), highlight=False)
     rows = evaluate_baselines(names, dataset.items, split, ks, tune=not no_tune, dataset=data.name)
-    if artifact is not None:
-        rows += evaluate_artifact(artifact, dataset.items, split, ks, data.name)
+    if engine is not None:
+        rows += evaluate_artifact(engine, artifact, dataset.items, split, ks, data.name)
     for row in rows:
         row.setdefault("dataset", data.name)
     metrics = [f"{m}@{kk}" for kk in ks for m in ("recall", "ndcg")]
@@ -270,12 +321,11 @@ def benchmark(
     from recs.evaluation.report import format_table, plot_metrics, write_results
     from recs.evaluation.shop_benchmark import PAIRED_METRIC, TABLE_METRICS, run_shop_benchmark
 
-    if out.suffix != ".json":
-        raise ConfigError(f"--out must be a .json file, got '{out}'")
     if max_test_users is not None and max_test_users < 1:
         raise ConfigError(f"--max-test-users must be positive, got {max_test_users}")
-    if max_minutes is not None and max_minutes <= 0:
+    if max_minutes is not None and not max_minutes > 0:  # NaN too
         raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
+    check_results_outputs(out, (".json", ".md", ".png"))
     settings = load_config(config)
     if model is not None:
         towers = settings.retrieval.towers.model_copy(update={"model": model})
@@ -306,7 +356,7 @@ def benchmark(
 @handle_errors
 def train(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
-    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (an artifact there is replaced atomically; a file or a folder of other files is refused before training).")],
     model: Annotated[str | None, typer.Option("--model", help="Local Hugging Face BERT folder (default: [retrieval.towers] model, all-MiniLM-L6-v2 offline).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     max_pairs: Annotated[int | None, typer.Option("--max-pairs", help="Training pairs sampled per epoch.")] = None,
@@ -319,11 +369,12 @@ def train(
     config: ConfigOption = None,
 ) -> None:
     """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index).
-    Flags override the [retrieval] section of --config."""
+    Flags override the [retrieval] section of --config. The options and --out are checked before
+    the data is read; an artifact already at --out is replaced atomically at the end."""
+    from recs.data.requirements import require_items
     from recs.serving.fit import train_towers_step
 
     settings = load_config(config)
-    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     base = settings.retrieval
     train_updates: dict[str, Any] = {"seed": seed}
     if epochs is not None:
@@ -341,16 +392,21 @@ def train(
         {**base.model_dump(), "towers": towers, "train": {**base.train.model_dump(), **train_updates}}, source="recs train"
     )
     settings = settings.model_copy(update={"retrieval": retrieval, "data": data_config(on_bad_rows, config, skip_report)})
+    check_output(out, "--out", "artifact")
+    dataset = load_shop(data, settings.data)
+    require_items(dataset.items, "recs train")
     console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {retrieval.towers.model}", highlight=False)
     retriever = train_towers_step(dataset, settings, out)
     rep = retriever.report
     if rep is not None and rep.history:
         best = next((h for h in rep.history if h.get("epoch") == rep.best_epoch), rep.history[-1])
-        console.print(
-            f"trained {rep.steps} steps in {rep.seconds:.0f}s on {rep.pairs} pairs; best epoch {rep.best_epoch}: "
-            f"recall@10 {best.get('recall@10', 0):.4f}, ndcg@10 {best.get('ndcg@10', 0):.4f} (validation: last basket)",
-            highlight=False,
-        )
+        if "ndcg@10" in best:
+            scored = (f"best epoch {rep.best_epoch}: recall@10 {best.get('recall@10', 0):.4f}, ndcg@10 {best['ndcg@10']:.4f} "
+                      "(validation: last basket)")
+        else:
+            new = " holds an item new to the user" if retrieval.train.positives == "new_to_user" else " follows earlier events"
+            scored = f"no validation users (no user's last purchase basket{new}): the last epoch ({rep.best_epoch}) is kept"
+        console.print(f"trained {rep.steps} steps in {rep.seconds:.0f}s on {rep.pairs} pairs; {scored}", highlight=False)
     console.print(f"saved {out}", highlight=False)
 
 
@@ -453,6 +509,7 @@ def export_command(
     """Export towers, cross-encoder and rankers to ONNX: a folder served without torch."""
     from recs.export import export_artifact
 
+    check_output(out, "--out", "artifact")
     result = export_artifact(model, out, int8=int8, check=not no_check)
     table = Table(title=f"ONNX export {out}")
     for column in ("graph", "fp32 MB", "int8 MB", "parity"):
@@ -487,7 +544,7 @@ def _parity_text(parity: dict[str, Any] | None) -> str:
 def export_vectors_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder (trained or exported).")],
     to: Annotated[str, typer.Option("--to", help="parquet | npy | pgvector | opensearch | elasticsearch")],
-    out: Annotated[Path | None, typer.Option("--out", help="File (parquet) or folder (npy, opensearch, elasticsearch).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="File (parquet) or folder (npy, opensearch, elasticsearch); files already there are replaced atomically, other files in the folder are left alone.")] = None,
     dsn: Annotated[str | None, typer.Option("--dsn", help="pgvector: libpq connection string or postgresql:// URI.")] = None,
     table: Annotated[str, typer.Option("--table", help="pgvector: table name (NAME or SCHEMA.NAME).")] = "recs_items",
     index: Annotated[str, typer.Option("--index", help="opensearch/elasticsearch: index name in the bulk file.")] = "recs-items",
@@ -495,8 +552,10 @@ def export_vectors_command(
     replace: Annotated[bool, typer.Option("--replace", help="pgvector: drop the table first if it exists.")] = False,
 ) -> None:
     """Write item vectors + fields for a search backend (Parquet/NPY, pgvector, OpenSearch/Elasticsearch)."""
-    from recs.export.backends import export_search_index
+    from recs.export.backends import BACKENDS, export_search_index
 
+    if out is not None and to in BACKENDS and to != "pgvector":
+        check_output(out, "--out", "file" if to == "parquet" else "folder")
     chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
     report = export_search_index(model, to, out=out, dsn=dsn, table=table, index=index, fields=chosen, replace=replace)
     where = report.get("table") or report.get("files")
@@ -519,16 +578,15 @@ def train_bundler_command(
 ) -> None:
     """Train the set scorer (what goes together) on orders, sessions and curated bundles.
     Flags override the [bundling.train] section of --config."""
-    from recs.retrieval.retriever import Retriever
     from recs.serving.fit import train_bundler_step
 
+    retriever = _load_model_to_update(model)
     settings = _model_config(model, config)
-    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report), require_events=False)
-    retriever = Retriever.load(model)
     bundling = settings.bundling
     train_cfg = type(bundling.train).parse_dict(
         {**bundling.train.model_dump(), "epochs": epochs, "max_minutes": max_minutes, "seed": seed}, source="train-bundler")
     settings = settings.model_copy(update={"bundling": bundling.model_copy(update={"train": train_cfg})})
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report), require_events=False)
     bundler = train_bundler_step(retriever, dataset, settings, model)
     rep = bundler.report
     sets = ", ".join(f"{n} {kind}s" for kind, n in sorted(rep.get("sets", {}).items()))
@@ -617,8 +675,8 @@ def bundle_command(
 def train_ranker_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
     data: Annotated[Path, typer.Option("--data", help="The shop folder the towers were trained on.")],
-    no_ranker: Annotated[bool, typer.Option("--no-ranker", help="Skip the learned ranker.")] = False,
-    no_cross_encoder: Annotated[bool, typer.Option("--no-cross-encoder", help="Skip the cross-encoder.")] = False,
+    no_ranker: Annotated[bool, typer.Option("--no-ranker", help="Train no learned ranker (nor discover ranker); existing ones are removed, with a warning.")] = False,
+    no_cross_encoder: Annotated[bool, typer.Option("--no-cross-encoder", help="Train no cross-encoder; an existing one is removed, with a warning (it was a residual on the old ranker's scores).")] = False,
     rerank_top: Annotated[int | None, typer.Option("--rerank-top", help="Default R: top items the cross-encoder rescores (default: chosen on held-out users; 0 when reranking does not help).")] = None,
     ce_epochs: Annotated[int, typer.Option("--ce-epochs", help="Cross-encoder epochs.")] = 2,
     ce_max_minutes: Annotated[float | None, typer.Option("--ce-max-minutes", help="Stop cross-encoder training after this long.")] = None,
@@ -626,28 +684,32 @@ def train_ranker_command(
     skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train the learned ranker and the cross-encoder on each user's last basket (held out from the towers).
+    """Train the ranking stage (learned ranker, discover ranker, cross-encoder) on each user's last
+    basket (held out from the towers). It replaces the model's whole ranking stage: a part a --no-*
+    flag leaves out, or one the data cannot train, is removed and a warning says so.
     Flags override the [ranking] section of --config."""
-    from recs.retrieval.retriever import Retriever
     from recs.serving.fit import train_ranking_step
 
+    retriever = _load_model_to_update(model)
     settings = _model_config(model, config)
-    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
-    retriever = Retriever.load(model)
     ranking = settings.ranking
     cross = ranking.cross_encoder.model_copy(update={"epochs": ce_epochs, "max_minutes": ce_max_minutes})
     ranking = type(ranking).parse_dict(
         {**ranking.model_dump(), "train_ranker": not no_ranker, "train_cross_encoder": not no_cross_encoder,
          "cross_encoder": cross.model_dump()}, source="train-ranker")
+    if rerank_top is not None:  # RankOptions' own rule, checked before any work
+        type(settings.serving.options).parse_dict({**settings.serving.options.model_dump(), "rerank_top": rerank_top},
+                                                  source="--rerank-top")
     settings = settings.model_copy(update={"ranking": ranking})
+    dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     models, options = train_ranking_step(retriever, dataset, settings, model, rerank_top=rerank_top)
     decision = models.report.get("rerank_decision")
     report = models.report
-    console.print(
-        f"ranker: {report.get('queries_with_positive', 0)}/{report.get('queries', 0)} training queries with a positive "
-        f"among their candidates; validation ndcg@10 {report.get('ranker', {}).get('valid_ndcg@10', float('nan')):.4f}",
-        highlight=False,
-    )
+    if "ranker" in report:
+        valid = report["ranker"].get("valid_ndcg@10", float("nan"))
+        scored = f"validation ndcg@10 {valid:.4f}" if valid == valid else "no validation (too few queries to hold some out)"
+        console.print(f"ranker: {report.get('queries_with_positive', 0)}/{report.get('queries', 0)} training queries with a "
+                      f"positive among their candidates; {scored}", highlight=False)
     if "discover" in report:
         console.print(f"discover ranker (--novelty shelf): validation AUC {report['discover'].get('valid_auc', float('nan')):.4f}",
                       highlight=False)
@@ -668,7 +730,26 @@ def train_ranker_command(
                                                   "`recs query --rerank-top R` turns it on)" if options.rerank_top == 0 else ""),
             highlight=False,
         )
+    if "cross_encoder_skipped" in report:
+        print_warning(f"cross-encoder not trained: it {report['cross_encoder_skipped']}")
+    for name in report.get("removed", []):
+        hint = "; train-ranker without --no-cross-encoder trains a new one" if name == "cross_encoder" and no_cross_encoder else ""
+        print_warning(f"removed the existing {REMOVED_WHY.get(name, name)}{hint}")
     console.print(f"saved ranking stage into {model}", highlight=False)
+
+
+# Why train-ranker removes a ranking component it did not train (see `save_ranking`).
+REMOVED_WHY: dict[str, str] = {
+    "ranker": "learned ranker (--no-ranker): the first stage is now the candidates' retrieval order",
+    "discover": "discover ranker (none was trained this time): the --novelty shelf uses the first stage's order",
+    "cross_encoder": "cross-encoder (it was trained on the old ranker's scores, which this run replaced)",
+    "stage2": "second-stage ranker of an older recs (no longer used)",
+}
+
+
+def print_warning(message: str) -> None:
+    """A warning the user must see: one line on stderr."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 def _runtime(config_path: Path | None) -> Any:
@@ -679,6 +760,16 @@ def _runtime(config_path: Path | None) -> Any:
 
     serving = load_config(config_path).serving
     return RuntimeOptions(precision=serving.precision, threads=serving.threads)
+
+
+def _load_model_to_update(model: Path) -> Any:
+    """The towers of the artifact a command updates in place: loaded (so verified) and its folder
+    checked writable before any data is read."""
+    from recs.retrieval.retriever import Retriever
+
+    retriever = Retriever.load(model)
+    check_output(model, "--model", "artifact")
+    return retriever
 
 
 def _model_config(model: Path, config_path: Path | None) -> RecsConfig:
@@ -705,12 +796,10 @@ def config_show(
     console.print_json(json.dumps(settings.model_dump(mode="json")))
 
 
-def evaluate_artifact(artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
+def evaluate_artifact(engine: Any, artifact: Path, items: Any, split: Any, ks: list[int], dataset_name: str) -> list[dict[str, Any]]:
     from recs.evaluation.adapters import CandidatesRecommender, TwoTowerRecommender
     from recs.evaluation.protocol import evaluate as evaluate_model
-    from recs.serving.engine import Engine
 
-    engine = Engine.load(artifact)
     retriever = engine.retriever
     rows: list[dict[str, Any]] = []
     # `recs train-ranker` learns from these same last baskets, so scoring the ranking stage here

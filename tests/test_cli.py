@@ -167,9 +167,13 @@ def test_skip_shows_the_first_20_rows_and_writes_all_beside_the_run(shop_dir: Pa
 
 
 @pytest.mark.parametrize("command", ["data-profile", "evaluate", "benchmark", "train", "train-ranker", "train-bundler"])
-def test_every_command_loading_a_shop_prints_the_skip_report(command: str, shop_dir: Path, tmp_path: Path) -> None:
+def test_every_command_loading_a_shop_prints_the_skip_report(
+    command: str, shop_dir: Path, tmp_path: Path, trained_artifact: Path
+) -> None:
     """Every event names an unknown item: `skip` drops them all, every command lists them, and
     those that need events stop before any work (train-bundler warns: bundles alone may do)."""
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "trained"))  # the model is checked before the data
+    (shop_dir / "bundles.csv").unlink()
     _edit(shop_dir / "items.csv", "M1,Ceramic", "MUG,Ceramic")
     lines = (shop_dir / "events.csv").read_text().splitlines()
     (shop_dir / "events.csv").write_text("\n".join([lines[0], *(line.replace(",C1,", ",M1,") for line in lines[1:] if ",M1," in line or ",C1," in line)]) + "\n")
@@ -180,8 +184,8 @@ def test_every_command_loading_a_shop_prints_the_skip_report(command: str, shop_
         "evaluate": ["evaluate", "--model", "popularity", "--no-tune"],
         "benchmark": ["benchmark", "--out", str(tmp_path / "b.json")],
         "train": ["train", "--out", str(tmp_path / "model")],
-        "train-ranker": ["train-ranker", "--model", str(tmp_path / "missing"), "--config", str(config)],
-        "train-bundler": ["train-bundler", "--model", str(tmp_path / "missing"), "--config", str(config)],
+        "train-ranker": ["train-ranker", "--model", str(model), "--config", str(config)],
+        "train-bundler": ["train-bundler", "--model", str(model), "--config", str(config)],
     }[command]
     report = tmp_path / "skipped.csv"
     code, out = run(*args, "--data", str(shop_dir), "--on-bad-rows", "skip", "--skip-report", str(report))
@@ -190,7 +194,7 @@ def test_every_command_loading_a_shop_prints_the_skip_report(command: str, shop_
     assert f"listed in {report}" in out and len(report.read_text().splitlines()) == 8
     if command == "train-bundler":
         assert "warning: events.csv: no events left: all 7 rows were dropped (7 event for unknown item)" in out
-        assert code == 4, out  # then the missing model
+        assert code == 2, out  # then nothing to learn from
     else:
         assert code == 2, out
         assert "error: events.csv: no events left: all 7 rows were dropped (7 event for unknown item)" in out
@@ -198,7 +202,10 @@ def test_every_command_loading_a_shop_prints_the_skip_report(command: str, shop_
 
 
 @pytest.mark.parametrize("command", ["evaluate", "benchmark", "train", "train-ranker"])
-def test_header_only_events_stop_a_command_that_learns_from_them(command: str, shop_dir: Path, tmp_path: Path) -> None:
+def test_header_only_events_stop_a_command_that_learns_from_them(
+    command: str, shop_dir: Path, tmp_path: Path, trained_artifact: Path
+) -> None:
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "trained"))  # the model is checked before the data
     (shop_dir / "events.csv").write_text("user_id,item_id,timestamp,event\n")
     config = tmp_path / "recs.toml"
     config.write_text("")
@@ -206,7 +213,7 @@ def test_header_only_events_stop_a_command_that_learns_from_them(command: str, s
         "evaluate": ["evaluate", "--model", "popularity", "--no-tune"],
         "benchmark": ["benchmark", "--out", str(tmp_path / "b.json")],
         "train": ["train", "--out", str(tmp_path / "model")],
-        "train-ranker": ["train-ranker", "--model", str(tmp_path / "missing"), "--config", str(config)],
+        "train-ranker": ["train-ranker", "--model", str(model), "--config", str(config)],
     }[command]
     code, out = run(*args, "--data", str(shop_dir))
     assert code == 2, out
@@ -273,3 +280,100 @@ def test_query_says_degraded_no_match_and_warns_in_one_line(ranked_artifact: Pat
     for args in (("--price-min", "100", "--price-max", "10"), ("--price-min", "nan")):
         code, out = run("query", "--model", model, "--user", user, *args)
         assert code == 2 and "price_min" in out and "Traceback" not in out
+
+
+def _no_data_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recs.data.load
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the data was read before the outputs were checked")
+
+    monkeypatch.setattr(recs.data.load, "load_dataset", refuse)
+
+
+def test_outputs_are_checked_before_any_work(shop_dir: Path, trained_artifact: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recs train --out FILE` trained for minutes and then refused; `evaluate --out FILE/x.json` and
+    `export-vectors --to npy --out FILE` ended in a traceback (FileExistsError) after the work."""
+    _no_data_loading(monkeypatch)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cases = [
+        (("train", "--data", str(shop_dir), "--out", str(a_file)), "not a folder"),
+        (("train", "--data", str(shop_dir), "--out", str(shop_dir)), "not an artifact"),
+        (("export", "--model", str(trained_artifact), "--out", str(shop_dir)), "not an artifact"),
+        (("evaluate", "--data", str(shop_dir), "--out", str(a_file / "x.json")), "is a file"),
+        (("benchmark", "--data", str(shop_dir), "--out", str(tmp_path)), ".json"),
+        (("export-vectors", "--model", str(trained_artifact), "--to", "npy", "--out", str(a_file)), "is a file"),
+        (("export-vectors", "--model", str(trained_artifact), "--to", "parquet", "--out", str(tmp_path)), "is a folder"),
+    ]
+    for args, words in cases:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2, (args, result.output)
+        assert words in result.output and "Traceback" not in result.output, (args, result.output)
+    assert a_file.read_text() == "x" and sorted(p.name for p in shop_dir.iterdir()) == ["bundles.csv", "events.csv", "items.csv"]
+
+
+def test_export_vectors_replaces_an_existing_parquet_file(trained_artifact: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    target = tmp_path / "vectors.parquet"
+    target.write_text("an older export")
+    code, out = run("export-vectors", "--model", str(trained_artifact), "--to", "parquet", "--out", str(target))
+    assert code == 0, out
+    assert pl.read_parquet(target).height == len(Engine.load(trained_artifact).retriever.catalog)
+
+
+def _shop(folder: Path, source: Path, events: str, items: str | None = None) -> Path:
+    folder.mkdir()
+    (folder / "items.csv").write_text(items or (source / "items.csv").read_text())
+    (folder / "events.csv").write_text(events)
+    return folder
+
+
+def test_shops_too_small_to_learn_from(shop_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A one-item shop ended in `KeyError: 'ndcg@10'` (or saved untrained towers with exit 0); so
+    did a shop without purchases. Each training command now refuses what it cannot learn from,
+    before training, and trains (without early stopping) what it can."""
+    events = (shop_dir / "events.csv").read_text().splitlines()
+    header, rows = events[0], events[1:]
+    one_item = _shop(tmp_path / "one-item", shop_dir, "\n".join([header, *[r for r in rows if ",C1," in r]]) + "\n",
+                     items="item_id,title\nC1,Arabica Coffee Beans 1kg\n")
+    one_user = _shop(tmp_path / "one-user", shop_dir, "\n".join([header, *[r for r in rows if r.startswith("u1,")]]) + "\n")
+    firsts = {r.split(",")[0]: r for r in reversed(rows) if ",purchase," in r}
+    one_each = _shop(tmp_path / "one-each", shop_dir, "\n".join([header, *firsts.values()]) + "\n")
+    carts = _shop(tmp_path / "carts", shop_dir, "\n".join([header, *[r.replace(",purchase,", ",cart,") for r in rows]]) + "\n")
+    train = ("train", "--model", str(tiny_model_dir), "--epochs", "1", "--out")
+    for shop, words in ((one_item, "at least 2 items"), (one_user, "nothing to train"), (one_each, "nothing to train")):
+        code, out = run(*train, str(tmp_path / "model"), "--data", str(shop))
+        assert code == 2 and words in out and "Traceback" not in out, out
+        assert not (tmp_path / "model").exists()
+    code, out = run("evaluate", "--data", str(one_each), "--model", "popularity")
+    assert code == 2 and "two purchase baskets" in out, out
+    code, out = run("benchmark", "--data", str(one_item), "--out", str(tmp_path / "b.json"))
+    assert code == 2 and "at least 2 items" in out, out
+    # Carts only: the towers learn from carts; no purchase basket to validate on, so the last epoch is kept.
+    code, out = run(*train, str(tmp_path / "model"), "--data", str(carts))
+    assert code == 0 and "no validation users" in out, out
+    code, out = run("train-ranker", "--model", str(tmp_path / "model"), "--data", str(carts))
+    assert code == 2 and "two purchase baskets" in out, out
+    code, out = run("train-ranker", "--model", str(tmp_path / "model"), "--data", str(one_item))
+    assert code == 2 and "at least 2 items" in out, out
+
+
+def test_train_ranker_says_what_it_removes(ranked_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
+    """`train-ranker --no-cross-encoder` deleted the existing cross-encoder without a word."""
+    before = Engine.load(ranked_artifact).pipeline
+    assert before.cross_encoder is not None and before.ranker is not None
+    model = Path(shutil.copytree(ranked_artifact, tmp_path / "a"))
+    code, out = run("train-ranker", "--model", str(model), "--data", str(small_demo_dir), "--no-cross-encoder")
+    assert code == 0, out
+    assert "removed the existing cross-encoder" in out and "without --no-cross-encoder" in out
+    after = Engine.load(model).pipeline
+    assert after.cross_encoder is None and after.ranker is not None
+    model = Path(shutil.copytree(ranked_artifact, tmp_path / "b"))
+    code, out = run("train-ranker", "--model", str(model), "--data", str(small_demo_dir), "--no-ranker", "--no-cross-encoder",
+                    "--rerank-top", "0")
+    assert code == 0, out
+    assert "removed the existing learned ranker (--no-ranker)" in out and "removed the existing cross-encoder" in out
+    assert Engine.load(model).pipeline.ranker is None

@@ -20,9 +20,10 @@ from typing import Any
 import polars as pl
 
 from recs.config import RecsConfig
+from recs.data.requirements import require_held_out, require_items
 from recs.data.schema import Dataset
 from recs.data.splits import Split, leave_last_out
-from recs.errors import ConfigError, DataError
+from recs.errors import ConfigError
 from recs.evaluation.protocol import DISCOVER_SLICE, evaluate
 from recs.evaluation.recommender import Recommender
 from recs.ranking.fit import RankingModels, fit_ranking
@@ -60,12 +61,10 @@ def split_for_benchmark(dataset: Dataset, max_test_users: int | None = None, see
     scored on the same users). DataError when no user has a basket to hold out."""
     if max_test_users is not None and max_test_users < 1:
         raise ConfigError(f"max_test_users must be positive, got {max_test_users}")
+    require_items(dataset.items, "recs benchmark")
     split = leave_last_out(dataset.events, dataset.items["item_id"])
+    require_held_out(split, "recs benchmark", validation=True)
     users = split.test["user_id"].unique().sort()
-    if users.len() == 0:
-        raise DataError("no user has a purchase basket after an earlier one: nothing to hold out for testing")
-    if split.valid.height == 0:
-        raise DataError("no user has three purchase baskets: no validation baskets to train the ranking stage on")
     if max_test_users is not None and users.len() > max_test_users:
         sample = users.sample(max_test_users, seed=seed).implode()
         split = dataclasses.replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))

@@ -20,17 +20,20 @@ from recs.retrieval.retriever import Retriever
 CROSS_ENCODER = "cross_encoder"
 
 
-def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptions) -> Path:
-    """Add (or replace) the ranking components of an existing artifact, atomically. The serving
-    defaults are always written, with or without trained models."""
+def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptions) -> list[str]:
+    """Replace the ranking stage of an existing artifact with `pipeline`'s, atomically. The serving
+    defaults are always written, with or without trained models. Returns the ranking components
+    the artifact had that `pipeline` has no replacement for: they are removed (a cross-encoder is
+    a residual on its ranker's scores, so an old one would not fit a new ranker), and the caller
+    says so."""
     from recs.ranking.cross_encoder import CrossEncoderReranker
     from recs.ranking.ranker import LearnedRanker
 
     path = Path(path)
     with ArtifactWriter(path, base=path) as writer:
-        for name in (*RANKER_NAMES, *LEGACY_RANKER_NAMES, CROSS_ENCODER):
-            if name in writer.components:
-                writer.remove_component(name)
+        had = [name for name in (*RANKER_NAMES, *LEGACY_RANKER_NAMES, CROSS_ENCODER) if name in writer.components]
+        for name in had:
+            writer.remove_component(name)
         root = writer.path
         for name, model in pipeline.rankers().items():
             if not isinstance(model, LearnedRanker):
@@ -41,7 +44,8 @@ def save_ranking(path: str | Path, pipeline: RankingPipeline, options: RankOptio
                 raise ArtifactError("an exported ONNX folder is read-only: retrain the cross-encoder on the torch artifact")
             writer.add_component(CROSS_ENCODER, "cross_encoder", files=pipeline.cross_encoder.save(root))
         write_rank_options(writer, options)
-    return path
+        removed = [name for name in had if name not in writer.components]
+    return removed
 
 
 def read_torch_ranking(artifact: Artifact, retriever: Retriever) -> RankingPipeline:

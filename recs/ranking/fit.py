@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recs.errors import DataError
 from recs.progress import progress_bar
 from recs.ranking.config import RankingConfig
 from recs.ranking.cross_encoder import (
@@ -45,6 +46,9 @@ from recs.ranking.training import (
 )
 from recs.retrieval.metrics import Z_95_ONE_SIDED, ndcg_from_hits, paired_difference
 from recs.retrieval.retriever import Retriever
+
+# Fewer lists than this cannot both train a cross-encoder and choose R on held-out users.
+MIN_CROSS_ENCODER_QUERIES = 10
 
 
 @dataclass
@@ -76,7 +80,13 @@ def fit_ranking(
     report: dict = {"queries": len(examples), "queries_with_positive": len(with_positive),
                     "candidate_recall": float(np.mean([e.labels.sum() > 0 for e in examples])) if examples else 0.0}
     models = RankingModels(report=report)
-    use_cross_encoder = config.train_cross_encoder and len(with_positive) >= 10
+    if config.train_ranker and not with_positive:
+        raise DataError(f"the ranker has nothing to learn from: none of {len(examples)} held-out baskets has a bought item "
+                        "among its user's candidates")
+    use_cross_encoder = config.train_cross_encoder and len(with_positive) >= MIN_CROSS_ENCODER_QUERIES
+    if config.train_cross_encoder and not use_cross_encoder:
+        report["cross_encoder_skipped"] = (f"needs at least {MIN_CROSS_ENCODER_QUERIES} held-out baskets with a bought item "
+                                           f"among the candidates, found {len(with_positive)}")
     group_c: list[QueryExample] = []
     group_train: list[QueryExample] = []  # the CE's users: every user with a positive outside C
     if use_cross_encoder:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recs.errors import DataError
 from recs.progress import progress_bar
 from recs.ranking.features import RANKING_FEATURES, feature_matrix
 from recs.ranking.ranker import LearnedRanker, RankerConfig
@@ -69,7 +70,8 @@ def train_ranker(examples: list[QueryExample], config: RankerConfig | None = Non
     """LambdaRank on the queries that have at least one positive among their candidates."""
     queries = [(e.features, e.labels) for e in examples if e.labels.any() and len(e.labels) > 1]
     if not queries:
-        raise ValueError("no training query has a positive among its candidates")
+        raise DataError(f"the ranker has nothing to learn from: none of {len(examples)} held-out baskets has a bought item "
+                        "among two or more candidates of its user (a catalog too small, or baskets of items never seen before)")
     return _fit_queries(queries, config or RankerConfig())
 
 

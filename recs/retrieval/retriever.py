@@ -19,6 +19,7 @@ import polars as pl
 
 from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.configmodel import UnknownUserPolicy
+from recs.data.requirements import require_items, require_training_pairs
 from recs.data.splits import leave_last_out
 from recs.data.text import render_item, render_user
 from recs.errors import ArtifactError, UnknownItemError, UnknownUserError
@@ -174,20 +175,23 @@ class Retriever:
         from recs.encoders.backbone import load_backbone, load_tokenizer
         from recs.retrieval.encode import TorchTowers
         from recs.retrieval.towers import TwoTowerModel
-        from recs.retrieval.trainer import TrainReport, make_validation_set, train_towers
+        from recs.retrieval.trainer import make_validation_set, train_towers
 
         config = config or RetrievalConfig()
-        tokenizer = load_tokenizer(config.towers.model)
-        model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
+        require_items(items, "training the towers")
         catalog = _catalog(items, config)
         train_events = events
         if valid_targets is None:
             split = leave_last_out(events, items["item_id"])
             train_events, valid_targets = split.fit_events, split.test
+        new_only = config.train.positives == "new_to_user"
         examples = build_examples(
-            train_events, catalog, config.max_history_events, config.user_text_max_chars,
-            new_items_only=config.train.positives == "new_to_user",
+            train_events, catalog, config.max_history_events, config.user_text_max_chars, new_items_only=new_only,
         )
+        # Before the backbone loads: a shop with nothing to learn from is refused, not served untrained.
+        require_training_pairs(len(examples), new_only)
+        tokenizer = load_tokenizer(config.towers.model)
+        model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
         states = {
             str(user[0]): state_from_events(group, catalog, config.max_history_events, config.user_text_max_chars)
             for user, group in train_events.group_by("user_id")
@@ -199,9 +203,7 @@ class Retriever:
         valid = make_validation_set(states, valid_targets, catalog, config.train.valid_users, config.train.seed)
         config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
         work = work_dir or Path(".recs-work")
-        report = TrainReport()
-        if len(examples) >= 2:
-            report = train_towers(model, tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
+        report = train_towers(model, tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
         if config.train.lora:
             model.item_backbone = model.item_backbone.merge_and_unload()
             model.user_backbone = model.item_backbone if not config.towers.separate_backbones else model.user_backbone.merge_and_unload()

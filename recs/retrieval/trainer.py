@@ -208,8 +208,12 @@ def train_towers(
         _log(metrics_log, record)
         report.history.append(record)
         report.epochs_run = epoch
-        if metrics.get(key, 0.0) > report.best_metric:
-            report.best_metric, report.best_epoch, bad_epochs = metrics[key], epoch, 0
+        # No validation users (no user with a basket after an earlier one): nothing to stop
+        # early on, so every epoch counts as the best and the last one is kept.
+        score = metrics.get(key)
+        if score is None or score > report.best_metric:
+            report.best_epoch, bad_epochs = epoch, 0
+            report.best_metric = report.best_metric if score is None else score
             best_state = model_state(model)
             from safetensors.torch import save_file
 

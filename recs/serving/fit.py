@@ -14,17 +14,19 @@ from pathlib import Path
 
 import polars as pl
 
-from recs.artifacts import Artifact, ArtifactWriter
+from recs.artifacts import Artifact, ArtifactWriter, refuse_non_artifact_target
 from recs.bundling.bundler import Bundler, save_bundler
 from recs.config import RecsConfig
+from recs.data.requirements import require_held_out, require_items
 from recs.data.schema import Dataset
-from recs.data.splits import leave_last_out
+from recs.data.splits import Split, leave_last_out
 from recs.ranking.artifact import save_ranking
 from recs.ranking.fit import RankingModels, fit_ranking
 from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.retriever import Retriever
 
-__all__ = ["CONFIG_FILE", "fit_all", "read_config", "save_config", "train_bundler_step", "train_ranking_step", "train_towers_step"]
+__all__ = ["CONFIG_FILE", "fit_all", "read_config", "require_ranking_data", "save_config", "train_bundler_step", "train_ranking_step",
+           "train_towers_step"]
 
 CONFIG_COMPONENT = "config"
 CONFIG_FILE = "recs_config.json"
@@ -51,10 +53,21 @@ def read_config(artifact: Artifact) -> RecsConfig | None:
 
 
 def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
+    refuse_non_artifact_target(out)  # before training, not after it
     retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work_dir(out), show_progress=show_progress)
     retriever.save(out)
     save_config(out, config)
     return retriever
+
+
+def require_ranking_data(dataset: Dataset, config: RecsConfig) -> Split:
+    """The split the ranking stage learns from; DataError when there is nothing to learn from
+    (unless no ranking model is to be trained)."""
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    if config.ranking.train_ranker or config.ranking.train_cross_encoder:
+        require_items(dataset.items, "recs train-ranker")
+        require_held_out(split, "recs train-ranker")
+    return split
 
 
 def train_ranking_step(
@@ -62,8 +75,9 @@ def train_ranking_step(
     show_progress: bool = True,
 ) -> tuple[RankingModels, RankOptions]:
     """Rankers on each user's last basket (held out from the towers); the default R chosen on
-    held-out users unless `rerank_top` is given. Returns the models and the saved options."""
-    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    held-out users unless `rerank_top` is given. Returns the models and the saved options;
+    `models.report["removed"]` names the ranking components the artifact had and no longer has."""
+    split = require_ranking_data(dataset, config)
     options = config.serving.options
     if rerank_top is not None:
         options = options.model_copy(update={"rerank_top": rerank_top})
@@ -73,12 +87,13 @@ def train_ranking_step(
     if rerank_top is None and decision is not None:
         options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
     pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover)
-    save_ranking(out, pipeline, options)
+    models.report["removed"] = save_ranking(out, pipeline, options)
     save_config(out, config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})}))
     return models, options
 
 
 def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Bundler:
+    require_items(dataset.items, "recs train-bundler")
     bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
                           work_dir=work_dir(out, "bundler-work"), show_progress=show_progress)
     save_bundler(out, bundler)
@@ -89,6 +104,7 @@ def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfi
 def fit_all(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Path:
     """Every step in order into `out`. The set scorer is trained when there are baskets or
     curated bundles to learn from."""
+    require_ranking_data(dataset, config)  # before the towers train, not after
     retriever = train_towers_step(dataset, config, out, show_progress)
     _, options = train_ranking_step(retriever, dataset, config, out, show_progress=show_progress)
     config = config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})})
