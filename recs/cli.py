@@ -29,8 +29,13 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+OS_ERROR_EXIT = 1  # a path that cannot be read or written: permissions, full disk, size limit
+
+
 def handle_errors(func: F) -> F:
-    """The one place known errors are mapped to a one-line message and an exit code."""
+    """The one place known errors are mapped to a one-line message and an exit code. An OSError
+    (a read-only folder, a full disk, a file-size limit, a path that exists) names its path."""
+    from recs.io import describe_os_error
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,11 +44,32 @@ def handle_errors(func: F) -> F:
         except RecsError as err:
             err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            err_console.print(f"[red]error:[/red] {describe_os_error(err)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(OS_ERROR_EXIT) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def writes_artifact(option: str, create: bool = False) -> Callable[[F], F]:
+    """Hold the writer lock of the artifact named by `option` for the whole command, from its
+    first read to its last save, after checking the target (`recs.artifacts.artifact_lock`;
+    `create`: it may not exist yet)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from recs.artifacts import artifact_lock
+
+            with artifact_lock(kwargs[option], create=create):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -237,6 +263,7 @@ def benchmark(
 
 @app.command("train")
 @handle_errors
+@writes_artifact("out", create=True)
 def train(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")],
@@ -291,6 +318,7 @@ def train(
 
 @app.command("build-index")
 @handle_errors
+@writes_artifact("model")
 def build_index(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train`.")],
     items: Annotated[Path | None, typer.Option("--items", help="A new catalog file to encode (default: the trained one).")] = None,
@@ -442,6 +470,7 @@ def export_vectors_command(
 
 @app.command("train-bundler")
 @handle_errors
+@writes_artifact("model")
 def train_bundler_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
     data: Annotated[Path, typer.Option("--data", help="Shop folder: baskets from events.* and/or curated bundles from bundles.*.")],
@@ -549,6 +578,7 @@ def bundle_command(
 
 @app.command("train-ranker")
 @handle_errors
+@writes_artifact("model")
 def train_ranker_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
     data: Annotated[Path, typer.Option("--data", help="The shop folder the towers were trained on.")],
