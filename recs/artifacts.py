@@ -26,14 +26,22 @@ before step 1 the old one is untouched at ``final``; between steps 1 and 2 the
 old one sits at ``final.bak-<stamp>`` and `open_artifact(final)` renames it
 back (the newest backup wins); after step 2 the new one is at ``final`` and a
 leftover backup is only stale (the next successful save removes it). The
-temporary folder (``.final.tmp-*``) of a crashed save is never loaded and can
-be deleted.
+temporary folder (``.final.tmp-*``) of a crashed save is never loaded; the next
+writer of ``final`` deletes it (and any stale backup), logging its size.
+
+Writers of one artifact exclude each other: `artifact_lock` (``.final.lock``
+beside it) is held by every `ArtifactWriter` and, around a whole
+read-modify-write, by the commands that update an artifact; a second writer
+waits a little, then gets `ArtifactBusyError`. Readers take no lock. Every
+file and folder gets the modes of the umask (0644/0755 under umask 022).
 
 Loading (`open_artifact`) verifies the folder, the format version, the sha256
 of every file, that no file exists that the manifest does not list, that no
 file is a pickle (by suffix or by content), and that every component kind is
 known. Configs are plain JSON data: nothing is ever imported, evaluated or
-unpickled from an artifact. Concurrent writers to one target are not supported.
+unpickled from an artifact. A file that passes these checks but cannot be
+parsed (a corrupt index whose checksum was updated to match, say) raises
+ArtifactError naming it: every reader goes through `read_artifact_file`.
 """
 
 from __future__ import annotations
@@ -45,16 +53,28 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from recs.errors import ArtifactError, ConfigError
-from recs.io import fsync_tree, make_temp_dir, restore_dir, swap_dir_in
+from recs.errors import ArtifactError, ConfigError, RecsError
+from recs.io import (
+    backups_of,
+    fsync_tree,
+    make_temp_dir,
+    normalize_modes,
+    restore_dir,
+    storage_error,
+    swap_dir_in,
+    write_lock,
+)
+
+T = TypeVar("T")
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
@@ -64,7 +84,9 @@ __all__ = [
     "Artifact",
     "ArtifactWriter",
     "Component",
+    "artifact_lock",
     "open_artifact",
+    "read_artifact_file",
     "refuse_non_artifact_target",
     "register_component_kind",
 ]
@@ -262,6 +284,55 @@ def _dump_json(obj: Any, *, what: str) -> str:
         raise ConfigError(f"{what} is not plain JSON data: {exc}") from exc
 
 
+def _has_manifest(folder: Path) -> bool:
+    return (folder / MANIFEST_NAME).is_file()
+
+
+def refuse_non_artifact_target(target: str | os.PathLike[str]) -> None:
+    """ArtifactError unless an artifact may be saved at `target`: absent, an empty folder, or an
+    artifact folder (replaced). Never a file, a link, or a folder of other files."""
+    target = Path(target).absolute()
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ArtifactError(f"refusing to replace {target}: it is not a folder")
+    if target.is_dir() and not _has_manifest(target) and any(target.iterdir()):
+        raise ArtifactError(
+            f"refusing to replace {target}: it is a non-empty folder that is not an artifact"
+        )
+
+
+@contextmanager
+def artifact_lock(
+    path: str | os.PathLike[str], *, create: bool = True, timeout: float | None = None
+) -> Iterator[Path]:
+    """Hold the writer lock of the artifact at `path` (``.<name>.lock``, `recs.io.write_lock`)
+    around a whole read-modify-write, after checking the target before any work: `create` allows
+    a new artifact (refusing a file or a non-artifact folder); otherwise it must exist. The first
+    hold cleans what killed writers left beside it. Re-entrant: `ArtifactWriter` takes it too."""
+    target = Path(path).absolute()
+    if create:
+        refuse_non_artifact_target(target)
+    elif not (target.is_dir() or backups_of(target)):
+        what = "is not a folder" if target.exists() else "not found"
+        raise ArtifactError(f"artifact folder {what}: {target}")
+    with write_lock(target, timeout=timeout, complete=_has_manifest):
+        yield target
+
+
+def read_artifact_file(path: Path, kind: str, reader: Callable[[Path], T]) -> T:
+    """`reader(path)`, any failure of the library that parses it (a corrupt file whose checksum
+    was updated to match, say) raised as ArtifactError naming the file: the one place every
+    reader of an artifact file kind goes through."""
+    try:
+        return reader(path)
+    except RecsError:
+        raise
+    except (Exception, MemoryError) as exc:  # a corrupt header may ask for any allocation
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ArtifactError(
+            f"{path}: unreadable {kind} file ({detail}); the artifact is damaged: restore or rebuild it"
+        ) from exc
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -291,37 +362,49 @@ class ArtifactWriter:
         self._path: Path | None = None
         self._components: dict[str, dict[str, Any]] = {}
         self._base_created: str | None = None
+        self._lock = ExitStack()
         self.manifest: dict[str, Any] | None = None
 
     # -- context manager
     def __enter__(self) -> ArtifactWriter:
-        self._refuse_non_artifact_target()
-        self._path = make_temp_dir(self.final_dir)  # beside the target, same filesystem
+        self._lock.enter_context(artifact_lock(self.final_dir))
         try:
+            self._path = make_temp_dir(self.final_dir)  # beside the target, same filesystem
             if self.base is not None:
                 self._copy_base(open_artifact(self.base))
-        except BaseException:
-            shutil.rmtree(self._path, ignore_errors=True)
-            self._path = None
+        except BaseException as exc:
+            self._abort(exc)
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         temp = self._path
         if temp is None:
+            self._lock.close()
             return False
-        if exc_type is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-            self._path = None
+        if exc is not None:
+            self._abort(exc)
             return False
         try:
             self._finalize(temp)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
+        except BaseException as err:
+            self._abort(err)
             raise
         finally:
             self._path = None
+            self._lock.close()
         return False
+
+    def _abort(self, exc: BaseException) -> None:
+        """Delete the temp folder, release the lock, and re-raise a full disk, a file-size limit
+        or a refused write as one `PathError` naming the target."""
+        temp, self._path = self._path, None
+        failure = storage_error(exc, self.final_dir, temp)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        self._lock.close()
+        if failure is not None:
+            raise failure from exc
 
     @property
     def path(self) -> Path:
@@ -485,22 +568,11 @@ class ArtifactWriter:
             manifest["extends_created"] = self._base_created
         manifest_path = temp / MANIFEST_NAME
         manifest_path.write_text(_dump_json(manifest, what="manifest") + "\n", encoding="utf-8")
+        normalize_modes(temp)  # copies keep their source's mode; some libraries write 0600
         fsync_tree(temp)
         self._refuse_non_artifact_target()
         swap_dir_in(temp, self.final_dir)
         self.manifest = manifest
-
-
-def refuse_non_artifact_target(target: str | os.PathLike[str]) -> None:
-    """ArtifactError unless an artifact may be saved at `target`: absent, an empty folder, or an
-    artifact folder (replaced). Never a file, a link, or a folder of other files."""
-    target = Path(target).absolute()
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise ArtifactError(f"refusing to replace {target}: it is not a folder")
-    if target.is_dir() and not (target / MANIFEST_NAME).is_file() and any(target.iterdir()):
-        raise ArtifactError(
-            f"refusing to replace {target}: it is a non-empty folder that is not an artifact"
-        )
 
 
 def _is_torch_tensor(value: Any) -> bool:
@@ -563,33 +635,40 @@ class Artifact:
         raise ArtifactError(f"artifact {self.path} has no file {rel!r}")
 
     def read_json(self, relpath: str) -> Any:
-        try:
-            return json.loads(self.file(relpath).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{self.path / relpath}: invalid JSON ({exc})") from exc
+        return read_artifact_file(
+            self.file(relpath), "JSON", lambda p: json.loads(p.read_text(encoding="utf-8"))
+        )
 
     def read_npy(self, relpath: str) -> np.ndarray:
-        try:
-            return np.load(self.file(relpath), allow_pickle=False)
-        except ValueError as exc:
-            raise ArtifactError(f"{self.path / relpath}: not a plain .npy array ({exc})") from exc
+        return read_artifact_file(self.file(relpath), ".npy", _load_npy)
+
+    def read_parquet(self, relpath: str) -> Any:
+        """A Parquet file as a polars DataFrame."""
+        import polars as pl
+
+        return read_artifact_file(self.file(relpath), "Parquet", pl.read_parquet)
 
     def read_safetensors(
         self, relpath: str, framework: str = "np", device: str = "cpu"
     ) -> dict[str, Any]:
-        path = str(self.file(relpath))
-        try:
-            if framework in ("np", "numpy"):
-                from safetensors.numpy import load_file as load_np
+        if framework in ("np", "numpy"):
+            from safetensors.numpy import load_file as load_np
 
-                return load_np(path)
-            if framework in ("pt", "torch"):
-                from safetensors.torch import load_file as load_pt
+            return read_artifact_file(self.file(relpath), "safetensors", load_np)
+        if framework in ("pt", "torch"):
+            from safetensors.torch import load_file as load_pt
 
-                return load_pt(path, device=device)
-        except Exception as exc:
-            raise ArtifactError(f"{path}: unreadable safetensors file ({exc})") from exc
+            return read_artifact_file(
+                self.file(relpath), "safetensors", lambda p: load_pt(p, device=device)
+            )
         raise ConfigError(f"framework must be 'np' or 'pt', got {framework!r}")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":  # else np.load reports a pickle and how to load it unsafely
+            raise ValueError("no .npy header")
+    return np.load(path, allow_pickle=False)
 
 
 def open_artifact(path: str | os.PathLike[str]) -> Artifact:

@@ -37,8 +37,13 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+OS_ERROR_EXIT = 1  # a path that cannot be read or written: permissions, full disk, size limit
+
+
 def handle_errors(func: F) -> F:
-    """The one place known errors are mapped to a one-line message and an exit code."""
+    """The one place known errors are mapped to a one-line message and an exit code. An OSError
+    (a read-only folder, a full disk, a file-size limit, a path that exists) names its path."""
+    from recs.io import describe_os_error
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,6 +55,9 @@ def handle_errors(func: F) -> F:
             # Messages quote the user's data: brackets in it are text, not rich markup.
             err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            err_console.print(f"[red]error:[/red] {describe_os_error(err)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(OS_ERROR_EXIT) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -60,6 +68,26 @@ def handle_errors(func: F) -> F:
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """A warning (e.g. the `warn` unknown-user policy's) as one line on stderr, not Python's two."""
     err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+def writes_artifact(option: str, create: bool = False) -> Callable[[F], F]:
+    """Hold the writer lock of the artifact named by `option` for the whole command, from its
+    first read to its last save, after checking the target (`recs.artifacts.artifact_lock`;
+    `create`: it may not exist yet)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from recs.artifacts import artifact_lock
+
+            if create:  # a bad target is a bad option (exit 2), refused before the lock and any work
+                check_output(kwargs[option], f"--{option}", "artifact")
+            with artifact_lock(kwargs[option], create=create):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -354,6 +382,7 @@ def benchmark(
 
 @app.command("train")
 @handle_errors
+@writes_artifact("out", create=True)
 def train(
     data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (an artifact there is replaced atomically; a file or a folder of other files is refused before training).")],
@@ -412,6 +441,7 @@ def train(
 
 @app.command("build-index")
 @handle_errors
+@writes_artifact("model")
 def build_index(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train`.")],
     items: Annotated[Path | None, typer.Option("--items", help="A new catalog file to encode (default: the trained one).")] = None,
@@ -566,6 +596,7 @@ def export_vectors_command(
 
 @app.command("train-bundler")
 @handle_errors
+@writes_artifact("model")
 def train_bundler_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
     data: Annotated[Path, typer.Option("--data", help="Shop folder: baskets from events.* and/or curated bundles from bundles.*.")],
@@ -672,6 +703,7 @@ def bundle_command(
 
 @app.command("train-ranker")
 @handle_errors
+@writes_artifact("model")
 def train_ranker_command(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train` (updated in place, atomically).")],
     data: Annotated[Path, typer.Option("--data", help="The shop folder the towers were trained on.")],

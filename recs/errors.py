@@ -43,3 +43,9 @@ class NotFittedError(RecsError):
     """A model was used before `fit` or `load`."""
 
     exit_code = 1
+
+
+class ArtifactBusyError(ArtifactError):
+    """Another recs process is writing the artifact (its lock is held): try again later."""
+
+    exit_code = 5

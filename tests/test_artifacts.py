@@ -34,6 +34,11 @@ def _write_basic(path: Path, marker: str = "v1") -> None:
         )
 
 
+def _beside(folder: Path) -> list[str]:
+    """What is in `folder`, but the (empty) writer lock files that stay by design."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def _rewrite_manifest(path: Path, **changes) -> None:
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     manifest.update(changes)
@@ -60,7 +65,7 @@ def test_round_trip(tmp_path):
     assert "numpy" in manifest["library_versions"]
     assert manifest["created"].endswith("Z")
     # no temp folders or backups left beside it
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert _beside(tmp_path) == ["model"]
     with pytest.raises(ArtifactError, match="no component 'ranker'"):
         art.component("ranker")
     with pytest.raises(ArtifactError, match="no file"):
@@ -236,7 +241,7 @@ def test_exception_inside_with_leaves_previous_artifact(tmp_path):
         raise RuntimeError("boom")
     art = open_artifact(path)
     assert art.read_json("config.json")["marker"] == "v1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # temp folder removed
+    assert _beside(tmp_path) == ["model"]  # temp folder removed
 
 
 def test_exception_on_first_save_leaves_nothing(tmp_path):
@@ -244,7 +249,7 @@ def test_exception_on_first_save_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError), ArtifactWriter(path) as w:
         w.write_json("a.json", {})
         raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
+    assert _beside(tmp_path) == []
 
 
 def test_crash_between_renames_keeps_old_artifact(tmp_path, monkeypatch):
@@ -256,7 +261,7 @@ def test_crash_between_renames_keeps_old_artifact(tmp_path, monkeypatch):
         _write_basic(path, "v2")
     monkeypatch.undo()
     assert open_artifact(path).read_json("config.json")["marker"] == "v1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert _beside(tmp_path) == ["model"]
 
 
 def test_hard_crash_between_renames_is_recovered_by_open(tmp_path, monkeypatch):
@@ -269,11 +274,11 @@ def test_hard_crash_between_renames_is_recovered_by_open(tmp_path, monkeypatch):
         _write_basic(path, "v2")
     monkeypatch.undo()
     assert not path.exists()
-    backups = [p.name for p in tmp_path.iterdir()]
+    backups = _beside(tmp_path)
     assert len(backups) == 1 and backups[0].startswith("model.bak-")
     art = open_artifact(path)  # restores the backup
     assert art.read_json("config.json")["marker"] == "v1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert _beside(tmp_path) == ["model"]
     _write_basic(path, "v3")  # and saving works again
     assert open_artifact(path).read_json("config.json")["marker"] == "v3"
 
@@ -283,7 +288,7 @@ def test_successful_overwrite_replaces_and_cleans_up(tmp_path):
     _write_basic(path, "v1")
     _write_basic(path, "v2")
     assert open_artifact(path).read_json("config.json")["marker"] == "v2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert _beside(tmp_path) == ["model"]
 
 
 def test_refuses_to_replace_a_non_artifact_folder(tmp_path):
@@ -340,3 +345,149 @@ def test_component_listing_unwritten_file_fails(tmp_path):
     with pytest.raises(ArtifactError, match="not written"), ArtifactWriter(path) as w:
         w.add_component("tower", "two_tower", files=["missing.safetensors"])
     assert not path.exists()
+
+
+# --- damaged files whose checksum was updated to match ---------------------------------------------
+
+
+def _checksum_updated(path: Path, rel: str, data: bytes) -> None:
+    import hashlib
+
+    (path / rel).write_bytes(data)
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest["files"][rel] = hashlib.sha256(data).hexdigest()
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("rel", "read", "kind"),
+    [
+        ("config.json", lambda a: a.read_json("config.json"), "JSON"),
+        ("vectors.npy", lambda a: a.read_npy("vectors.npy"), ".npy"),
+        ("weights.safetensors", lambda a: a.read_safetensors("weights.safetensors"), "safetensors"),
+        ("weights.safetensors", lambda a: a.read_safetensors("weights.safetensors", framework="pt"), "safetensors"),
+        ("items.parquet", lambda a: a.read_parquet("items.parquet"), "Parquet"),
+    ],
+)
+def test_a_damaged_file_with_a_matching_checksum_is_named(tmp_path, rel, read, kind):
+    import polars as pl
+
+    path = tmp_path / "model"
+    with ArtifactWriter(path) as w:
+        _write_basic_into(w)
+        pl.DataFrame({"item_id": ["a", "b"]}).write_parquet(w.file("items.parquet"))
+        w.add_component("catalog", "catalog", files=["items.parquet"])
+    good = (path / rel).read_bytes()
+    _checksum_updated(path, rel, b"\x07" * 16 + good[16 : len(good) // 2])
+    art = open_artifact(path)  # every check passes: the checksum matches
+    with pytest.raises(ArtifactError) as caught:
+        read(art)
+    assert str(caught.value).startswith(f"{path / rel}: unreadable {kind} file (")
+
+
+def test_a_corrupt_faiss_index_is_named(tmp_path):
+    from recs.retrieval.index import ItemIndex
+
+    index = ItemIndex(8, "flat")
+    index.add([f"i{k}" for k in range(8)], np.eye(8, dtype=np.float32))
+    folder = index.save(tmp_path / "index")
+    good = (folder / "index.faiss").read_bytes()
+    (folder / "index.faiss").write_bytes(good[:40])
+    with pytest.raises(ArtifactError, match=r"index\.faiss: unreadable FAISS index file \("):
+        ItemIndex.load(folder)
+    (folder / "index.faiss").write_bytes(good)
+    (folder / "ids.json").write_text('{"next_id": "many"}')
+    with pytest.raises(ArtifactError, match=r"ids\.json: invalid item ids"):
+        ItemIndex.load(folder)
+
+
+def _write_basic_into(w: ArtifactWriter) -> None:
+    w.write_json("config.json", {"marker": "v1", "dims": [1, 2]})
+    w.write_npy("vectors.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+    w.write_safetensors("weights.safetensors", {"w": np.ones((2, 3), np.float32)})
+    w.add_component("tower", "two_tower", files=["config.json", "vectors.npy", "weights.safetensors"])
+
+
+# --- one writer at a time ----------------------------------------------------------------------------
+
+
+def test_a_writer_is_refused_while_another_holds_the_artifact(tmp_path, monkeypatch):
+    import threading
+
+    from recs.artifacts import artifact_lock
+    from recs.errors import ArtifactBusyError
+
+    path = tmp_path / "model"
+    _write_basic(path, "v1")
+    monkeypatch.setenv("RECS_LOCK_TIMEOUT", "0.1")
+    caught: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            _write_basic(path, "v2")
+        except BaseException as exc:
+            caught.append(exc)
+
+    with artifact_lock(path):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+        _write_basic(path, "v3")  # the holder itself may write (re-entrant)
+    assert len(caught) == 1 and isinstance(caught[0], ArtifactBusyError) and ".model.lock" in str(caught[0])
+    assert open_artifact(path).read_json("config.json")["marker"] == "v3"
+
+
+def test_concurrent_updates_of_one_artifact_lose_none(tmp_path):
+    import threading
+
+    from recs.artifacts import artifact_lock
+
+    path = tmp_path / "model"
+    _write_basic(path, "v1")
+
+    def add(name: str) -> None:
+        with artifact_lock(path, timeout=120), ArtifactWriter(path, base=path) as w:
+            w.write_json(f"{name}.json", {"name": name})
+            w.add_component(name, "ranker", files=[f"{name}.json"])
+
+    threads = [threading.Thread(target=add, args=(f"part{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(open_artifact(path).components) == {"tower", "part0", "part1", "part2", "part3"}
+
+
+def test_update_commands_need_an_existing_artifact(tmp_path):
+    from recs.artifacts import artifact_lock
+
+    with pytest.raises(ArtifactError, match="artifact folder not found"), artifact_lock(tmp_path / "x" / "m", create=False):
+        pass
+    assert list(tmp_path.iterdir()) == []  # nothing created for a missing target
+
+
+# --- modes -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_a_saved_model_follows_the_umask_whatever_it_came_from(trained_artifact, tmp_path, mask):
+    """Files copied from a base keep the base's modes (shutil.copy2): an artifact once written 0600
+    stayed unreadable to a serving account through every later save."""
+    import os
+    import shutil
+    import stat
+
+    from recs.retrieval.retriever import Retriever
+
+    path = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    for entry in [path, *path.rglob("*")]:
+        os.chmod(entry, 0o700 if entry.is_dir() else 0o600)
+    old = os.umask(mask)
+    try:
+        Retriever.load(path).save(path)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [path, *path.rglob("*")] if p.is_dir()}
+    assert modes == {0o777 & ~mask}
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in path.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~mask}

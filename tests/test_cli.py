@@ -101,6 +101,7 @@ def test_train_ranker_reports_the_default_r(trained_artifact: Path, small_demo_d
     assert Engine.load(model).options.rerank_top == r
     saved = json.loads((model / "recs_config.json").read_text())
     assert saved["serving"]["options"]["rerank_top"] == r and saved["ranking"]["cross_encoder"]["epochs"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".model.lock"]  # no .model.work left
 
 
 def test_saved_serving_defaults_survive_without_a_ranker(trained_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
@@ -377,3 +378,121 @@ def test_train_ranker_says_what_it_removes(ranked_artifact: Path, small_demo_dir
     assert code == 0, out
     assert "removed the existing learned ranker (--no-ranker)" in out and "removed the existing cross-encoder" in out
     assert Engine.load(model).pipeline.ranker is None
+
+
+# --- the filesystem: one-line errors, locks, leftovers ----------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _beside(model: Path) -> list[str]:
+    """Hidden entries and backups beside an artifact but its (empty, permanent) lock file."""
+    return sorted(p.name for p in model.parent.iterdir() if p.name != model.name and not p.name.endswith(".lock"))
+
+
+def test_a_file_size_limit_is_one_line_naming_the_artifact(trained_artifact: Path, tmp_path: Path) -> None:
+    """RLIMIT_FSIZE in a child process (Python ignores SIGXFSZ, so writes fail with EFBIG)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    before = [r.item_id for r in Engine.load(model).recommend(user_id="U0001", k=5)]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recs.cli", "build-index", "--model", str(model)], capture_output=True, text=True,
+        preexec_fn=limit, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600, check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert f"error: cannot write {model}: File too large (errno 27)" in output
+    assert "Traceback" not in output
+    assert [r.item_id for r in Engine.load(model).recommend(user_id="U0001", k=5)] == before  # the old one, whole
+    assert _beside(model) == []
+
+
+def test_an_unwritable_folder_is_one_line(trained_artifact: Path, tmp_path: Path, monkeypatch) -> None:
+    """As root no folder is read-only: the refusal the kernel would give is simulated."""
+    import tempfile
+
+    def refused(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(Path(dir) / ".x.tmp-abc"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    code, out = run("data", "demo", "--out", str(tmp_path / "shop"), "--scale", "0.05")
+    assert code == 1 and f"error: cannot write {tmp_path / 'shop'}/" in out and "Permission denied (errno 13)" in out
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    code, out = run("build-index", "--model", str(model))
+    assert code == 1 and f"error: cannot write {model}: Permission denied (errno 13)" in out, out
+    assert "Traceback" not in out
+
+
+def test_outputs_onto_a_file_or_a_file_path_are_one_line(shop_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, out = run("evaluate", "--data", str(shop_dir), "--model", "popularity", "--k", "5", "--out", str(tmp_path / "file" / "r.json"))
+    assert code == 2 and f"--out {tmp_path / 'file' / 'r.json'}: {tmp_path / 'file'} is a file, not a folder" in out, out
+
+
+def test_train_refuses_a_bad_output_before_any_work(shop_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import recs.data.load
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data was loaded before the output was checked")
+
+    monkeypatch.setattr(recs.data.load, "load_dataset", no_work)
+    (tmp_path / "taken.txt").write_text("x")
+    code, out = run("train", "--data", str(shop_dir), "--out", str(tmp_path / "taken.txt"))
+    assert code == 2 and "not a folder" in out, out
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep")
+    code, out = run("train", "--data", str(shop_dir), "--out", str(tmp_path / "notes"))
+    assert code == 2 and "not an artifact" in out, out
+
+
+def test_a_second_writer_is_refused_while_readers_go_on(trained_artifact: Path, tmp_path: Path, monkeypatch) -> None:
+    """Another process holds the artifact's lock (as a running `recs build-index` does)."""
+    import os
+    import subprocess
+    import sys
+
+    model = Path(shutil.copytree(trained_artifact, tmp_path / "model"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from recs.artifacts import artifact_lock\nwith artifact_lock({str(model)!r}):\n"
+                               "    print('held', flush=True)\n    input()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("RECS_LOCK_TIMEOUT", "0.2")
+        for args in (["build-index", "--model", str(model)], ["train-ranker", "--model", str(model), "--data", str(tmp_path)]):
+            code, out = run(*args)
+            assert code == 5, out
+            assert f"{model} is being written by another recs process (lock .model.lock); try again when it finishes" in out
+        code, out = run("query", "--model", str(model), "--user", "U0001", "--k", "3", "--json")
+        assert code == 0, out  # readers need no lock
+    finally:
+        holder.communicate("\n", timeout=60)
+    code, out = run("build-index", "--model", str(model), "--kind", "flat")
+    assert code == 0, out
+
+
+def test_train_removes_its_work_folder_and_a_killed_run_leftovers(tiny_model_dir: Path, shop_dir: Path, tmp_path: Path, caplog) -> None:
+    out_dir = tmp_path / "out" / "model"
+    for name in (".model.tmp-killed", ".model.work"):  # what a `kill -9` of an earlier run leaves
+        (out_dir.parent / name).mkdir(parents=True)
+        (out_dir.parent / name / "blob.bin").write_bytes(b"x" * 1_000_000)
+    with caplog.at_level("WARNING", logger="recs.io"):
+        code, out = run("train", "--data", str(shop_dir), "--out", str(out_dir), "--model", str(tiny_model_dir),
+                        "--epochs", "1", "--max-pairs", "32")
+    assert code == 0, out
+    removed = sorted(r.getMessage() for r in caplog.records)
+    assert [m.split("/")[-1] for m in removed] == [".model.tmp-killed (1.0 MB) left by an interrupted run",
+                                                  ".model.work (1.0 MB) left by an interrupted run"]
+    assert _beside(out_dir) == []  # and no work folder of its own
+    assert len(Engine.load(out_dir).recommend(user_id="u1", k=3)) == 3

@@ -372,3 +372,37 @@ def test_set_scorer_exports_and_bundles_identically(ranked_artifact: Path, small
     assert [b.item_ids for b in engine.bundle(user, item=anchor[0], n=2)] == want
     served = _without_torch(f"result = [b.item_ids for b in Engine.load({str(result.path)!r}).bundle({user!r}, item={anchor[0]!r}, n=2)]")
     assert served == want
+
+
+def test_export_scratch_stays_beside_the_target_and_a_killed_export_is_cleaned(
+    trained_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Killed exports left `.OUT.tmp-*` beside the target and `recs-export-*` in the system temp
+    folder, which nothing ever removed: scratch now lives in `.OUT.work`, cleaned by the next run."""
+    import tempfile
+
+    from recs.export import export_artifact, towers
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "serve" / "onnx"
+    for name in (".onnx.tmp-killed", ".onnx.work"):
+        (out.parent / name).mkdir(parents=True)
+        (out.parent / name / "graph.onnx").write_bytes(b"x" * 3_000_000)
+    scratch: list[Path] = []
+    real = towers.export_module
+
+    def spy(module, example, path, opset):
+        scratch.append(Path(path).parent)
+        return real(module, example, path, opset)
+
+    monkeypatch.setattr(towers, "export_module", spy)
+    with caplog.at_level(logging.WARNING, logger="recs.io"):
+        export_artifact(trained_artifact, out, int8=True, check=False)
+    assert set(scratch) == {out.parent / ".onnx.work"}
+    assert list(system_tmp.iterdir()) == []
+    assert sorted(p.name for p in out.parent.iterdir()) == [".onnx.lock", "onnx"]
+    removed = sorted(r.getMessage().rsplit("/", 1)[-1] for r in caplog.records if "left by" in r.getMessage())
+    assert removed == [".onnx.tmp-killed (3.0 MB) left by an interrupted run", ".onnx.work (3.0 MB) left by an interrupted run"]
+    assert Engine.load(out).recommend(text="coffee", k=3)

@@ -355,4 +355,180 @@ def test_writers_leave_modes_of_the_umask_and_no_temp_files(tmp_path: Path, umas
     json_path, md_path = write_results("r", [], tmp_path / "results")
     assert _mode(json_path) == _mode(md_path) == 0o640
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or BACKUP_INFIX in p.name]
-    assert leftovers == []
+    # The writer lock's file stays (empty): removing it would let two writers lock two inodes.
+    assert [p.name for p in leftovers] == [".artifact.lock"]
+    assert (tmp_path / ".artifact.lock").stat().st_size == 0
+
+
+# --- storage failures name the target ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [
+        (OSError(27, "File too large"), 27),  # Python's own write
+        (RuntimeError("parquet: underlying IO error: File too large (os error 27)"), 27),  # polars, safetensors
+        (RuntimeError("write error in x.faiss: 9955 != 320000 (No space left on device)"), 28),  # faiss
+        (PermissionError(13, "Permission denied"), 13),
+    ],
+)
+def test_a_failed_write_names_the_target_and_the_reason(tmp_path: Path, raised: Exception, code: int) -> None:
+    def write(tmp: Path) -> None:
+        raise raised
+
+    target = tmp_path / "out" / "table.parquet"
+    with pytest.raises(io.PathError) as caught:
+        atomic_write_file(target, write)
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    assert str(caught.value) == f"cannot write {target}: {os.strerror(code)} (errno {code})"
+    assert _names(target.parent) == []  # the temp file is gone
+
+
+def test_other_failures_pass_through_unchanged(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bad value"):
+        atomic_write_file(tmp_path / "a.txt", lambda tmp: (_ for _ in ()).throw(ValueError("bad value")))
+    elsewhere = FileNotFoundError(2, "No such file or directory", "/data/input.csv")
+    with pytest.raises(FileNotFoundError) as caught:
+        atomic_replace_dir(tmp_path / "d", lambda tmp: (_ for _ in ()).throw(elsewhere))
+    assert caught.value is elsewhere  # an error about another path names that path itself
+
+
+def test_a_short_write_at_the_file_size_limit_is_diagnosed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy reports a write cut short by RLIMIT_FSIZE without an errno: the temp file's size tells."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (100, 100))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(b"x" * 100)
+        raise OSError("1000 requested and 100 written")
+
+    with pytest.raises(io.PathError, match=r"File too large \(errno 27\)"):
+        atomic_write_file(tmp_path / "a.npy", write)
+
+
+def test_describe_os_error_names_the_path_and_the_errno() -> None:
+    assert io.describe_os_error(FileExistsError(17, "File exists", "/x/v.parquet")) == (
+        "cannot write /x/v.parquet: File exists (errno 17)"
+    )
+    assert io.describe_os_error(NotADirectoryError(20, "Not a directory", "/x/file/r.json")) == (
+        "cannot access /x/file/r.json: Not a directory (errno 20)"
+    )
+    assert io.describe_os_error(OSError(28, "No space left on device")) == "No space left on device (errno 28)"
+
+
+# --- modes -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_a_swapped_folder_gets_the_umask_modes_whatever_wrote_it(tmp_path: Path, umask, mask: int) -> None:
+    umask(mask)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "private.bin").write_bytes(b"x")
+        os.chmod(tmp / "private.bin", 0o600)  # as a copy of a 0600 file or a private writer leaves it
+        (tmp / "sub").mkdir(mode=0o700)
+
+    d = atomic_replace_dir(tmp_path / "d", fill)
+    assert _mode(d / "private.bin") == 0o666 & ~mask
+    assert _mode(d / "sub") == _mode(d) == 0o777 & ~mask
+
+
+# --- one writer at a time, and the leftovers of killed runs ----------------------------------------
+
+
+def test_write_lock_is_reentrant_and_excludes_other_threads(tmp_path: Path) -> None:
+    import threading
+
+    from recs.errors import ArtifactBusyError
+
+    target = tmp_path / "model"
+    caught: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with io.write_lock(target, timeout=0.1):
+                pass
+        except BaseException as exc:
+            caught.append(exc)
+
+    with io.write_lock(target), io.write_lock(target):  # re-entrant in one thread
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert len(caught) == 1 and isinstance(caught[0], ArtifactBusyError)
+    assert str(caught[0]) == (
+        f"{target} is being written by another recs process (lock .model.lock); try again when it finishes"
+    )
+    assert caught[0].exit_code == 5
+    with io.write_lock(target, timeout=0.1):  # released: free again
+        pass
+
+
+def test_write_lock_excludes_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from recs.errors import ArtifactBusyError
+
+    target = tmp_path / "model"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from recs.io import write_lock\nwith write_lock({str(target)!r}):\n"
+                               "    print('held', flush=True)\n    input()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(RECS.parent)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv(io.LOCK_TIMEOUT_ENV, "0.2")
+        with pytest.raises(ArtifactBusyError, match="being written by another recs process"), io.write_lock(target):
+            pass
+    finally:
+        holder.communicate("\n", timeout=60)
+    with io.write_lock(target):  # the holder is gone: free again
+        pass
+
+
+def test_concurrent_read_modify_writes_lose_no_update(tmp_path: Path) -> None:
+    import threading
+
+    target = tmp_path / "counter"
+    atomic_replace_dir(target, lambda tmp: (tmp / "n").write_text("0"))
+
+    def bump() -> None:
+        for _ in range(10):
+            with io.write_lock(target, timeout=60):
+                n = int((target / "n").read_text())
+                atomic_replace_dir(target, lambda tmp, n=n: (tmp / "n").write_text(str(n + 1)))
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (target / "n").read_text() == "40"
+
+
+def test_the_next_writer_removes_what_killed_runs_left(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target = atomic_replace_dir(tmp_path / "model", lambda tmp: (tmp / "a.txt").write_text("v1"))
+    for name in (".model.tmp-abc123", ".model.work", ".model.work-bundler", f"model{BACKUP_INFIX}0001-aa"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "blob.bin").write_bytes(b"x" * 2_000_000)
+    (tmp_path / ".other.tmp-zzz").mkdir()  # another target's: not ours to touch
+    with caplog.at_level("WARNING", logger="recs.io"), io.write_lock(target):
+        pass
+    assert _names(tmp_path) == [".model.lock", ".other.tmp-zzz", "model"]
+    removed = [r.getMessage() for r in caplog.records]
+    assert len(removed) == 4 and all("(2.0 MB) left by an interrupted run" in m for m in removed)
+    assert (target / "a.txt").read_text() == "v1"
+
+
+def test_an_interrupted_swap_is_restored_not_cleaned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = atomic_replace_dir(tmp_path / "model", lambda tmp: (tmp / "a.txt").write_text("v1"))
+    fail_replace_on(monkeypatch, {2, 3})  # killed between the two renames: only the backup is left
+    with pytest.raises(OSError, match="simulated crash"):
+        atomic_replace_dir(target, lambda tmp: (tmp / "a.txt").write_text("v2"))
+    monkeypatch.undo()
+    assert not target.exists()
+    assert io.clean_stale(target) == 0
+    assert (target / "a.txt").read_text() == "v1"
+    assert _names(tmp_path) == ["model"]

@@ -169,7 +169,7 @@ class Bundler:
             cooc = cooc.remap(mapping, len(row_of))
         bundles = None
         if f"{FOLDER}/bundles.parquet" in component.files:
-            bundles = pl.read_parquet(artifact.file(f"{FOLDER}/bundles.parquet"))
+            bundles = artifact.read_parquet(f"{FOLDER}/bundles.parquet")
         scorer = SetScorer(
             net, retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life,
             meta.get("report") or {},

@@ -13,22 +13,24 @@ The folder is an artifact like any other (manifest, sha256 per file, atomic save
     onnx/set_scorer.onnx, set_completion.onnx   |  (when the artifact has a "set_scorer" component;
     set_scorer/ (cooc, ids, config, bundles)   /   its torch weights stay behind)
 
-`recs.serving.onnx_runtime` (and `Engine.load`, which dispatches there) serves it.
+`recs.serving.onnx_runtime` (and `Engine.load`, which dispatches there) serves it. The target is
+locked and checked before any work; scratch graphs go to ``.<out>.work`` beside it (deleted at
+the end, or by the next writer after a kill), never to the system temp folder.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recs.artifacts import Artifact, ArtifactWriter, open_artifact
+from recs.artifacts import Artifact, ArtifactWriter, artifact_lock, open_artifact
 from recs.errors import ConfigError
+from recs.io import remove_tree, work_dir_of
 from recs.serving.onnx_runtime import (
     ONNX_COMPONENT,
     ONNX_FORMAT,
@@ -74,20 +76,26 @@ def export_artifact(
     from recs.export.towers import DEFAULT_OPSET
     from recs.serving.engine import Engine
 
-    source = open_artifact(model)
-    if source.has_component(ONNX_COMPONENT):
-        raise ConfigError(f"{model} is already an exported ONNX folder; export the torch artifact it came from")
-    if Path(out).absolute() == source.path:
+    if Path(out).absolute() == Path(model).absolute():
         raise ConfigError("--out must differ from --model (the export is a separate folder)")
-    for name in (*COPIED_COMPONENTS, "towers"):
-        if not source.has_component(name):
-            from recs.errors import ArtifactError
+    with artifact_lock(out):  # checked and locked before any work
+        source = open_artifact(model)
+        if source.has_component(ONNX_COMPONENT):
+            raise ConfigError(f"{model} is already an exported ONNX folder; export the torch artifact it came from")
+        for name in (*COPIED_COMPONENTS, "towers"):
+            if not source.has_component(name):
+                from recs.errors import ArtifactError
 
-            raise ArtifactError(f"{model}: no '{name}' component; was it made by `recs train`?")
-    engine = Engine.load(source.path)
-    exporter = _Exporter(engine, source, int8, opset or DEFAULT_OPSET)
-    with ArtifactWriter(out) as writer, tempfile.TemporaryDirectory(prefix="recs-export-") as tmp:
-        exporter.run(writer, Path(tmp), check)
+                raise ArtifactError(f"{model}: no '{name}' component; was it made by `recs train`?")
+        engine = Engine.load(source.path)
+        exporter = _Exporter(engine, source, int8, opset or DEFAULT_OPSET)
+        scratch = work_dir_of(out)
+        try:
+            with ArtifactWriter(out) as writer:
+                scratch.mkdir()
+                exporter.run(writer, scratch, check)
+        finally:
+            remove_tree(scratch)
     return ExportResult(Path(out), exporter.graphs, exporter.parity, exporter.skipped)
 
 

@@ -102,7 +102,7 @@ def read_item_vectors(model: str | Path, fields: Sequence[str] | None = None) ->
     artifact = open_artifact(model)
     if not artifact.has_component("catalog"):
         raise ArtifactError(f"{model}: no 'catalog' component (items + item vectors)")
-    items = pl.read_parquet(artifact.file("items.parquet"))
+    items = artifact.read_parquet("items.parquet")
     vectors = np.ascontiguousarray(artifact.read_npy("item_vectors.npy"), dtype=np.float32)
     if len(vectors) != items.height:
         raise ArtifactError(f"{model}: {items.height} items but {len(vectors)} item vectors")

@@ -12,10 +12,9 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
-from recs.io import atomic_write_file
+from recs.io import atomic_write_file, make_temp_dir, remove_tree
 
 __all__ = ["optimize_graph", "quantize_graph"]
 
@@ -35,23 +34,25 @@ def optimize_graph(src: Path, dst: Path) -> Path:
 
 
 def quantize_graph(src: Path, dst: Path) -> Path:
-    """The int8 graph of `src` at `dst` (written atomically; scratch files in a temp folder)."""
+    """The int8 graph of `src` at `dst` (written atomically; scratch files in a temp folder beside
+    `dst`, so a killed run leaves them where the next writer of the artifact cleans up)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_logger = logging.getLogger()  # the quantiser warns on the root logger ("run pre-processing")
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
+    tmp = make_temp_dir(dst)
     try:
-        with tempfile.TemporaryDirectory(prefix="recs-quant-") as tmp:
-            prepared = Path(tmp) / "prepared.onnx"
-            # ONNX shape inference, so that the quantiser knows every tensor's type (the graph is
-            # already optimised above; symbolic shape inference cannot follow BERT's masks).
-            quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-            atomic_write_file(dst, lambda out: quantize_dynamic(
-                str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                extra_options={"MatMulConstBOnly": True},
-            ))
+        prepared = tmp / "prepared.onnx"
+        # ONNX shape inference, so that the quantiser knows every tensor's type (the graph is
+        # already optimised above; symbolic shape inference cannot follow BERT's masks).
+        quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+        atomic_write_file(dst, lambda out: quantize_dynamic(
+            str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
+            extra_options={"MatMulConstBOnly": True},
+        ))
     finally:
+        remove_tree(tmp)
         quant_logger.setLevel(level)
     return Path(dst)

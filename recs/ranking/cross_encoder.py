@@ -225,6 +225,8 @@ class CrossEncoderReranker:
         from safetensors.torch import load_file
         from transformers import AutoModel, BertConfig
 
+        from recs.artifacts import read_artifact_file
+
         try:
             backbone_config = BertConfig.from_dict(json.loads((folder / "cross_encoder_backbone.json").read_text()))
             meta = json.loads((folder / "cross_encoder.json").read_text())
@@ -234,7 +236,8 @@ class CrossEncoderReranker:
             raise ArtifactError(f"{folder}: the cross-encoder was trained for a second-stage ranker (an older recs), "
                                 "not as a residual on the ranker: run `recs train-ranker` again")
         model = CrossEncoderModel(AutoModel.from_config(backbone_config))
-        load_model_state(model, load_file(folder / "cross_encoder.safetensors"))
+        weights = read_artifact_file(folder / "cross_encoder.safetensors", "safetensors", load_file)
+        load_model_state(model, weights)
         reranker = cls(model, tokenizer, CrossEncoderConfig.parse_dict(meta["config"]))
         if meta.get("report"):
             reranker.report = CrossEncoderReport(**meta["report"])

@@ -117,7 +117,9 @@ class TorchTowers:
         from recs.encoders.backbone import load_tokenizer
         from recs.retrieval.checkpoint import load_model_state
 
-        backbone_config = BertConfig.from_dict(json.loads(artifact.file("backbone_config.json").read_text()))
+        backbone_config = BertConfig.from_dict(artifact.read_json("backbone_config.json"))
         model = TwoTowerModel(AutoModel.from_config(backbone_config), config)
         load_model_state(model, artifact.read_safetensors("towers.safetensors", framework="pt"))
-        return cls(model, load_tokenizer(artifact.file("tokenizer")))
+        from recs.artifacts import read_artifact_file
+
+        return cls(model, read_artifact_file(artifact.file("tokenizer"), "tokenizer", load_tokenizer))

@@ -780,14 +780,18 @@ class ItemIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, use_gpu: bool | None = None) -> ItemIndex:
+        from recs.artifacts import read_artifact_file
+
         src = Path(directory)
-        try:
-            config = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
-            ids = json.loads((src / IDS_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ArtifactError(f"{src} is not a saved ItemIndex: missing {exc.filename}") from exc
-        except ValueError as exc:
-            raise ArtifactError(f"{src}: unreadable index metadata ({exc})") from exc
+        for name in (CONFIG_FILE, IDS_FILE):
+            if not (src / name).is_file():
+                raise ArtifactError(f"{src} is not a saved ItemIndex: missing {src / name}")
+        config, ids = (
+            read_artifact_file(src / name, "JSON", lambda p: json.loads(p.read_text(encoding="utf-8")))
+            for name in (CONFIG_FILE, IDS_FILE)
+        )
+        if not isinstance(config, dict) or not isinstance(ids, dict):
+            raise ArtifactError(f"{src}: {CONFIG_FILE} and {IDS_FILE} must hold JSON objects")
         version = config.get("format_version")
         if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
             raise ArtifactError(
@@ -824,7 +828,7 @@ class ItemIndex:
         if kind is not None:
             if not (src / INDEX_FILE).is_file():
                 raise ArtifactError(f"{src}: missing {INDEX_FILE}")
-            index._index = faiss.read_index(str(src / INDEX_FILE))
+            index._index = read_artifact_file(src / INDEX_FILE, "FAISS index", lambda p: faiss.read_index(str(p)))
             if index._index.d != index.dim:
                 raise ArtifactError(
                     f"{src}: {INDEX_FILE} has dim {index._index.d}, config says {index.dim}"
@@ -832,13 +836,25 @@ class ItemIndex:
             if config.get("has_refine"):
                 if not (src / REFINE_FILE).is_file():
                     raise ArtifactError(f"{src}: missing {REFINE_FILE}")
-                index._refine_index = faiss.read_index(str(src / REFINE_FILE))
+                index._refine_index = read_artifact_file(src / REFINE_FILE, "FAISS index", lambda p: faiss.read_index(str(p)))
+        try:
+            index._restore_ids(ids)
+        except (KeyError, TypeError, ValueError, IndexError, MemoryError) as exc:
+            raise ArtifactError(f"{src / IDS_FILE}: invalid item ids ({type(exc).__name__}: {exc})") from exc
+        ntotal = index._index.ntotal if index._index is not None else 0
+        index._n_tombstones = ntotal - len(index._id_to_int)
+        if index._n_tombstones < 0 or (kind != "hnsw" and index._n_tombstones):
+            raise ArtifactError(f"{src}: {INDEX_FILE} holds {ntotal} vectors for {len(index._id_to_int)} ids")
+        return index
 
+    def _restore_ids(self, ids: dict[str, Any]) -> None:
+        """The id maps saved in ids.json (KeyError/TypeError/ValueError when malformed)."""
+        index = self
         next_id = int(ids["next_id"])
         int_ids = np.asarray(ids["int_ids"], dtype=np.int64)
         names = list(ids["item_ids"])
-        if len(int_ids) != len(names) or (len(int_ids) and int_ids.max() >= next_id):
-            raise ArtifactError(f"{src}: inconsistent {IDS_FILE}")
+        if len(int_ids) != len(names) or (len(int_ids) and (int_ids.max() >= next_id or int_ids.min() < 0)):
+            raise ValueError("inconsistent ids")
         index._names = np.full(next_id, None, dtype=object)
         index._names[int_ids] = np.array(names, dtype=object)
         index._alive = np.zeros(next_id, dtype=bool)
@@ -851,8 +867,3 @@ class ItemIndex:
         index._cat_lookup = {c: i for i, c in enumerate(index._cat_vocab)}
         index._cat_norm = [_norm_category(c) for c in index._cat_vocab]
         index._id_to_int = dict(zip(names, int_ids.tolist(), strict=True))
-        ntotal = index._index.ntotal if index._index is not None else 0
-        index._n_tombstones = ntotal - len(names)
-        if index._n_tombstones < 0 or (kind != "hnsw" and index._n_tombstones):
-            raise ArtifactError(f"{src}: {INDEX_FILE} holds {ntotal} vectors for {len(names)} ids")
-        return index

@@ -415,8 +415,8 @@ class Retriever:
             from recs.retrieval.trainer import TrainReport
 
             report = TrainReport(**artifact.read_json("train_report.json"))
-        items = pl.read_parquet(artifact.file("items.parquet"))
-        events = pl.read_parquet(artifact.file("events.parquet"))
+        items = artifact.read_parquet("items.parquet")
+        events = artifact.read_parquet("events.parquet")
         has = set(artifact.files).__contains__
         stats = None
         if BehaviourStats.saved_in(has):

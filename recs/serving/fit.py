@@ -5,21 +5,27 @@
     train_bundler_step   `recs train-bundler`  set scorer
 
 Each step saves into the artifact folder atomically; the configuration used is saved beside
-(`recs config show --model M`).
+(`recs config show --model M`). Each holds the artifact's writer lock from its first read to its
+last save (`artifact_lock`, which also cleans what a killed run left). The trainers' checkpoints go
+to ``.<name>.work*`` beside the artifact, deleted when the step ends: no step resumes from them
+(the trainers' `resume` is off), so a killed run's are only stale and the next writer removes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 
-from recs.artifacts import Artifact, ArtifactWriter, refuse_non_artifact_target
+from recs.artifacts import Artifact, ArtifactWriter, artifact_lock
 from recs.bundling.bundler import Bundler, save_bundler
 from recs.config import RecsConfig
 from recs.data.requirements import require_held_out, require_items
 from recs.data.schema import Dataset
 from recs.data.splits import Split, leave_last_out
+from recs.io import remove_tree, work_dir_of
 from recs.ranking.artifact import save_ranking
 from recs.ranking.fit import RankingModels, fit_ranking
 from recs.ranking.pipeline import RankingPipeline, RankOptions
@@ -32,8 +38,19 @@ CONFIG_COMPONENT = "config"
 CONFIG_FILE = "recs_config.json"
 
 
-def work_dir(out: Path, what: str = "work") -> Path:
-    return out.parent / f".{out.name}.{what}"
+def work_dir(out: Path, what: str = "") -> Path:
+    return work_dir_of(out, what)
+
+
+@contextmanager
+def _step(out: Path, what: str = "", create: bool = False) -> Iterator[Path]:
+    """The artifact locked for one step, and its work folder (deleted when the step ends)."""
+    with artifact_lock(out, create=create):
+        work = work_dir(out, what)
+        try:
+            yield work
+        finally:
+            remove_tree(work)
 
 
 def save_config(path: Path, config: RecsConfig) -> None:
@@ -53,10 +70,10 @@ def read_config(artifact: Artifact) -> RecsConfig | None:
 
 
 def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
-    refuse_non_artifact_target(out)  # before training, not after it
-    retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work_dir(out), show_progress=show_progress)
-    retriever.save(out)
-    save_config(out, config)
+    with _step(out, create=True) as work:
+        retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work, show_progress=show_progress)
+        retriever.save(out)
+        save_config(out, config)
     return retriever
 
 
@@ -82,35 +99,38 @@ def train_ranking_step(
     if rerank_top is not None:
         options = options.model_copy(update={"rerank_top": rerank_top})
     ranking = config.ranking.model_copy(update={"options": options})
-    models = fit_ranking(retriever, split.fit_events, split.test, ranking, work_dir=work_dir(out), show_progress=show_progress)
-    decision = models.report.get("rerank_decision")
-    if rerank_top is None and decision is not None:
-        options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
-    pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover)
-    models.report["removed"] = save_ranking(out, pipeline, options)
-    save_config(out, config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})}))
+    with _step(out) as work:
+        models = fit_ranking(retriever, split.fit_events, split.test, ranking, work_dir=work, show_progress=show_progress)
+        decision = models.report.get("rerank_decision")
+        if rerank_top is None and decision is not None:
+            options = options.model_copy(update={"rerank_top": int(decision["default_rerank_top"])})
+        pipeline = RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover)
+        models.report["removed"] = save_ranking(out, pipeline, options)
+        save_config(out, config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})}))
     return models, options
 
 
 def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Bundler:
     require_items(dataset.items, "recs train-bundler")
-    bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
-                          work_dir=work_dir(out, "bundler-work"), show_progress=show_progress)
-    save_bundler(out, bundler)
-    save_config(out, config)
+    with _step(out, "bundler") as work:
+        bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
+                              work_dir=work, show_progress=show_progress)
+        save_bundler(out, bundler)
+        save_config(out, config)
     return bundler
 
 
 def fit_all(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Path:
     """Every step in order into `out`. The set scorer is trained when there are baskets or
-    curated bundles to learn from."""
+    curated bundles to learn from. The artifact stays locked throughout."""
     require_ranking_data(dataset, config)  # before the towers train, not after
-    retriever = train_towers_step(dataset, config, out, show_progress)
-    _, options = train_ranking_step(retriever, dataset, config, out, show_progress=show_progress)
-    config = config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})})
-    has_sets = (dataset.bundles is not None and dataset.bundles.height > 0) or dataset.events.height > 0
-    if has_sets:
-        train_bundler_step(retriever, dataset, config, out, show_progress)
+    with artifact_lock(out):
+        retriever = train_towers_step(dataset, config, out, show_progress)
+        _, options = train_ranking_step(retriever, dataset, config, out, show_progress=show_progress)
+        config = config.model_copy(update={"serving": config.serving.model_copy(update={"options": options})})
+        has_sets = (dataset.bundles is not None and dataset.bundles.height > 0) or dataset.events.height > 0
+        if has_sets:
+            train_bundler_step(retriever, dataset, config, out, show_progress)
     return out
 
 

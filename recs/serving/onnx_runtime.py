@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
-import polars as pl
 
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
@@ -416,7 +415,7 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
         cooc = cooc.remap(mapping, len(retriever.catalog.row_of))
     bundles = None
     if f"{FOLDER}/bundles.parquet" in artifact.files:
-        bundles = pl.read_parquet(artifact.file(f"{FOLDER}/bundles.parquet"))
+        bundles = artifact.read_parquet(f"{FOLDER}/bundles.parquet")
     scorer = OnnxSetScorer(
         graph(artifact, spec, "set_scorer", options), graph(artifact, spec, "set_completion", options),
         retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life, meta.get("report") or {},

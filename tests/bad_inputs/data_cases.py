@@ -114,7 +114,7 @@ CASES: list[CliCase] = [
             setup=_replace("items.csv", 'item_id,title,price\nA,Lamp,1\nB,"Mug,2\nC,Cup,3\n')),
     CliCase("items-tsv-written-with-commas", ("data", "validate", "{shop}/items.tsv"), 2,
             ("items.tsv", "required column 'item_id' is missing"), setup=_copy_as("items.csv", "items.tsv")),
-    CliCase("build-index-header-only-catalog", ("build-index", "--model", "{tmp}/model", "--items", "{shop}/items.csv"), 2,
+    CliCase("build-index-header-only-catalog", ("build-index", "--model", "{model}", "--items", "{shop}/items.csv"), 2,
             ("items.csv", "no items", "header and no rows"), setup=_replace("items.csv", "item_id,title\n")),
     # ---- rows under the default policy (error): the first one stops the run, named by row and column
     CliCase("items-duplicate-id", EVALUATE, 2, ("items.csv row 2, column item_id", "duplicate item_id 't1'"),
