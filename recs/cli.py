@@ -344,10 +344,9 @@ def benchmark(
     """The held-out protocol on a shop's own data: towers on the tune split, the ranking stage on
     each user's validation basket, then the engine, the two-tower and every baseline on the test
     baskets, with paired per-user comparisons (engine vs each baseline, 95% CI)."""
-    import tempfile
-
     from recs.evaluation.report import format_table, plot_metrics, write_results
     from recs.evaluation.shop_benchmark import PAIRED_METRIC, TABLE_METRICS, run_shop_benchmark
+    from recs.io import remove_tree, work_dir_of, write_lock
 
     if max_test_users is not None and max_test_users < 1:
         raise ConfigError(f"--max-test-users must be positive, got {max_test_users}")
@@ -361,12 +360,18 @@ def benchmark(
     names = [b.strip() for b in baselines.split(",") if b.strip()] if baselines else None
     dataset = load_shop(data, data_config(on_bad_rows, config, skip_report))
     name = data.resolve().name or "shop"
-    # Checkpoints of this run only: a trainer resuming from an earlier run's would skew the result.
-    with tempfile.TemporaryDirectory(prefix="recs-benchmark-") as work:
-        result = run_shop_benchmark(
-            dataset, settings, Path(work), max_minutes, names, show_progress=not no_progress, name=name,
-            max_test_users=max_test_users, log=lambda line: console.print(line, highlight=False),
-        )
+    # Scratch beside --out (not the system temp folder), so that the next run finds and removes
+    # what a killed one left; the lock keeps two runs from sharing it. Checkpoints of this run
+    # only: a trainer resuming from an earlier run's would skew the result.
+    with write_lock(out):
+        work = work_dir_of(out)
+        try:
+            result = run_shop_benchmark(
+                dataset, settings, work, max_minutes, names, show_progress=not no_progress, name=name,
+                max_test_users=max_test_users, log=lambda line: console.print(line, highlight=False),
+            )
+        finally:
+            remove_tree(work)
     console.print(format_table(result.rows, metrics=TABLE_METRICS), highlight=False)
     paired = result.paired_lines()
     console.print(f"paired per-user {PAIRED_METRIC} on `all` (engine at default R = {result.default_rerank_top}):", highlight=False)

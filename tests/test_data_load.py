@@ -327,3 +327,20 @@ def test_a_catalog_file_alone_is_checked_like_a_shop(tmp_path: Path, text: str, 
     with pytest.raises(DataError) as info:
         load_catalog(write(tmp_path, "items.csv", text))
     assert expected in str(info.value)
+
+
+def test_the_python_api_reports_what_skip_dropped(shop_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Engine.fit's frames go through `frames_dataset`: the same counts (logged) and report file as the CLI."""
+    from recs.config import RecsConfig
+    from recs.data.io import read_table
+    from recs.serving.fit import frames_dataset
+
+    items = read_table(shop_dir / "items.csv").with_columns(pl.when(pl.col("item_id") == "P1").then(pl.lit("free"))
+                                                             .otherwise(pl.col("price")).alias("price"))
+    report = tmp_path / "skipped.csv"
+    config = RecsConfig.parse_dict({"data": {"on_bad_rows": "skip", "skip_report": str(report)}}, source="test")
+    with caplog.at_level("WARNING"):
+        dataset = frames_dataset(items, read_table(shop_dir / "events.csv"), None, config)
+    assert dataset.items.height == 10  # the bad price became null, the item stayed
+    assert "1 values set to null (not a number)" in caplog.text
+    assert f"listed in {report}" in caplog.text and "set to null" in report.read_text()

@@ -13,6 +13,7 @@ to ``.<name>.work*`` beside the artifact, deleted when the step ends: no step re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ from recs.retrieval.retriever import Retriever
 
 __all__ = ["CONFIG_FILE", "fit_all", "read_config", "require_ranking_data", "save_config", "train_bundler_step", "train_ranking_step",
            "train_towers_step"]
+
+log = logging.getLogger(__name__)
 
 CONFIG_COMPONENT = "config"
 CONFIG_FILE = "recs_config.json"
@@ -138,5 +141,13 @@ def frames_dataset(items: pl.DataFrame, events: pl.DataFrame, bundles: pl.DataFr
     """Frames as a user hands them over, validated and cleaned as files are (`[data]` section)."""
     from recs.data.load import dataset_from_frames
 
-    dataset, _ = dataset_from_frames(items, events, bundles, config.data)
+    dataset, report = dataset_from_frames(items, events, bundles, config.data)
+    # What `skip` dropped or nulled is said as the CLI says it: counts in the log, every row in
+    # the skip report.
+    for line in report.lines():
+        log.warning(line)
+    rows = [p for p in report.validation.problems if p.row is not None]
+    if rows:
+        report.validation.write_csv(config.data.skip_report)
+        log.warning("all %d problems (rows dropped, values set to null) are listed in %s", len(rows), config.data.skip_report)
     return dataset
