@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rerank.py
 	$(PY) benchmarks/bundles.py
 	$(PY) benchmarks/encode_speed.py
+	$(PY) benchmarks/faults.py
 
 clean:
 	rm -rf $(VENV) build
