@@ -106,13 +106,34 @@ def test_budget_zero_or_passed_scores_nothing() -> None:
     assert scored == []
 
 
-def test_refusals_relax_the_estimate_so_a_burst_does_not_refuse_forever() -> None:
+def test_a_stale_estimate_is_measured_again_so_a_burst_does_not_refuse_forever() -> None:
     clock, scored = FakeClock(), []
-    budget = PairBudget(clock=clock)
-    budget.observe(1, 1.0)  # one very slow chunk (a burst of load)
-    results = [budget.run(10, _costly(clock, lambda i: 0.001, scored), clock() + 0.5) for _ in range(30)]
-    assert results[0] is None and results[-1] is not None
-    assert budget.seconds_per_pair is not None and budget.seconds_per_pair < 0.05
+    budget = PairBudget(clock=clock, stale_s=1.0)
+    budget.observe(1, 1.0)  # one very slow chunk (a burst of load): 1 s per pair
+    # While the estimate is fresh, refusals cost nothing and measure nothing.
+    assert budget.run(10, _costly(clock, lambda i: 0.001, scored), clock() + 0.5) is None and not scored
+    clock.advance(2.0)  # the estimate is now stale, but one pair at 1 s would take over half the time left
+    assert budget.run(10, _costly(clock, lambda i: 0.001, scored), clock() + 0.5) is None and not scored
+    # With room for a chunk, the next request scores 2 pairs, measures 1 ms each, and then fits.
+    clock.advance(2.0)
+    assert budget.run(10, _costly(clock, lambda i: 0.001, scored), clock() + 5.0) is not None
+    assert scored[:2] == [0, 1] and budget.seconds_per_pair is not None and budget.seconds_per_pair < 0.6
+    results = [budget.run(10, _costly(clock, lambda i: 0.001, scored), clock() + 0.5) for _ in range(10)]
+    assert all(r is not None for r in results)
+
+
+def test_measuring_again_never_takes_more_than_its_share_of_the_time_left() -> None:
+    """The failure of lowering the estimate per refusal: a chunk planned on a guess, which overran
+    the budget several times over. A chunk that measures a stale estimate again is planned on that
+    (measured) estimate, within `share` of the time left."""
+    clock, scored = FakeClock(), []
+    budget = PairBudget(clock=clock, stale_s=1.0)
+    budget.observe(32, 32 * 0.025)  # 25 ms per pair, measured
+    for _ in range(20):  # each request: 30 pairs in 200 ms never fit at 25 ms per pair
+        clock.advance(0.5)
+        start = clock()
+        assert budget.run(30, _costly(clock, lambda i: 0.025, scored), start + 0.2) is None
+        assert clock() - start <= 0.5 * 0.2 + 1e-9  # at most one chunk, within half the time left
 
 
 # -- through the pipeline and Engine -------------------------------------------------------------

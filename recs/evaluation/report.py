@@ -103,8 +103,10 @@ def normalise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _cell(value: float | None, metric: str) -> str:
     if value is None:
         return "–"
-    if metric == "users" or metric.endswith("_n"):
+    if isinstance(value, int) or metric == "users" or metric.endswith("_n"):  # counts, bytes
         return f"{value:.0f}"
+    if metric.endswith(("_ms", "_s")) or metric.startswith("seconds"):  # times
+        return f"{value:.1f}"
     return f"{value:.4f}"
 
 

@@ -8,7 +8,13 @@ deadline is checked again after every chunk. A chunk can therefore overrun the d
 what it cost beyond its prediction, never by a whole batch planned without looking at the clock.
 
 The cost per pair is a running estimate kept per scorer instance (so requests on other threads,
-which slow each other down, raise it for everyone), seeded by a small first chunk. numpy only.
+which slow each other down, raise it for everyone), seeded by a small first chunk. A refused request
+measures nothing, so an estimate raised by a burst of load would refuse forever: once it is older
+than `stale_s`, a request whose rest does not fit still scores one chunk planned as any other (at
+most `share` of its time left, by the old estimate) to measure again, and is refused after it if
+the rest still does not fit. The estimate is never lowered without a measurement, so a chunk is
+never planned on a guess (lowering it per refusal let one mis-planned chunk overrun the budget by
+several times). numpy only.
 """
 
 from __future__ import annotations
@@ -32,13 +38,16 @@ class PairBudget:
         max_chunk: int = 32,
         first_chunk: int = 2,
         share: float = 0.5,
+        stale_s: float = 1.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.max_chunk = max_chunk
         self.first_chunk = first_chunk
         self.share = share  # of the time left that one chunk may be planned to take
         self._clock = clock  # None: time.monotonic, looked up per call (tests patch it)
+        self.stale_s = stale_s  # an estimate older than this is re-measured by a probe chunk
         self._per_pair: float | None = None  # seconds; None until a chunk was measured
+        self._measured_at = -math.inf  # now() of the last measurement
         self._lock = threading.Lock()
 
     @property
@@ -73,30 +82,29 @@ class PairBudget:
         per_pair = self._per_pair
         if per_pair is None:
             return min(self.first_chunk, remaining, self.max_chunk)
+        remeasure = False
         if per_pair * remaining > left:
-            self._relax()
-            return 0
+            if self.now() - self._measured_at <= self.stale_s:
+                return 0
+            remeasure = True  # stale: one chunk planned as usual measures again, then we decide
         fits = math.floor(self.share * left / per_pair) if per_pair > 0 else remaining
+        if remeasure and fits < 1:
+            return 0
         return max(1, min(self.max_chunk, remaining, fits))
 
     def observe(self, pairs: int, seconds: float) -> None:
         """Fold one chunk's measured cost into the estimate: quick to rise (contention shows at
-        once), slower to fall."""
+        once), slower to fall; a stale estimate (see the module doc) is replaced."""
         if pairs <= 0 or not math.isfinite(seconds):
             return
         sample = max(seconds, 0.0) / pairs
         with self._lock:
             old = self._per_pair
-            if old is None:
+            now = self.now()
+            stale = now - self._measured_at > self.stale_s
+            self._measured_at = now
+            if old is None or stale:  # a stale estimate is replaced, not averaged
                 self._per_pair = sample
             else:
                 weight = 0.5 if sample > old else 0.2
                 self._per_pair = (1 - weight) * old + weight * sample
-
-    def _relax(self) -> None:
-        # A refusal measures nothing: without this an estimate raised by a burst of load would
-        # refuse every later request. Each refusal lowers it a little, so a later request tries
-        # (one chunk of at most `share` of its time) and measures again.
-        with self._lock:
-            if self._per_pair is not None:
-                self._per_pair *= 0.8
