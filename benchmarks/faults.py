@@ -21,7 +21,9 @@ need). Then, for each command:
    (c) the same command runs again uninterrupted (`next_run_ok`), and the bytes of temporary data
        left around the target are measured: `.NAME.tmp-*`, `NAME.bak-*`, `.NAME.work`, any other
        `.NAME.*` (a `*.lock` file is fine), and `recs-*` entries in the temporary folder the
-       children use -> `stale_bytes_after_next_run` (max over the kills).
+       children use -> `stale_bytes_after_next_run` (max over the kills); the same measured right
+       after the kill, before the next run cleans it -> `left_by_kill_bytes` (max) and
+       `kills_leaving_data` (count).
 
 The children get a private TMPDIR per command (`<work>/tmp/<command>`), so that `recs-*` folders of
 other processes on the machine, or of another command, are not counted; before each command the
@@ -64,7 +66,7 @@ COMMANDS: tuple[str, ...] = ("build-index", "export", "train-ranker", "train-bun
 MARKER = ".recs-faults"  # a work folder with it may be emptied; any other non-empty folder is refused
 TABLE_METRICS: tuple[str, ...] = (
     "kills", "killed_after_completion", "new_version_after_kill", "loadable_after", "answers_unchanged",
-    "next_run_ok", "stale_bytes_after_next_run", "stale_bytes_after_clean_run", "seconds_uninterrupted",
+    "next_run_ok", "kills_leaving_data", "left_by_kill_bytes", "stale_bytes_after_next_run", "stale_bytes_after_clean_run", "seconds_uninterrupted",
 )
 Answers = dict[str, list[tuple[str, float]]]
 
@@ -303,6 +305,7 @@ class KillRecord:
     next_run_s: float
     stale_bytes: int
     stale: dict[str, int] = field(default_factory=dict)
+    left_by_kill_bytes: int = 0  # leftovers right after the kill, before the next run cleans them
 
 
 def one_kill(name: str, i: int, kill_at: float, lay: Layout, env: dict[str, str], users: Sequence[str],
@@ -320,6 +323,7 @@ def one_kill(name: str, i: int, kill_at: float, lay: Layout, env: dict[str, str]
     except Exception as exc:  # any failure to load is the finding, whatever its type
         error = f"{type(exc).__name__}: {exc}"[:300]
     new_version = manifest_digest(target) != digest
+    left_by_kill = sum(stale_entries(target, lay.tmp(name)).values())
     rerun = run_child(cli(command_args(name, lay)), env, lay.logs / f"{name}-next{i:02d}.log")
     try:
         following: Answers | None = answers(target, users)
@@ -339,6 +343,7 @@ def one_kill(name: str, i: int, kill_at: float, lay: Layout, env: dict[str, str]
         returncode=child.returncode, backup_present=had_backup, loadable=after is not None, load_error=error,
         new_version=new_version, answers=verdict, next_run_rc=rerun.returncode, next_run_s=round(rerun.seconds, 3),
         stale_bytes=sum(stale.values()), stale={Path(p).name: b for p, b in stale.items()},
+        left_by_kill_bytes=left_by_kill,
     )
     return record, following
 
@@ -352,6 +357,8 @@ def command_row(name: str, seconds: float, clean_stale: int, records: Sequence[K
         "loadable_after": sum(r.loadable for r in records),
         "answers_unchanged": sum(r.answers in ("old", "new") for r in records),
         "next_run_ok": sum(r.next_run_rc == 0 for r in records),
+        "left_by_kill_bytes": max((r.left_by_kill_bytes for r in records), default=0),
+        "kills_leaving_data": sum(r.left_by_kill_bytes > 0 for r in records),
         "stale_bytes_after_next_run": max((r.stale_bytes for r in records), default=0),
         "stale_bytes_after_clean_run": clean_stale,
         "seconds_uninterrupted": round(seconds, 2),
