@@ -1,0 +1,44 @@
+"""`recs serve`: uvicorn over `create_app`. uvicorn starts each worker from an import string, so
+the model and the [serving] settings travel to `app_from_env` (the factory it imports) in
+environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from recs.config import ServingConfig
+from recs.errors import ConfigError
+
+__all__ = ["ENV_MODEL", "ENV_SETTINGS", "app_from_env", "serve"]
+
+ENV_MODEL = "RECS_SERVE_MODEL"
+ENV_SETTINGS = "RECS_SERVE_SETTINGS"  # the [serving] section as JSON
+
+
+def serve(model: Path, serving: ServingConfig) -> None:
+    """Run the service until interrupted (blocking)."""
+    import uvicorn
+
+    from recs.artifacts import open_artifact
+
+    open_artifact(model)  # a wrong folder fails here, once, not in every worker
+    os.environ[ENV_MODEL] = str(Path(model).absolute())
+    os.environ[ENV_SETTINGS] = serving.model_dump_json()
+    http = serving.http
+    uvicorn.run("recs.serving.serve:app_from_env", factory=True, host=http.host, port=http.port,
+                workers=http.workers, log_level="info")
+
+
+def app_from_env() -> FastAPI:
+    """The app `serve` described in the environment (one per uvicorn worker)."""
+    from recs.serving.app import create_app
+    from recs.serving.onnx_runtime import RuntimeOptions
+
+    model = os.environ.get(ENV_MODEL)
+    if not model:
+        raise ConfigError(f"{ENV_MODEL} is not set: start the service with `recs serve --model DIR`")
+    serving = ServingConfig.model_validate_json(os.environ.get(ENV_SETTINGS) or "{}")
+    return create_app(model, serving.http, RuntimeOptions(precision=serving.precision, threads=serving.threads))
