@@ -251,6 +251,23 @@ def test_reload_swaps_while_a_request_finishes_on_the_old_model(model_dir: Path,
     assert f'version="{swapped["version"]}"' in text and f'version="{old["version"]}"' not in text
 
 
+def test_workers_follow_a_reload_through_the_pointer_file(model_dir: Path, onnx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recs serve --workers N`: the worker that reloads writes the pointer; the others follow it."""
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    pointer = tmp_path / "model.json"
+    pointer.write_text(json.dumps({"path": str(model_dir.absolute()), "version": None}))
+    first, second = (TestClient(create_app(model_dir, pointer=pointer)) for _ in range(2))
+    old = second.get("/ready").json()
+    got = first.post("/admin/reload", json={"path": str(onnx_dir)}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert got.status_code == 200 and json.loads(pointer.read_text())["path"] == str(onnx_dir.absolute())
+    deadline = time.monotonic() + 60
+    while (now := second.get("/ready").json())["backend"] != "onnx":
+        assert now == old and time.monotonic() < deadline  # the old model serves while the new one loads
+        time.sleep(0.05)
+    assert now == first.get("/ready").json()
+    assert 'backend="onnx"' in second.get("/metrics").text
+
+
 def test_metrics_count_requests_and_degraded_answers(client: TestClient) -> None:
     user = _user(client)
     client.get("/items/NOPE-2")
@@ -314,11 +331,15 @@ def _free_port() -> int:
 def test_recs_serve_runs_the_real_server(onnx_dir: Path, tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RECS_ADMIN_TOKEN": TOKEN}
+    # A second version of the same export (the manifest's `created` is the version; no file hashes it).
+    newer = Path(shutil.copytree(onnx_dir, tmp_path / "newer"))
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "created": "2099-01-01T00:00:00Z"}))
     bad = subprocess.run([sys.executable, "-m", "recs.cli", "serve", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 4 and "not found" in bad.stderr and "Traceback" not in bad.stderr
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "recs.cli", "serve", "--model", str(onnx_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "recs.cli", "serve", "--model", str(onnx_dir), "--port", str(port), "--workers", "2"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -334,8 +355,15 @@ def test_recs_serve_runs_the_real_server(onnx_dir: Path, tmp_path: Path) -> None
             time.sleep(0.2)
         got = httpx.post(f"{base}/recommend", json={"text": "coffee", "k": 3}, timeout=30)
         assert got.status_code == 200 and len(got.json()["items"]) == 3
-        reload = httpx.post(f"{base}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        reload = httpx.post(f"{base}/admin/reload", json={"path": str(newer)}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         assert reload.status_code == 200, reload.text
+        # Both workers end on the new model: the one that reloaded, and the other through the pointer.
+        streak, deadline = 0, time.monotonic() + 60
+        while streak < 8:
+            version = httpx.get(f"{base}/ready", timeout=5).json()["version"]
+            streak = streak + 1 if version == "2099-01-01T00:00:00Z" else 0
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
         assert "recs_requests_total" in httpx.get(f"{base}/metrics", timeout=5).text
     finally:
         proc.terminate()

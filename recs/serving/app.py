@@ -11,7 +11,8 @@
 
 Endpoints that call the engine are sync: FastAPI runs them in its threadpool. Each request reads
 the served model once (`ModelHolder.current`), so a reload swaps the reference for the next
-requests while the ones in flight finish on the model they started with. Later parts (events,
+requests while the ones in flight finish on the model they started with (recs.serving.holder,
+which also keeps the workers of `recs serve --workers N` on one model). Later parts (events,
 forgetting a user, item changes, the page) add routes to `create_app`'s router the same way.
 """
 
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recs.config import HttpConfig
-from recs.errors import ConfigError, RecsError, UnknownItemError
+from recs.errors import RecsError, UnknownItemError
 from recs.serving.engine import Engine
+from recs.serving.holder import ModelHolder, Served, load_served, warm
 from recs.serving.httpkit import (
     BodyLimit,
     HttpError,
@@ -54,62 +54,13 @@ from recs.serving.schemas import (
     ReloadResponse,
 )
 
-__all__ = ["ModelHolder", "Served", "create_app", "load_served"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("recs.serving")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 500)
 }
-
-
-@dataclass(frozen=True)
-class Served:
-    """One loaded model: what a request reads once and keeps to its end."""
-
-    engine: Engine
-    version: str | None
-    path: Path | None
-
-    @property
-    def backend(self) -> str:
-        return "torch" if self.engine.runtime is None else "onnx"
-
-
-def load_served(path: str | Path, runtime: RuntimeOptions | None = None, warmup: bool = True) -> Served:
-    """Load an artifact (ONNX export or torch) and, with `warmup`, answer one request so that
-    lazily built state is ready before the model takes traffic."""
-    engine = Engine.load(path, runtime=runtime)
-    if warmup:
-        _warm(engine)
-    return Served(engine, engine.created, engine.path)
-
-
-def _warm(engine: Engine) -> None:
-    events = engine.retriever.events
-    user = str(events["user_id"][0]) if events.height else None
-    engine.recommend(user_id=user, text=None if user else "warm up", k=1, unknown_user="fallback", rerank=False)
-
-
-class ModelHolder:
-    """The served model behind a lock-free read and a serialised swap."""
-
-    def __init__(self, served: Served, runtime: RuntimeOptions | None, warmup: bool) -> None:
-        self.current = served
-        self._runtime, self._warmup = runtime, warmup
-        self._reload_lock = threading.Lock()
-
-    def reload(self, path: str | Path | None) -> tuple[Served, Served]:
-        """Load `path` (default: the folder being served) and swap it in; (old, new). A failed
-        load raises and leaves the old model served."""
-        with self._reload_lock:  # one load at a time: two would double the memory for nothing
-            old = self.current
-            target = Path(path) if path is not None else old.path
-            if target is None:
-                raise ConfigError("this service was started from an Engine in memory: give the artifact's path")
-            new = load_served(target, self._runtime, self._warmup)
-            self.current = new  # one reference assignment: atomic for every reader
-            return old, new
 
 
 def _check_limits(body: RecommendRequest | BundleRequest, http: HttpConfig) -> None:
@@ -138,19 +89,23 @@ def create_app(
     engine_or_path: Engine | str | Path,
     settings: HttpConfig | None = None,
     runtime: RuntimeOptions | None = None,
+    *,
+    pointer: Path | None = None,
 ) -> FastAPI:
-    """The service over an Engine (served as is) or an artifact folder (loaded now)."""
+    """The service over an Engine (served as is) or an artifact folder (loaded now). `pointer`: the
+    file through which the workers of one service follow each other's reloads (recs.serving.holder)."""
     http = settings or HttpConfig()
     if isinstance(engine_or_path, Engine):
         engine = engine_or_path
         if http.warmup:
-            _warm(engine)
+            warm(engine)
         served = Served(engine, engine.created, engine.path)
     else:
         served = load_served(engine_or_path, runtime, http.warmup)
-    holder = ModelHolder(served, runtime, http.warmup)
+    holder = ModelHolder(served, runtime, http.warmup, pointer)
     metrics = Metrics()
-    metrics.set_model(served.version, str(served.path or ""), served.backend)
+    metrics.set_model(served)
+    holder.on_swap.append(metrics.set_model)
 
     app = FastAPI(
         title="recs", summary="Recommendations, bundles and the catalog of one recs model.",
@@ -220,7 +175,6 @@ def create_app(
             raise HttpError(400 if isinstance(err, RecsError) else 500, f"reload failed: {err}".splitlines()[0],
                             serving=holder.current.version) from None
         metrics.reloads.labels("ok").inc()
-        metrics.set_model(new.version, str(new.path or ""), new.backend)
         log.info("reloaded %s (was %s)", new.version, old.version)
         return ReloadResponse(version=new.version, path=str(new.path), previous_version=old.version,
                               load_ms=(time.perf_counter() - start) * 1000)

@@ -164,9 +164,10 @@ class Metrics:
         self.model = Gauge("recs_model_info", "The model being served (value 1)", ["version", "path", "backend"], registry=self.registry)
         self.reloads = Counter("recs_reloads", "Model reloads by outcome", ["outcome"], registry=self.registry)
 
-    def set_model(self, version: str | None, path: str | None, backend: str) -> None:
+    def set_model(self, served: Any) -> None:
+        """`served`: a recs.serving.holder.Served (version, path, backend)."""
         self.model.clear()
-        self.model.labels(version=version or "unknown", path=path or "", backend=backend).set(1)
+        self.model.labels(version=served.version or "unknown", path=str(served.path or ""), backend=served.backend).set(1)
 
     def install(self, app: FastAPI) -> None:
         @app.middleware("http")

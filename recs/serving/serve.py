@@ -4,18 +4,23 @@ environment variables."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from recs.config import ServingConfig
 from recs.errors import ConfigError
+from recs.io import atomic_write_text
 
-__all__ = ["ENV_MODEL", "ENV_SETTINGS", "app_from_env", "serve"]
+__all__ = ["ENV_MODEL", "ENV_POINTER", "ENV_SETTINGS", "app_from_env", "serve"]
 
 ENV_MODEL = "RECS_SERVE_MODEL"
 ENV_SETTINGS = "RECS_SERVE_SETTINGS"  # the [serving] section as JSON
+ENV_POINTER = "RECS_SERVE_POINTER"  # with several workers: the file through which they follow reloads
 
 
 def serve(model: Path, serving: ServingConfig) -> None:
@@ -24,12 +29,21 @@ def serve(model: Path, serving: ServingConfig) -> None:
 
     from recs.artifacts import open_artifact
 
-    open_artifact(model)  # a wrong folder fails here, once, not in every worker
-    os.environ[ENV_MODEL] = str(Path(model).absolute())
+    artifact = open_artifact(model)  # a wrong folder fails here, once, not in every worker
+    os.environ[ENV_MODEL] = str(artifact.path)
     os.environ[ENV_SETTINGS] = serving.model_dump_json()
     http = serving.http
-    uvicorn.run("recs.serving.serve:app_from_env", factory=True, host=http.host, port=http.port,
-                workers=http.workers, log_level="info")
+    shared = None
+    if http.workers > 1:
+        shared = Path(tempfile.mkdtemp(prefix="recs-serve-"))
+        pointer = atomic_write_text(shared / "model.json", json.dumps({"path": str(artifact.path), "version": artifact.created}))
+        os.environ[ENV_POINTER] = str(pointer)
+    try:
+        uvicorn.run("recs.serving.serve:app_from_env", factory=True, host=http.host, port=http.port,
+                    workers=http.workers, log_level="info")
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 def app_from_env() -> FastAPI:
@@ -41,4 +55,6 @@ def app_from_env() -> FastAPI:
     if not model:
         raise ConfigError(f"{ENV_MODEL} is not set: start the service with `recs serve --model DIR`")
     serving = ServingConfig.model_validate_json(os.environ.get(ENV_SETTINGS) or "{}")
-    return create_app(model, serving.http, RuntimeOptions(precision=serving.precision, threads=serving.threads))
+    pointer = os.environ.get(ENV_POINTER)
+    runtime = RuntimeOptions(precision=serving.precision, threads=serving.threads)
+    return create_app(model, serving.http, runtime, pointer=Path(pointer) if pointer else None)
