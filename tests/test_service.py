@@ -364,7 +364,11 @@ def test_recs_serve_runs_the_real_server(onnx_dir: Path, tmp_path: Path) -> None
             streak = streak + 1 if version == "2099-01-01T00:00:00Z" else 0
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.1)
-        assert "recs_requests_total" in httpx.get(f"{base}/metrics", timeout=5).text
+        for _ in range(5):
+            assert httpx.post(f"{base}/recommend", json={"text": "tea", "k": 2}, timeout=30).status_code == 200
+        text = httpx.get(f"{base}/metrics", timeout=5).text  # every worker's counts, summed
+        assert 'recs_requests_total{endpoint="/recommend",method="POST",status="200"} 6.0' in text, text
+        assert text.count('version="2099-01-01T00:00:00Z"') == 2, text  # each worker's model info
     finally:
         proc.terminate()
         proc.wait(30)

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from recs.config import HttpConfig
 from recs.errors import RecsError, UnknownItemError
@@ -181,6 +181,6 @@ def create_app(
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     return app

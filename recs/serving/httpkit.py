@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recs.errors import NotFittedError, RecsError, UnknownItemError, UnknownUserError
@@ -150,7 +150,9 @@ class BodyLimit:
 
 
 class Metrics:
-    """Prometheus metrics in the app's own registry (several apps in one process do not clash)."""
+    """Prometheus metrics in the app's own registry (several apps in one process do not clash).
+    Under `recs serve --workers N`, PROMETHEUS_MULTIPROC_DIR is set and /metrics sums the workers'
+    counters and histograms (prometheus-client's multiprocess mode; model info per worker pid)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -161,13 +163,29 @@ class Metrics:
         )
         self.degraded = Counter("recs_degraded_answers", "Answers served without the cross-encoder (time budget)",
                                 ["endpoint"], registry=self.registry)
-        self.model = Gauge("recs_model_info", "The model being served (value 1)", ["version", "path", "backend"], registry=self.registry)
+        self.model = Gauge("recs_model_info", "The model being served (1; a replaced one 0)", ["version", "path", "backend"],
+                           registry=self.registry, multiprocess_mode="liveall")
+        self._model_labels: tuple[str, str, str] | None = None
         self.reloads = Counter("recs_reloads", "Model reloads by outcome", ["outcome"], registry=self.registry)
 
     def set_model(self, served: Any) -> None:
         """`served`: a recs.serving.holder.Served (version, path, backend)."""
-        self.model.clear()
-        self.model.labels(version=served.version or "unknown", path=str(served.path or ""), backend=served.backend).set(1)
+        labels = (served.version or "unknown", str(served.path or ""), served.backend)
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model.labels(*self._model_labels).set(0)  # what multiprocess mode keeps of it
+            self.model.remove(*self._model_labels)
+        self.model.labels(*labels).set(1)
+        self._model_labels = labels
+
+    def text(self) -> bytes:
+        """The Prometheus text exposition of this app, or of every worker in multiprocess mode."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
     def install(self, app: FastAPI) -> None:
         @app.middleware("http")

@@ -38,6 +38,9 @@ def serve(model: Path, serving: ServingConfig) -> None:
         shared = Path(tempfile.mkdtemp(prefix="recs-serve-"))
         pointer = atomic_write_text(shared / "model.json", json.dumps({"path": str(artifact.path), "version": artifact.created}))
         os.environ[ENV_POINTER] = str(pointer)
+        # Set before the workers import prometheus-client: /metrics then sums every worker.
+        (shared / "metrics").mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
     try:
         uvicorn.run("recs.serving.serve:app_from_env", factory=True, host=http.host, port=http.port,
                     workers=http.workers, log_level="info")
