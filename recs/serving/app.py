@@ -59,7 +59,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("recs.serving")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 500)
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 500, 503)
 }
 
 
@@ -91,27 +91,40 @@ def create_app(
     runtime: RuntimeOptions | None = None,
     *,
     pointer: Path | None = None,
+    background: bool = False,
 ) -> FastAPI:
-    """The service over an Engine (served as is) or an artifact folder (loaded now). `pointer`: the
-    file through which the workers of one service follow each other's reloads (recs.serving.holder)."""
+    """The service over an Engine (served as is) or an artifact folder: loaded now, or with
+    `background` in a thread (GET /health answers at once, the model's routes say 503 until it is
+    in). `pointer`: the file through which the workers of one service follow each other's reloads
+    (recs.serving.holder)."""
     http = settings or HttpConfig()
+    served: Served | None = None
     if isinstance(engine_or_path, Engine):
         engine = engine_or_path
         if http.warmup:
             warm(engine)
         served = Served(engine, engine.created, engine.path)
-    else:
+    elif not background:
         served = load_served(engine_or_path, runtime, http.warmup)
     holder = ModelHolder(served, runtime, http.warmup, pointer)
     metrics = Metrics()
-    metrics.set_model(served)
     holder.on_swap.append(metrics.set_model)
+    if served is not None:
+        metrics.set_model(served)
+
+    def model() -> Served:
+        s = holder.current
+        if s is None:
+            raise HttpError(503, f"no model yet: {holder.load_error or 'still loading'}")
+        return s
 
     app = FastAPI(
         title="recs", summary="Recommendations, bundles and the catalog of one recs model.",
-        version=served.version or "unknown", responses=ERRORS,
+        version=served.version if served and served.version else "unknown", responses=ERRORS,
     )
     app.state.holder, app.state.metrics, app.state.http = holder, metrics, http
+    if served is None:
+        holder.load_in_background(engine_or_path)  # type: ignore[arg-type]  # a path here
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=http.max_body_bytes)  # type: ignore[arg-type]
     metrics.install(app)  # added last: outermost, so a 413 or a 500 is counted too
@@ -120,15 +133,15 @@ def create_app(
     def health() -> Health:
         return Health(status="ok")
 
-    @app.get("/ready", response_model=Ready, summary="A model is loaded")
+    @app.get("/ready", response_model=Ready, summary="A model is loaded (503 until then)")
     def ready() -> Ready:
-        s = holder.current
+        s = model()
         return Ready(ready=True, version=s.version, path=str(s.path) if s.path else None, backend=s.backend)
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=False, summary="Top-k items")
     def recommend(body: RecommendRequest) -> RecommendResponse:
         _check_limits(body, http)
-        s = holder.current
+        s = model()
         results = s.engine.recommend(
             user_id=body.user_id, k=body.k, history=body.history, text=body.text, category=body.category,
             price_min=body.price_min, price_max=body.price_max, in_stock=body.in_stock,
@@ -146,7 +159,7 @@ def create_app(
     @app.post("/bundle", response_model=BundleResponse, summary="Complementary bundles")
     def bundle(body: BundleRequest) -> BundleResponse:
         _check_limits(body, http)
-        s = holder.current
+        s = model()
         bundles = s.engine.bundle(
             body.user_id, item=body.item, items=body.items, size=body.size, budget=body.budget, n=body.n,
             in_stock=body.in_stock, exclude=body.exclude, allow_same_leaf=body.allow_same_leaf,
@@ -156,7 +169,7 @@ def create_app(
 
     @app.get("/items/{item_id}", summary="An item's catalog row")
     def item(item_id: str) -> dict[str, Any]:
-        r = holder.current.engine.retriever
+        r = model().engine.retriever
         row = r.catalog.row_of.get(item_id)
         if row is None:
             raise UnknownItemError(f"unknown item id '{item_id}'"[:300])
@@ -170,10 +183,12 @@ def create_app(
             old, new = holder.reload(body.path if body else None)
         except (RecsError, OSError) as err:
             metrics.reloads.labels("failed").inc()
-            log.warning("reload failed, still serving %s: %s", holder.current.version, err)
+            current = holder.current
+            serving = current.version if current else None
+            log.warning("reload failed, still serving %s: %s", serving, err)
             # A model that cannot be loaded is the request's fault (400); a failing disk is not.
             raise HttpError(400 if isinstance(err, RecsError) else 500, f"reload failed: {err}".splitlines()[0],
-                            serving=holder.current.version) from None
+                            serving=serving) from None
         metrics.reloads.labels("ok").inc()
         log.info("reloaded %s (was %s)", new.version, old.version)
         return ReloadResponse(version=new.version, path=str(new.path), previous_version=old.version,

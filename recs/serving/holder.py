@@ -3,8 +3,9 @@
 A request reads `ModelHolder.current` once and keeps that `Served` to its end, so a reload swaps
 the reference for the next requests while the ones in flight finish on the old model. Several
 worker processes (`recs serve --workers N`) share a small pointer file: the worker that reloads
-writes the new model's path and version there, and every other worker, on its next request,
-sees the file change and loads that model in the background (serving the old one meanwhile).
+writes the new model's path and version there, and every other worker sees the file change (on
+its next request, or within half a second) and loads that model in the background, serving the
+old one meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 import os
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,30 +64,51 @@ class ModelHolder:
 
     def __init__(
         self,
-        served: Served,
+        served: Served | None,
         runtime: RuntimeOptions | None = None,
         warmup: bool = True,
         pointer: Path | None = None,
     ) -> None:
-        self._current = served
+        self._current = served  # None until `load_in_background` is done
+        self.load_error: str | None = None  # why that first load failed
         self._runtime, self._warmup, self._pointer = runtime, warmup, pointer
         self._reload_lock = threading.Lock()  # one load at a time: two would double the memory for nothing
         self._state_lock = threading.Lock()
         self._seen = self._stamp()
         self._following = False
         self.on_swap: list[Callable[[Served], None]] = []  # e.g. the metrics' model info
+        if pointer is not None:
+            # Requests check the pointer too; this follows it in a worker that gets none.
+            threading.Thread(target=_watch, args=(weakref.ref(self),), name="recs-model-pointer", daemon=True).start()
 
     @property
-    def current(self) -> Served:
-        if self._pointer is not None:
+    def current(self) -> Served | None:
+        if self._pointer is not None and self._current is not None:
             self._follow()
         return self._current
+
+    def load_in_background(self, path: str | Path) -> threading.Thread:
+        """The first model, loaded off the caller's thread (the process answers /health meanwhile)."""
+
+        def load() -> None:
+            try:
+                with self._reload_lock:
+                    self._swap(load_served(path, self._runtime, self._warmup))
+            except Exception as err:  # the service stays up, not ready, and says why on /ready
+                self.load_error = f"{type(err).__name__}: {err}".splitlines()[0]
+                log.error("cannot load the model %s: %s", path, self.load_error)
+
+        thread = threading.Thread(target=load, name="recs-model-load", daemon=True)
+        thread.start()
+        return thread
 
     def reload(self, path: str | Path | None) -> tuple[Served, Served]:
         """Load `path` (default: the folder being served) and swap it in; (old, new). A failed
         load raises and leaves the old model served."""
         with self._reload_lock:
             old = self._current
+            if old is None:
+                raise ConfigError("the first model is still loading (or failed to: see GET /ready)")
             target = Path(path) if path is not None else old.path
             if target is None:
                 raise ConfigError("this service was started from an Engine in memory: give the artifact's path")
@@ -124,7 +148,7 @@ class ModelHolder:
                 log.warning("cannot read the shared model pointer %s: %s", self._pointer, err)
                 return
             current = self._current
-            if record.get("path") == str(current.path) and record.get("version") == current.version:
+            if current is None or (record.get("path") == str(current.path) and record.get("version") == current.version):
                 return
             self._following = True
         threading.Thread(target=self._load_followed, args=(str(record.get("path")),), daemon=True).start()
@@ -133,8 +157,20 @@ class ModelHolder:
         try:
             with self._reload_lock:
                 self._swap(load_served(path, self._runtime, self._warmup))
-            log.info("followed a reload to %s (%s)", path, self._current.version)
+            log.info("followed a reload to %s", path)
         except Exception as err:  # a model another worker loaded fails here: keep serving, say so
-            log.warning("could not follow a reload to %s, still serving %s: %s", path, self._current.version, err)
+            log.warning("could not follow a reload to %s, still serving the previous model: %s", path, err)
         finally:
             self._following = False
+
+
+def _watch(ref: weakref.ref[ModelHolder], interval_s: float = 0.5) -> None:
+    """Follow the pointer while the holder lives (a weak reference: a dropped app is freed)."""
+    while True:
+        time.sleep(interval_s)
+        holder = ref()
+        if holder is None:
+            return
+        if holder._current is not None:
+            holder._follow()
+        del holder

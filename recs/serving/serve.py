@@ -60,4 +60,4 @@ def app_from_env() -> FastAPI:
     serving = ServingConfig.model_validate_json(os.environ.get(ENV_SETTINGS) or "{}")
     pointer = os.environ.get(ENV_POINTER)
     runtime = RuntimeOptions(precision=serving.precision, threads=serving.threads)
-    return create_app(model, serving.http, runtime, pointer=Path(pointer) if pointer else None)
+    return create_app(model, serving.http, runtime, pointer=Path(pointer) if pointer else None, background=True)
