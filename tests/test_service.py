@@ -344,6 +344,17 @@ def test_serving_http_config_section(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_recs_serve_refuses_bad_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recs.cli import app as cli
+
+    got = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--port", "70000"])
+    assert got.exit_code == 2 and "port" in got.output
+    got = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--workers", "0"])
+    assert got.exit_code == 2 and "workers" in got.output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
