@@ -81,7 +81,7 @@ def test_health_ready_and_docs(client: TestClient, model_dir: Path) -> None:
     assert ready == {"ready": True, "version": manifest["created"], "path": str(model_dir.absolute()), "backend": "torch"}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/recommend", "/bundle", "/items/{item_id}", "/admin/reload", "/metrics", "/ready"} <= set(paths)
+    assert {"/recommend", "/bundle", "/items/{item_id}", "/admin/reload", "/metrics", "/ready"} <= set(paths), set(paths)
 
 
 def test_background_load_answers_health_first_and_ready_when_loaded(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,7 +300,7 @@ def test_metrics_count_requests_and_degraded_answers(client: TestClient) -> None
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain")
     text = got.text
     assert 'recs_requests_total{endpoint="/recommend",method="POST",status="200"}' in text
-    assert 'recs_requests_total{endpoint="/items/{item_id}",method="GET",status="404"}' in text
+    assert 'recs_requests_total{endpoint="/items/{item_id:path}",method="GET",status="404"}' in text
     assert 'recs_request_seconds_bucket{endpoint="/recommend",le="0.05",method="POST"}' in text
     assert 'recs_degraded_answers_total{endpoint="/recommend"}' in text
     assert 'recs_model_info{backend="torch"' in text
@@ -332,6 +332,26 @@ def test_onnx_export_is_served(onnx_dir: Path) -> None:
     item_id = got.json()["items"][0]["item_id"]
     assert client.get(f"/items/{item_id}").json()["item_id"] == item_id
     assert client.post("/bundle", json={"item": item_id, "in_stock": False}).status_code == 200
+
+
+def test_the_onnx_service_never_imports_torch(onnx_dir: Path) -> None:
+    code = f"""
+import json, sys
+for name in ("torch", "transformers", "lightgbm", "sklearn", "onnx", "onnxmltools"):
+    sys.modules[name] = None  # importing any of them now raises ImportError
+from fastapi.testclient import TestClient
+from recs.serving.app import create_app
+client = TestClient(create_app({str(onnx_dir)!r}))
+answers = [client.post("/recommend", json={{"text": "tea", "k": 3}}).status_code,
+           client.post("/bundle", json={{"text": "tea", "in_stock": False}}).status_code,
+           client.get("/metrics").status_code]
+loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in ("torch", "transformers", "lightgbm"))
+print(json.dumps({{"answers": answers, "loaded": loaded}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"answers": [200, 200, 200], "loaded": []}
 
 
 def test_serving_http_config_section(tmp_path: Path) -> None:

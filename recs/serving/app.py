@@ -4,7 +4,7 @@
     GET  /ready           a model is loaded: its version (manifest `created`) and path
     POST /recommend       Engine.recommend: user_id | history | text, k, filters, options
     POST /bundle          Engine.bundle
-    GET  /items/{id}      the catalog row
+    GET  /items/{id}      the catalog row (an id may hold a slash)
     POST /admin/reload    load a model, then swap it in (bearer token)
     GET  /metrics         Prometheus text format
     GET  /docs            OpenAPI
@@ -167,7 +167,7 @@ def create_app(
         )
         return BundleResponse(bundles=[b.to_dict() for b in bundles], reason=bundles.reason, model_version=s.version)
 
-    @app.get("/items/{item_id}", summary="An item's catalog row")
+    @app.get("/items/{item_id:path}", summary="An item's catalog row")
     def item(item_id: str) -> dict[str, Any]:
         r = model().engine.retriever
         row = r.catalog.row_of.get(item_id)
