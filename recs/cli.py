@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recs.config import RecsConfig, load_config
+from recs.config import HttpConfig, RecsConfig, load_config
 from recs.configmodel import OnBadRows
 from recs.data.config import DataConfig
 from recs.errors import ArtifactError, ConfigError, DataError, RecsError
@@ -531,6 +531,27 @@ def query(
     for r in results:
         table.add_row(str(r.rank), r.item_id, r.title[:50], "" if r.price is None else f"{r.price:.2f}", f"{r.score:.4f}", r.source, r.reason)
     console.print(table)
+
+
+@app.command("serve")
+@handle_errors
+def serve_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder: an ONNX export (no torch) or a trained one.")],
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes, each with its own copy of the model (default 1).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /items/{id}, /ready,
+    /metrics, /admin/reload (token in RECS_ADMIN_TOKEN), docs at /docs. [serving.http] in
+    --config sets the limits; the options here override it."""
+    from recs.serving.serve import serve
+
+    serving = load_config(config).serving
+    given = {"host": host, "port": port, "workers": workers}
+    http = HttpConfig.parse_dict({**serving.http.model_dump(), **{k: v for k, v in given.items() if v is not None}},
+                                 source="--host/--port/--workers")
+    serve(model, serving.model_copy(update={"http": http}))
 
 
 @app.command("export")

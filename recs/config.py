@@ -5,7 +5,7 @@ into the artifact, printed by `recs config show --model M`.
     [retrieval]   RetrievalConfig  towers, their training, candidate sources ([retrieval.candidates]), index
     [ranking]     RankingConfig    rankers, cross-encoder, how the ranking stage is trained
     [bundling]    BundlerConfig    set scorer, its training, the composer
-    [serving]     ServingConfig    request defaults (RankOptions) and the ONNX runtime
+    [serving]     ServingConfig    request defaults (RankOptions), the ONNX runtime, the HTTP service ([serving.http])
 
 Each section is owned by its stage (its class lives there); this module only gathers them.
 """
@@ -29,6 +29,7 @@ __all__ = [
     "BundlerConfig",
     "CleaningConfig",
     "DataConfig",
+    "HttpConfig",
     "OnBadRows",
     "RankOptions",
     "RankingConfig",
@@ -41,10 +42,25 @@ __all__ = [
 ]
 
 
+class HttpConfig(StrictModel):
+    """`recs serve`: where it listens and what one request may ask for (bigger is refused, not cut)."""
+
+    host: str = "127.0.0.1"  # localhost unless told: admin routes must not face a network by accident
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_k: int = Field(default=200, ge=1)
+    max_history: int = Field(default=500, ge=1)  # item ids in a request's history / exclude / items
+    max_text_chars: int = Field(default=2000, ge=1)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    admin_token_env: str = "RECS_ADMIN_TOKEN"  # the variable holding the bearer token; unset: admin refused
+    warmup: bool = True  # one request before /ready says yes (lazy state is built off the request path)
+
+
 class ServingConfig(StrictModel):
     options: RankOptions = RankOptions()  # what a request starts from (train-ranker may set rerank_top)
     precision: Literal["fp32", "int8"] | None = None  # ONNX graphs; None: RECS_ONNX_PRECISION or fp32
     threads: int | None = Field(default=None, ge=0)  # onnxruntime intra-op threads; None: its choice
+    http: HttpConfig = HttpConfig()
 
 
 class RecsConfig(StrictModel):

@@ -1,4 +1,4 @@
-"""Serving: the Engine facade (and, later, the HTTP service)."""
+"""Serving: the Engine facade; the HTTP service is `recs.serving.app` (imported on demand: fastapi)."""
 
 from recs.serving.engine import Engine, RecommendedItem
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from recs.artifacts import Artifact, open_artifact
 from recs.bundling.bundler import Bundler, Bundles, RankedBundle, save_bundler
 from recs.bundling.composer import BundleConstraints
 from recs.config import RecsConfig, UnknownUserPolicy
@@ -66,13 +67,18 @@ class Engine:
         self.options = options or RankOptions()
         self.bundler = bundler  # the set scorer + composer, when the artifact has one
         self.runtime = runtime  # the ONNX sessions' settings; None when torch serves
+        self.path: Path | None = None  # the artifact folder it was loaded from (None: built in memory)
+        self.created: str | None = None  # that artifact's manifest `created`: its version
 
     @classmethod
-    def load(cls, path: str | Path, runtime: RuntimeOptions | None = None) -> Engine:
+    def load(cls, path: str | Path | Artifact, runtime: RuntimeOptions | None = None) -> Engine:
         """The engine of any artifact folder: a trained one (torch) or a `recs export` one
         (onnxruntime, no torch). `runtime` sets the ONNX sessions' precision, providers, threads."""
-        parts = read_engine(path, runtime)
-        return cls(parts.retriever, parts.pipeline, parts.options, parts.bundler, parts.runtime)
+        artifact = path if isinstance(path, Artifact) else open_artifact(path)
+        parts = read_engine(artifact, runtime)
+        engine = cls(parts.retriever, parts.pipeline, parts.options, parts.bundler, parts.runtime)
+        engine.path, engine.created = artifact.path, artifact.created
+        return engine
 
     @classmethod
     def fit(

@@ -1,0 +1,201 @@
+"""The HTTP service: `create_app(engine_or_path, settings)` -> a FastAPI app over one Engine.
+
+    GET  /health          the process answers
+    GET  /ready           a model is loaded: its version (manifest `created`) and path
+    POST /recommend       Engine.recommend: user_id | history | text, k, filters, options
+    POST /bundle          Engine.bundle
+    GET  /items/{id}      the catalog row (an id may hold a slash)
+    POST /admin/reload    load a model, then swap it in (bearer token)
+    GET  /metrics         Prometheus text format
+    GET  /docs            OpenAPI
+
+Endpoints that call the engine are sync: FastAPI runs them in its threadpool. Each request reads
+the served model once (`ModelHolder.current`), so a reload swaps the reference for the next
+requests while the ones in flight finish on the model they started with (recs.serving.holder,
+which also keeps the workers of `recs serve --workers N` on one model). Later parts (events,
+forgetting a user, item changes, the page) add routes to `create_app`'s router the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from recs.config import HttpConfig
+from recs.errors import RecsError, UnknownItemError
+from recs.serving.engine import Engine
+from recs.serving.holder import ModelHolder, Served, load_served, warm
+from recs.serving.httpkit import (
+    BodyLimit,
+    HttpError,
+    Metrics,
+    check_admin,
+    install_error_handlers,
+    limit_error,
+)
+from recs.serving.onnx_runtime import RuntimeOptions
+from recs.serving.schemas import (
+    BundleRequest,
+    BundleResponse,
+    ErrorBody,
+    Health,
+    ItemOut,
+    Ready,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
+)
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("recs.serving")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 500, 503)
+}
+
+
+def _check_limits(body: RecommendRequest | BundleRequest, http: HttpConfig) -> None:
+    k = getattr(body, "k", None)
+    if k is not None and k > http.max_k:
+        raise limit_error("k", f"at most {http.max_k} items per request (serving.http.max_k), got {k}")
+    for name in ("history", "exclude", "items", "allow_same_leaf"):
+        values = getattr(body, name, None)
+        if values is not None and len(values) > http.max_history:
+            raise limit_error(name, f"at most {http.max_history} ids (serving.http.max_history), got {len(values)}")
+    if body.text is not None and len(body.text) > http.max_text_chars:
+        raise limit_error("text", f"at most {http.max_text_chars} characters (serving.http.max_text_chars), got {len(body.text)}")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return str(value)  # dates, decimals: as text
+
+
+def create_app(
+    engine_or_path: Engine | str | Path,
+    settings: HttpConfig | None = None,
+    runtime: RuntimeOptions | None = None,
+    *,
+    pointer: Path | None = None,
+    background: bool = False,
+) -> FastAPI:
+    """The service over an Engine (served as is) or an artifact folder: loaded now, or with
+    `background` in a thread (GET /health answers at once, the model's routes say 503 until it is
+    in). `pointer`: the file through which the workers of one service follow each other's reloads
+    (recs.serving.holder)."""
+    http = settings or HttpConfig()
+    served: Served | None = None
+    if isinstance(engine_or_path, Engine):
+        engine = engine_or_path
+        if http.warmup:
+            warm(engine)
+        served = Served(engine, engine.created, engine.path)
+    elif not background:
+        served = load_served(engine_or_path, runtime, http.warmup)
+    holder = ModelHolder(served, runtime, http.warmup, pointer)
+    metrics = Metrics()
+    holder.on_swap.append(metrics.set_model)
+    if served is not None:
+        metrics.set_model(served)
+
+    def model() -> Served:
+        s = holder.current
+        if s is None:
+            raise HttpError(503, f"no model yet: {holder.load_error or 'still loading'}")
+        return s
+
+    app = FastAPI(
+        title="recs", summary="Recommendations, bundles and the catalog of one recs model.",
+        version=served.version if served and served.version else "unknown", responses=ERRORS,
+    )
+    app.state.holder, app.state.metrics, app.state.http = holder, metrics, http
+    if served is None:
+        holder.load_in_background(engine_or_path)  # type: ignore[arg-type]  # a path here
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=http.max_body_bytes)  # type: ignore[arg-type]
+    metrics.install(app)  # added last: outermost, so a 413 or a 500 is counted too
+
+    @app.get("/health", response_model=Health, summary="The process answers")
+    def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/ready", response_model=Ready, summary="A model is loaded (503 until then)")
+    def ready() -> Ready:
+        s = model()
+        return Ready(ready=True, version=s.version, path=str(s.path) if s.path else None, backend=s.backend)
+
+    @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=False, summary="Top-k items")
+    def recommend(body: RecommendRequest) -> RecommendResponse:
+        _check_limits(body, http)
+        s = model()
+        results = s.engine.recommend(
+            user_id=body.user_id, k=body.k, history=body.history, text=body.text, category=body.category,
+            price_min=body.price_min, price_max=body.price_max, in_stock=body.in_stock,
+            exclude_bought=body.exclude_bought, exclude=body.exclude, unknown_user=body.unknown_user,
+            **body.overrides(),
+        )
+        if results.degraded:
+            metrics.degraded.labels("/recommend").inc()
+        items = [
+            ItemOut(**{**r.to_dict(), "features": r.features if body.include_features else None}) for r in results
+        ]
+        return RecommendResponse(items=items, degraded=bool(results.degraded),
+                                 timings_ms=dict(getattr(results, "timings_ms", {}) or {}), model_version=s.version)
+
+    @app.post("/bundle", response_model=BundleResponse, summary="Complementary bundles")
+    def bundle(body: BundleRequest) -> BundleResponse:
+        _check_limits(body, http)
+        s = model()
+        bundles = s.engine.bundle(
+            body.user_id, item=body.item, items=body.items, size=body.size, budget=body.budget, n=body.n,
+            in_stock=body.in_stock, exclude=body.exclude, allow_same_leaf=body.allow_same_leaf,
+            history=body.history, text=body.text, unknown_user=body.unknown_user,
+        )
+        return BundleResponse(bundles=[b.to_dict() for b in bundles], reason=bundles.reason, model_version=s.version)
+
+    @app.get("/items/{item_id:path}", summary="An item's catalog row")
+    def item(item_id: str) -> dict[str, Any]:
+        r = model().engine.retriever
+        row = r.catalog.row_of.get(item_id)
+        if row is None:
+            raise UnknownItemError(f"unknown item id '{item_id}'"[:300])
+        return {name: _json_value(value) for name, value in r.items.row(row, named=True).items()}
+
+    @app.post("/admin/reload", response_model=ReloadResponse, summary="Load a model and swap it in (bearer token)")
+    def reload(request: Request, body: ReloadRequest | None = Body(default=None)) -> ReloadResponse:
+        check_admin(request, http.admin_token_env)
+        start = time.perf_counter()
+        try:
+            old, new = holder.reload(body.path if body else None)
+        except (RecsError, OSError) as err:
+            metrics.reloads.labels("failed").inc()
+            current = holder.current
+            serving = current.version if current else None
+            log.warning("reload failed, still serving %s: %s", serving, err)
+            # A model that cannot be loaded is the request's fault (400); a failing disk is not.
+            raise HttpError(400 if isinstance(err, RecsError) else 500, f"reload failed: {err}".splitlines()[0],
+                            serving=serving) from None
+        metrics.reloads.labels("ok").inc()
+        log.info("reloaded %s (was %s)", new.version, old.version)
+        return ReloadResponse(version=new.version, path=str(new.path), previous_version=old.version,
+                              load_ms=(time.perf_counter() - start) * 1000)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

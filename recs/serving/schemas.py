@@ -1,0 +1,133 @@
+"""The HTTP service's request and response bodies (pydantic). Types and shapes are checked here
+(a wrong type is a 422); values are checked where they are owned: filters by
+`recs.retrieval.filters`, options by `RankOptions`, ids and policies by `recs.serving.requests`
+(a bad value is a 400 naming the argument). Unknown fields are refused: a typo is not ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recs.configmodel import UnknownUserPolicy
+
+__all__ = [
+    "BundleRequest",
+    "BundleResponse",
+    "ErrorBody",
+    "Health",
+    "ItemOut",
+    "Ready",
+    "RecommendRequest",
+    "RecommendResponse",
+    "ReloadRequest",
+    "ReloadResponse",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Body):
+    user_id: str | None = Field(default=None, description="A user in the model's data.")
+    history: list[str] | None = Field(default=None, description="Item ids, for someone not in the data.")
+    text: str | None = Field(default=None, description="A session or a search query.")
+    k: int = Field(default=10, description="How many items.")
+    category: str | None = Field(default=None, description="Only this category path (or below), case-insensitive.")
+    price_min: float | None = None
+    price_max: float | None = None
+    in_stock: bool = False
+    exclude_bought: bool = False
+    exclude: list[str] | None = Field(default=None, description="Item ids to leave out.")
+    novelty: bool | None = Field(default=None, description="Only items new to the user (the discover shelf).")
+    diversity: float | None = Field(default=None, description="0..1, maximal-marginal-relevance diversity.")
+    category_cap: int | None = Field(default=None, description="At most this many items per category.")
+    rerank: bool | None = Field(default=None, description="Cross-encoder on/off (None: the model's default).")
+    rerank_top: int | None = None
+    time_budget_ms: float | None = None
+    unknown_user: UnknownUserPolicy | None = None
+    include_features: bool = Field(default=False, description="Also return each item's ranking features.")
+
+    @model_validator(mode="after")
+    def _someone(self) -> RecommendRequest:
+        if self.user_id is None and not self.history and not self.text:
+            raise ValueError("give user_id, history or text")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The RankOptions fields this request sets (the others keep the model's defaults)."""
+        names = ("novelty", "diversity", "category_cap", "rerank", "rerank_top", "time_budget_ms")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class ItemOut(BaseModel):
+    rank: int
+    item_id: str
+    title: str
+    price: float | None
+    score: float
+    source: str
+    reason: str
+    stages: dict[str, float]
+    features: dict[str, float] | None = None
+
+
+class RecommendResponse(BaseModel):
+    items: list[ItemOut]
+    degraded: bool = Field(description="The cross-encoder missed its time budget: the ranker's order is served.")
+    timings_ms: dict[str, float]
+    model_version: str | None
+
+
+class BundleRequest(_Body):
+    user_id: str | None = None
+    item: str | None = Field(default=None, description="An anchor item every bundle holds.")
+    items: list[str] | None = Field(default=None, description="Anchor items every bundle holds.")
+    size: tuple[int, int] = Field(default=(2, 4), description="[min, max] items per bundle.")
+    budget: float | None = None
+    n: int = 3
+    in_stock: bool = True
+    exclude: list[str] | None = None
+    allow_same_leaf: list[str] | None = None
+    history: list[str] | None = None
+    text: str | None = None
+    unknown_user: UnknownUserPolicy = "fallback"
+
+    @model_validator(mode="after")
+    def _anchor(self) -> BundleRequest:
+        if self.user_id is None and self.item is None and not self.items and not self.history and not self.text:
+            raise ValueError("give user_id, item, items, history or text")
+        return self
+
+
+class BundleResponse(BaseModel):
+    bundles: list[dict[str, Any]] = Field(description="Each: rank, items (id, title, price, category, role, reason), total_price, score, set_score, user_preference.")
+    reason: str | None = Field(description="Why no bundle fits, when the list is empty.")
+    model_version: str | None
+
+
+class ReloadRequest(_Body):
+    path: str | None = Field(default=None, description="An artifact folder; default: the one being served.")
+
+
+class ReloadResponse(BaseModel):
+    version: str | None
+    path: str
+    previous_version: str | None
+    load_ms: float
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    version: str | None
+    path: str | None
+    backend: str
+
+
+class ErrorBody(BaseModel):
+    error: str
