@@ -25,15 +25,12 @@ _CACHE_SIZE = 50_000  # users whose derived state is kept (their arrays are alwa
 
 @dataclass
 class UserArrays:
-    """One user's events, chronological: catalog rows, event kinds, epoch seconds."""
+    """One user's events, chronological: catalog rows, event kinds (codes into the store's
+    `kinds`), epoch seconds. Codes, not strings: a large log holds tens of millions of events."""
 
     rows: np.ndarray  # int64
-    kinds: list[str]
+    kinds: np.ndarray  # int16
     times: np.ndarray  # float64
-
-    def purchases(self) -> tuple[np.ndarray, np.ndarray]:
-        bought = np.fromiter((k == "purchase" for k in self.kinds), dtype=bool, count=len(self.kinds))
-        return self.rows[bought], self.times[bought]
 
 
 @dataclass
@@ -53,6 +50,15 @@ class UserStore:
         self.max_chars = max_chars
         self._users: dict[str, UserArrays] = {}
         self._derived: OrderedDict[str, UserDerived] = OrderedDict()
+        self.kinds: list[str] = []  # event kind by code
+        self._code: dict[str, int] = {}
+
+    def _codes(self, kinds: Sequence[str]) -> np.ndarray:
+        for kind in kinds:
+            if kind not in self._code:
+                self._code[kind] = len(self.kinds)
+                self.kinds.append(kind)
+        return np.fromiter((self._code[k] for k in kinds), dtype=np.int16, count=len(kinds))
 
     @classmethod
     def from_events(cls, events: pl.DataFrame, catalog: Catalog, max_events: int, max_chars: int) -> UserStore:
@@ -66,16 +72,15 @@ class UserStore:
         item_ids = ordered["item_id"].to_list()
         rows = np.fromiter((catalog.row_of[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
         times = ordered["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
-        kinds = ordered["event"].to_list()
+        store._codes(sorted(ordered["event"].unique().to_list()))
+        kinds = ordered["event"].replace_strict(store._code, return_dtype=pl.Int16).to_numpy()
         order = np.argsort(users, kind="stable")  # stable: each user's events stay chronological
         users_sorted = users[order]
         starts = np.flatnonzero(np.r_[True, users_sorted[1:] != users_sorted[:-1]])
         ends = np.r_[starts[1:], len(order)]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             picked = order[start:end]
-            store._users[str(users_sorted[start])] = UserArrays(
-                rows[picked], [kinds[j] for j in picked.tolist()], times[picked],
-            )
+            store._users[str(users_sorted[start])] = UserArrays(rows[picked], kinds[picked], times[picked])
         return store
 
     def __contains__(self, user_id: object) -> bool:
@@ -99,13 +104,15 @@ class UserStore:
         if arrays is None:
             return None
         # The tower reads the last `max_events` events only: no need to look further back.
-        recent = slice(max(0, len(arrays.rows) - self.max_events), None)
-        state = user_state_of_rows(arrays.kinds[recent], arrays.rows[recent].tolist(), self.catalog.titles,
+        kinds = [self.kinds[c] for c in arrays.kinds.tolist()]
+        recent = max(0, len(arrays.rows) - self.max_events)
+        state = user_state_of_rows(kinds[recent:], arrays.rows[recent:].tolist(), self.catalog.titles,
                                    self.max_events, self.max_chars)
-        rows, times = arrays.purchases()
+        bought = arrays.kinds == self._code.get("purchase", -1)
+        rows, times = arrays.rows[bought], arrays.times[bought]
         rows.setflags(write=False)  # shared by every request of this user until their next event
         times.setflags(write=False)
-        out = UserDerived(state, rows, times, list(zip(arrays.rows.tolist(), arrays.kinds, arrays.times.tolist(), strict=True)))
+        out = UserDerived(state, rows, times, list(zip(arrays.rows.tolist(), kinds, arrays.times.tolist(), strict=True)))
         self._derived[user_id] = out
         if len(self._derived) > _CACHE_SIZE:
             self._derived.popitem(last=False)
@@ -118,13 +125,13 @@ class UserStore:
         new_times = np.asarray(times, dtype=np.float64)
         old = self._users.get(user_id)
         if old is None:
-            old = UserArrays(np.zeros(0, np.int64), [], np.zeros(0, np.float64))
+            old = UserArrays(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.float64))
         all_rows = np.concatenate([old.rows, new_rows])
         all_times = np.concatenate([old.times, new_times])
-        all_kinds = [*old.kinds, *kinds]
+        all_kinds = np.concatenate([old.kinds, self._codes(list(kinds))])
         if len(old.times) and len(new_times) and new_times.min() < old.times[-1]:
             order = np.argsort(all_times, kind="stable")
-            all_rows, all_times, all_kinds = all_rows[order], all_times[order], [all_kinds[j] for j in order.tolist()]
+            all_rows, all_times, all_kinds = all_rows[order], all_times[order], all_kinds[order]
         self._users[user_id] = UserArrays(all_rows, all_kinds, all_times)
         self._derived.pop(user_id, None)
 
