@@ -7,6 +7,7 @@ feature that groups items by category goes through these functions.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 SEPARATOR = " > "
@@ -46,6 +47,17 @@ def is_under(path: str | None, prefix: str | None) -> bool:
     want = normalise(prefix)
     have = normalise(path)
     return bool(want) and (have == want or have.startswith(want + SEPARATOR))
+
+
+def codes(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(leaf code, top code) per path as int64 arrays, -1 for no category: the same path the
+    same code, and paths with the same `top` the same top code (one pass per distinct path)."""
+    distinct = {p: i for i, p in enumerate(dict.fromkeys(p for p in paths if p))}
+    tops: dict[str, int] = {}
+    top_of = {p: tops.setdefault(top(p), len(tops)) for p in distinct}
+    leaf_codes = np.fromiter((distinct.get(p, -1) if p else -1 for p in paths), dtype=np.int64, count=len(paths))
+    top_codes = np.fromiter((top_of[p] if p else -1 for p in paths), dtype=np.int64, count=len(paths))
+    return leaf_codes, top_codes
 
 
 def top_expr(column: pl.Expr) -> pl.Expr:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recs.data import category as cat
 from recs.retrieval.candidates import FEATURES as CANDIDATE_FEATURES
 from recs.retrieval.candidates import NEVER_DAYS, CandidateSet
 from recs.retrieval.retriever import Retriever, UserContext
@@ -34,8 +33,8 @@ _EVENT_WEIGHT = {"view": 0.1, "click": 0.2, "cart": 0.5, "purchase": 1.0}
 
 @dataclass
 class UserSignals:
-    leaf: dict[str, float]
-    top: dict[str, float]
+    leaf: dict[int, float]  # leaf category code (`Retriever.category_codes`) -> share of interactions
+    top: dict[int, float]  # top category code -> share
     price_median: float
     price_spread: float
     log_baskets: float
@@ -43,25 +42,40 @@ class UserSignals:
     touched: dict[int, tuple[float, float, bool]]  # row -> (count, last time, carted)
 
 
+def _shares(codes: np.ndarray, weights: np.ndarray) -> dict[int, float]:
+    """code -> its share of the weights (codes < 0 left out), summed in interaction order."""
+    keep = codes >= 0
+    keys, where = np.unique(codes[keep], return_inverse=True)
+    sums = np.bincount(where, weights=weights[keep], minlength=len(keys))
+    total = float(sums.sum()) or 1.0
+    return {int(k): float(v) / total for k, v in zip(keys.tolist(), sums.tolist(), strict=True)}
+
+
+def _lookup(table: dict[int, float], keys: np.ndarray) -> np.ndarray:
+    """table[key] for each key (0 when absent), without a Python loop over the keys."""
+    out = np.zeros(len(keys), dtype=np.float64)
+    if table:
+        known = np.fromiter(table, dtype=np.int64, count=len(table))
+        values = np.fromiter(table.values(), dtype=np.float64, count=len(table))
+        order = np.argsort(known)
+        known, values = known[order], values[order]
+        where = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        hit = known[where] == keys
+        out[hit] = values[where[hit]]
+    return out
 
 
 def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
-    leaf: dict[str, float] = {}
-    top: dict[str, float] = {}
     touched: dict[int, tuple[float, float, bool]] = {}
-    for row, event, when in context.interactions:
-        weight = _EVENT_WEIGHT.get(event, 0.1)
-        category = retriever.categories[row]
-        if category:
-            leaf[category] = leaf.get(category, 0.0) + weight
-            top[cat.top(category)] = top.get(cat.top(category), 0.0) + weight
+    weights = np.zeros(len(context.interactions), dtype=np.float64)
+    rows = np.zeros(len(context.interactions), dtype=np.int64)
+    for j, (row, event, when) in enumerate(context.interactions):
+        weights[j] = _EVENT_WEIGHT.get(event, 0.1)
+        rows[j] = row
         count, _, carted = touched.get(row, (0.0, 0.0, False))
         touched[row] = (count + 1.0, when, carted or event in ("cart", "purchase"))
-    for table in (leaf, top):
-        total = sum(table.values()) or 1.0
-        for key in table:
-            table[key] /= total
-    prices = retriever.items["price"].to_numpy() if "price" in retriever.items.columns else None
+    leaf_codes, top_codes = retriever.category_codes
+    prices = retriever.masks.prices if "price" in retriever.items.columns else None
     bought = context.history.rows
     if prices is not None and len(bought):
         paid = prices[bought]
@@ -73,8 +87,8 @@ def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
     distinct_times = np.unique(context.history.times) if len(bought) else np.zeros(0)
     rebuys = len(bought) - len(np.unique(bought)) if len(bought) else 0
     return UserSignals(
-        leaf=leaf,
-        top=top,
+        leaf=_shares(leaf_codes[rows], weights),
+        top=_shares(np.where(leaf_codes[rows] >= 0, top_codes[rows], -1), weights),
         price_median=median,
         price_spread=spread,
         log_baskets=float(np.log1p(len(distinct_times))),
@@ -95,27 +109,35 @@ def history_cosines(retriever: Retriever, context: UserContext, rows: np.ndarray
 
 
 def feature_matrix(retriever: Retriever, context: UserContext, cands: CandidateSet) -> np.ndarray:
-    """(n candidates, len(RANKING_FEATURES)) float32, finite."""
+    """(n candidates, len(RANKING_FEATURES)) float32, finite; vectorised over the candidates."""
     signals = user_signals(retriever, context)
+    rows = cands.item_rows
     n = len(cands)
     out = np.zeros((n, len(RANKING_FEATURES)), dtype=np.float32)
     for j, name in enumerate(CANDIDATE_FEATURES):
         out[:, j] = cands.features[name]
-    prices = retriever.items["price"].to_numpy() if "price" in retriever.items.columns else None
     base = len(CANDIDATE_FEATURES)
-    for i, row in enumerate(cands.item_rows.tolist()):
-        category = retriever.categories[row]
-        price = float(prices[row]) if prices is not None and np.isfinite(prices[row]) else None
-        if price is not None and signals.price_median > 0:
-            out[i, base + 0] = (price - signals.price_median) / (signals.price_spread + 0.1 * signals.price_median + 1e-6)
-        out[i, base + 1] = signals.leaf.get(category, 0.0) if category else 0.0
-        out[i, base + 2] = signals.top.get(cat.top(category), 0.0) if category else 0.0
-        count, last, carted = signals.touched.get(row, (0.0, None, False))
-        out[i, base + 3] = count
-        out[i, base + 4] = NEVER_DAYS if last is None else max(0.0, (retriever.now - last) / 86400.0)
-        out[i, base + 5] = 1.0 if carted else 0.0
-        out[i, base + 6] = signals.log_baskets
-        out[i, base + 7] = signals.rebuy_share
-        out[i, base + 8] = 1.0 if cands.features["times_bought"][i] == 0 else 0.0
-    out[:, base + 9], out[:, base + 10] = history_cosines(retriever, context, cands.item_rows)
+    if "price" in retriever.items.columns and signals.price_median > 0:
+        price = retriever.masks.prices[rows]
+        priced = np.isfinite(price)
+        scale = signals.price_spread + 0.1 * signals.price_median + 1e-6
+        out[priced, base + 0] = (price[priced] - signals.price_median) / scale
+    leaf_codes, top_codes = retriever.category_codes
+    has_category = leaf_codes[rows] >= 0
+    out[:, base + 1] = np.where(has_category, _lookup(signals.leaf, leaf_codes[rows]), 0.0)
+    out[:, base + 2] = np.where(has_category, _lookup(signals.top, top_codes[rows]), 0.0)
+    count = np.zeros(n, dtype=np.float64)
+    last = np.full(n, np.nan)
+    carted = np.zeros(n, dtype=bool)
+    for i, row in enumerate(rows.tolist()):  # only the candidates the user touched
+        seen = signals.touched.get(row)
+        if seen is not None:
+            count[i], last[i], carted[i] = seen
+    out[:, base + 3] = count
+    out[:, base + 4] = np.where(np.isnan(last), NEVER_DAYS, np.maximum(0.0, (retriever.now - last) / 86400.0))
+    out[:, base + 5] = carted
+    out[:, base + 6] = signals.log_baskets
+    out[:, base + 7] = signals.rebuy_share
+    out[:, base + 8] = cands.features["times_bought"] == 0
+    out[:, base + 9], out[:, base + 10] = history_cosines(retriever, context, rows)
     return np.nan_to_num(np.clip(out, -1e6, 1e6), nan=0.0)

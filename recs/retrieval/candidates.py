@@ -15,6 +15,7 @@ the strongest single source (the `repeat` baseline), so the merged list's top-N 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from recs.configmodel import StrictModel
+from recs.retrieval.rowscores import RowScores, as_row_scores, blend
 from recs.retrieval.tifu import TifuConfig
 
 SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "knn", "popularity")
@@ -147,9 +149,23 @@ def history_features(history: UserHistory, now: float) -> dict[int, ItemHabit]:
     return out
 
 
+def _ranks_at(table: dict[int, int], rows: np.ndarray) -> np.ndarray:
+    """table[row] (a 1-based rank) for each row, 0 where the source did not find it."""
+    out = np.zeros(len(rows), dtype=np.int64)
+    if table and len(rows):
+        keys = np.fromiter(table, dtype=np.int64, count=len(table))
+        values = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+        order = np.argsort(keys)
+        keys, values = keys[order], values[order]
+        where = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+        hit = keys[where] == rows
+        out[hit] = values[where[hit]]
+    return out
+
+
 def generate_candidates(
     two_tower_rows: np.ndarray,
-    two_tower_scores_all: np.ndarray,
+    two_tower_scores_all: np.ndarray | RowScores,
     history: UserHistory,
     now: float,
     neighbour_rows: np.ndarray,
@@ -157,19 +173,23 @@ def generate_candidates(
     popularity: np.ndarray,
     popular_rows: np.ndarray,
     config: CandidateConfig,
-    allowed: np.ndarray | None = None,
+    allowed: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
     rebuy_rate: np.ndarray | None = None,
-    als_scores_all: np.ndarray | None = None,
-    tifu_all: tuple[np.ndarray, np.ndarray] | None = None,
+    als_scores_all: np.ndarray | RowScores | None = None,
+    tifu_all: tuple[np.ndarray | RowScores, np.ndarray | RowScores] | None = None,
 ) -> CandidateSet:
     """`two_tower_rows`: the index's top items for the user (best first); `two_tower_scores_all`:
-    the user's score for every catalog row (so every candidate gets its two-tower feature);
-    `allowed`: optional boolean mask over the catalog (filters), applied to every source;
-    `rebuy_rate`: per catalog row, the share of its buyers who bought it again (0 when omitted);
-    `als_scores_all`: the user's ALS score for every catalog row (None: no factors for this user);
-    `tifu_all`: (own, neighbours) TIFU-KNN scores for every catalog row (None: not fitted)."""
+    the user's two-tower score of any catalog row (so every candidate gets its two-tower feature);
+    `allowed`: optional boolean mask over the catalog (filters), or a function giving it for
+    given rows, applied to every source; `rebuy_rate`: per catalog row, the share of its buyers
+    who bought it again (0 when omitted); `als_scores_all`: the user's ALS scores (None: no
+    factors for this user); `tifu_all`: (own, neighbours) TIFU-KNN scores (None: not fitted).
+    Scores are full arrays or `RowScores`, read only on the candidates (rowscores.py): the cost
+    of a request follows the candidates, not the catalog."""
     from recs.retrieval.copurchase import neighbour_scores as cooc_of
 
+    two_tower = as_row_scores(two_tower_scores_all)
+    als = as_row_scores(als_scores_all) if als_scores_all is not None else None
     hist = history_features(history, now)
     ranks: dict[str, dict[int, int]] = {s: {} for s in SOURCES}
     for rank, row in enumerate(two_tower_rows[: config.n_two_tower].tolist(), start=1):
@@ -185,69 +205,71 @@ def generate_candidates(
         by_cooc = sorted(cooc, key=lambda r: (-cooc[r][0], r))[: config.n_cooc]
         for rank, row in enumerate(by_cooc, start=1):
             ranks["cooc"][row] = rank
-    if als_scores_all is not None and config.n_als > 0:
+    if als is not None and config.n_als > 0:
         bought = set(hist)
-        k = min(len(als_scores_all), config.n_als + len(bought))
-        # argpartition first: a full sort of a large catalog per request would dominate latency.
-        best = np.argpartition(-als_scores_all, k - 1)[:k]
-        best = best[np.lexsort((best, -als_scores_all[best]))]
+        best = als.top(config.n_als + len(bought))
         for rank, row in enumerate((r for r in best.tolist() if r not in bought), start=1):
             if rank > config.n_als:
                 break
             ranks["als"][row] = rank
-    tifu_blend = None
+    tifu_own = tifu_neighbours = tifu_blend = None
     if tifu_all is not None:
-        alpha = config.tifu.alpha
-        tifu_blend = alpha * tifu_all[0] + (1.0 - alpha) * tifu_all[1]
-        k = min(len(tifu_blend), config.n_knn)
-        if k > 0:
-            best = np.argpartition(-tifu_blend, k - 1)[:k]
-            best = best[tifu_blend[best] > 0]
-            best = best[np.lexsort((best, -tifu_blend[best]))]
-            for rank, row in enumerate(best.tolist(), start=1):
-                ranks["knn"][row] = rank
+        tifu_own, tifu_neighbours = as_row_scores(tifu_all[0]), as_row_scores(tifu_all[1])
+        tifu_blend = blend(config.tifu.alpha, tifu_own, tifu_neighbours)
+        for rank, row in enumerate(tifu_blend.top(config.n_knn, positive_only=True).tolist(), start=1):
+            ranks["knn"][row] = rank
     for rank, row in enumerate(popular_rows[: config.n_popularity].tolist(), start=1):
         ranks["popularity"][row] = rank
 
-    rows = sorted(set().union(*(set(r) for r in ranks.values())))
+    rows_arr = np.asarray(sorted(set().union(*(set(r) for r in ranks.values()))), dtype=np.int64)
     if allowed is not None:
-        rows = [r for r in rows if allowed[r]]
-    rows_arr = np.asarray(rows, dtype=np.int64)
+        rows_arr = rows_arr[allowed(rows_arr) if callable(allowed) else allowed[rows_arr]]
+    rows = rows_arr.tolist()
     n = len(rows_arr)
     feats = {name: np.zeros(n, dtype=np.float32) for name in FEATURES}
     merged = np.zeros(n, dtype=np.float32)
     cooc_source = np.full(n, -1, dtype=np.int64)
-    log_pop = np.log1p(popularity).astype(np.float32)
-    for j, row in enumerate(rows):
-        habit = hist.get(row)
-        times, days, interval = (habit.times, habit.days_since, habit.interval_days) if habit else (0.0, NEVER_DAYS, 0.0)
-        feats["two_tower_score"][j] = two_tower_scores_all[row]
-        feats["two_tower_rank"][j] = ranks["two_tower"].get(row, config.n_two_tower + 1)
-        feats["times_bought"][j] = times
-        feats["days_since_bought"][j] = days
-        feats["rebuy_interval_days"][j] = interval
-        feats["rebuy_due"][j] = min(days / interval, 10.0) if interval > 0 else 0.0
-        feats["baskets_since_bought"][j] = habit.baskets_since if habit else NEVER_BASKETS
-        feats["recent_buys"][j] = habit.recent_buys if habit else 0.0
-        feats["basket_share"][j] = habit.basket_share if habit else 0.0
-        feats["item_rebuy_rate"][j] = rebuy_rate[row] if rebuy_rate is not None else 0.0
-        feats["cooc_score"][j] = cooc.get(row, (0.0, -1))[0]
-        cooc_source[j] = cooc.get(row, (0.0, -1))[1]
-        feats["als_score"][j] = als_scores_all[row] if als_scores_all is not None else 0.0
-        if tifu_all is not None and tifu_blend is not None:
-            feats["tifu_own"][j] = tifu_all[0][row]
-            feats["tifu_neighbours"][j] = tifu_all[1][row]
-            feats["tifu_score"][j] = tifu_blend[row]
-        feats["popularity"][j] = log_pop[row]
-        for source in SOURCES:
-            rank = ranks[source].get(row)
-            feats[f"from_{source}"][j] = 0.0 if rank is None else 1.0
-            if rank is not None:
-                merged[j] += config.weights.get(source, 0.0) / (config.rrf_k + rank)
-        if config.history_first and row in ranks["history"]:
-            # Steps of 1 per habit rank: far above any RRF sum (< sum of weights / rrf_k), so
-            # bought items come first and keep their habit order.
-            merged[j] += _HISTORY_BONUS + config.n_history + 1 - ranks["history"][row]
+    # Per-row scores read on the candidates only (vectorised); the per-user ones below in a loop.
+    feats["two_tower_score"][:] = two_tower.at(rows_arr)
+    feats["item_rebuy_rate"][:] = rebuy_rate[rows_arr] if rebuy_rate is not None else 0.0
+    feats["als_score"][:] = als.at(rows_arr) if als is not None else 0.0
+    if tifu_own is not None and tifu_neighbours is not None and tifu_blend is not None:
+        feats["tifu_own"][:] = tifu_own.at(rows_arr)
+        feats["tifu_neighbours"][:] = tifu_neighbours.at(rows_arr)
+        feats["tifu_score"][:] = tifu_blend.at(rows_arr)
+    feats["popularity"][:] = np.log1p(popularity[rows_arr])
+    position = {row: j for j, row in enumerate(rows)}
+    feats["days_since_bought"][:] = NEVER_DAYS
+    feats["baskets_since_bought"][:] = NEVER_BASKETS
+    for row, habit in hist.items():  # the user's bought items among the candidates
+        j = position.get(row)
+        if j is None:
+            continue
+        feats["times_bought"][j] = habit.times
+        feats["days_since_bought"][j] = habit.days_since
+        feats["rebuy_interval_days"][j] = habit.interval_days
+        feats["rebuy_due"][j] = min(habit.days_since / habit.interval_days, 10.0) if habit.interval_days > 0 else 0.0
+        feats["baskets_since_bought"][j] = habit.baskets_since
+        feats["recent_buys"][j] = habit.recent_buys
+        feats["basket_share"][j] = habit.basket_share
+    for row, (score, source_row) in cooc.items():
+        j = position.get(row)
+        if j is not None:
+            feats["cooc_score"][j] = score
+            cooc_source[j] = source_row
+    for source in SOURCES:
+        rank = _ranks_at(ranks[source], rows_arr)
+        found = rank > 0
+        feats[f"from_{source}"][:] = found
+        if source == "two_tower":
+            feats["two_tower_rank"][:] = np.where(found, rank, config.n_two_tower + 1)
+        # Each term rounded to float32 before it is added, as a scalar add in float32 would be.
+        merged += np.where(found, config.weights.get(source, 0.0) / (config.rrf_k + rank), 0.0).astype(np.float32)
+    if config.history_first:
+        # Steps of 1 per habit rank: far above any RRF sum (< sum of weights / rrf_k), so
+        # bought items come first and keep their habit order.
+        rank = _ranks_at(ranks["history"], rows_arr)
+        merged += np.where(rank > 0, _HISTORY_BONUS + config.n_history + 1 - rank, 0.0).astype(np.float32)
     for name in feats:
         feats[name] = np.nan_to_num(feats[name], nan=0.0, posinf=0.0, neginf=0.0)
     return CandidateSet(rows_arr, feats, merged, cooc_source)

@@ -18,6 +18,7 @@ import polars as pl
 
 from recs.data.schema import EVENT_WEIGHT
 from recs.retrieval.als import Weighting
+from recs.retrieval.rowscores import VectorScores
 
 # Where each array lives in an artifact (component "interactions").
 FILES: dict[str, str] = {"user_ids": "factor_users.npy", "user_factors": "user_factors.npy", "item_factors": "item_factors.npy"}
@@ -31,6 +32,21 @@ class UserItemFactors:
 
     def __post_init__(self) -> None:
         self._row_of = {u: i for i, u in enumerate(self.user_ids.tolist())}
+        self._index: Any | None = None
+
+    def row_scores(self, user_id: str | None) -> VectorScores | None:
+        """`scores` for serving: computed on the rows asked for, the best rows from a FAISS
+        inner-product index over the item factors (built on first use); None without factors."""
+        row = self._row_of.get(user_id) if user_id is not None else None
+        if row is None:
+            return None
+        if self._index is None:
+            import faiss
+
+            index = faiss.IndexFlatIP(self.item_factors.shape[1])
+            index.add(np.ascontiguousarray(np.nan_to_num(self.item_factors), dtype=np.float32))
+            self._index = index
+        return VectorScores(self.item_factors, self.user_factors[row], self._index)
 
     def scores(self, user_id: str | None) -> np.ndarray | None:
         """The user's score for every catalog row, or None for a user without factors."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +124,20 @@ class CatalogMasks:
         if filters.exclude_bought and bought_rows is not None and len(bought_rows):
             rows.extend(np.asarray(bought_rows, dtype=np.int64).tolist())
         return np.unique(np.asarray(rows, dtype=np.int64))
+
+    def allows(self, filters: Filters, bought_rows: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+        """`mask` read on given rows only (None: all allowed): a request's candidates are checked
+        without a catalog-sized copy."""
+        base = self.catalog_mask(filters)
+        excluded = self.excluded_rows(filters, bought_rows)
+        if base is None and not len(excluded):
+            return None
+
+        def allowed(rows: np.ndarray) -> np.ndarray:
+            keep = np.ones(len(rows), dtype=bool) if base is None else base[rows]
+            return keep & ~np.isin(rows, excluded) if len(excluded) else keep
+
+        return allowed
 
     def mask(self, filters: Filters, bought_rows: np.ndarray | None = None) -> np.ndarray | None:
         """Rows the whole filter allows for one request (None: all)."""

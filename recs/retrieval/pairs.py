@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -76,6 +76,13 @@ def _user_state(
         seen.pop(item, None)
         seen[item] = None  # keeps the most recent position of each item
     return UserState(render_user(history, max_chars=max_chars), list(seen))
+
+
+def user_state_of_rows(
+    kinds: Sequence[str], rows: Sequence[int], titles: list[str], max_events: int = 50, max_chars: int = 512
+) -> UserState:
+    """State from one user's events as arrays (chronological event kinds and catalog rows)."""
+    return _user_state([(e, "", r) for e, r in zip(kinds, rows, strict=True)], titles, max_events, max_chars)
 
 
 def user_states(

@@ -10,6 +10,7 @@ through an artifact folder (safetensors, npy, parquet, FAISS; no pickle). It ans
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ import polars as pl
 
 from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.configmodel import UnknownUserPolicy
+from recs.data import category as cat
 from recs.data.requirements import require_items, require_training_pairs
 from recs.data.splits import leave_last_out
 from recs.data.text import render_item, render_user
@@ -30,8 +32,10 @@ from recs.retrieval.filters import CatalogMasks, Filters
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
 from recs.retrieval.pairs import Catalog, UserState, build_examples, state_from_events
+from recs.retrieval.rowscores import VectorScores
 from recs.retrieval.statistics import FILES as STAT_FILES
-from recs.retrieval.statistics import BehaviourStats, epoch_seconds, fit_statistics
+from recs.retrieval.statistics import BehaviourStats, fit_statistics
+from recs.retrieval.userstate import UserStore
 
 if TYPE_CHECKING:
     from recs.retrieval.encode import TorchTowers
@@ -117,7 +121,15 @@ class Retriever:
             self.catalog.row_of,
         )
         self._index_masks: dict[tuple, np.ndarray] = {}
-        self._by_user: dict[str, pl.DataFrame] | None = None
+        self._users: UserStore | None = None
+        self._category_codes: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def category_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(leaf, top) category code per catalog row, -1 for none (see `category.codes`)."""
+        if self._category_codes is None:
+            self._category_codes = cat.codes(self.categories)
+        return self._category_codes
 
     @property
     def now(self) -> float:
@@ -255,13 +267,29 @@ class Retriever:
 
     # -- users ----------------------------------------------------------------------------------
 
-    def _user_events(self) -> dict[str, pl.DataFrame]:
-        if self._by_user is None:
-            self._by_user = {str(k[0]): g for k, g in self.events.sort("timestamp").group_by("user_id", maintain_order=True)}
-        return self._by_user
+    @property
+    def users(self) -> UserStore:
+        """Every user's events as arrays, built from the log on first use (see userstate.py)."""
+        if self._users is None:
+            self._users = UserStore.from_events(self.events, self.catalog, self.config.max_history_events,
+                                                self.config.user_text_max_chars)
+        return self._users
 
     def known_user(self, user_id: str) -> bool:
-        return user_id in self._user_events()
+        return user_id in self.users
+
+    def add_events(self, user_id: str, events: Sequence[tuple[str, str, float]]) -> int:
+        """New events of one user, (item id, event kind, epoch seconds) each, served from the next
+        request on: history, buy-again features and user vector follow. Items not in the catalog
+        are skipped; returns how many were added. The statistics (popularity, ALS, neighbours)
+        are refitted by `recs refresh`, not here."""
+        kept = [(self.catalog.row_of[i], str(kind), float(when)) for i, kind, when in events if i in self.catalog.row_of]
+        if kept:
+            rows, kinds, times = zip(*kept, strict=True)
+            self.users.add_events(user_id, rows, kinds, times)
+            # "days since" features count from the log's end: a newer event moves it.
+            self.stats.now = max(self.stats.now, max(times))
+        return len(kept)
 
     def context(
         self,
@@ -281,21 +309,13 @@ class Retriever:
             state = UserState(render_user(entries, self.config.user_text_max_chars, cold_start_text=text or ""), rows)
             hist = UserHistory(np.asarray(rows, dtype=np.int64), np.full(len(rows), self.now))
             return UserContext(user_id, state, hist, known=True, interactions=[(r, "purchase", self.now) for r in rows])
-        if user_id is not None and self.known_user(user_id):
-            events = self._user_events()[user_id]
-            state = state_from_events(events, self.catalog, self.config.max_history_events, self.config.user_text_max_chars)
+        derived = self.users.derived(user_id) if user_id is not None else None
+        if derived is not None:
+            state = derived.state
             if text:
                 state = UserState(f"{text.strip()} ; {state.text}", state.history_rows)
-            buys = events.filter(pl.col("event") == "purchase")
-            hist = UserHistory(
-                np.asarray([self.catalog.row_of[i] for i in buys["item_id"].to_list()], dtype=np.int64),
-                epoch_seconds(buys["timestamp"]),
-            )
-            interactions = list(zip(
-                [self.catalog.row_of[i] for i in events["item_id"].to_list()],
-                events["event"].to_list(), epoch_seconds(events["timestamp"]).tolist(), strict=True,
-            ))
-            return UserContext(user_id, state, hist, known=True, interactions=interactions)
+            hist = UserHistory(derived.history_rows, derived.history_times)
+            return UserContext(user_id, state, hist, known=True, interactions=derived.interactions)
         if text:
             return UserContext(user_id, UserState(text.strip(), []), UserHistory.empty(), known=True)
         if policy == "raise":
@@ -340,21 +360,24 @@ class Retriever:
         return rows, np.asarray(scores[0], dtype=np.float32)
 
     def candidates(self, context: UserContext, user_vector: np.ndarray | None, filters: Filters | None = None) -> CandidateSet:
+        """Every source's candidates for one request; scores are computed for the candidates only
+        (the two-tower's and ALS's best rows come from FAISS), so the cost follows them."""
         filters = filters or Filters()
         cfg = self.config.candidates
         stats = self.stats
+        two_tower: np.ndarray | VectorScores
         if cfg.n_two_tower > 0 and context.known and user_vector is not None and (context.state.text or context.state.history_rows):
             tower_filters = replace(filters, exclude_bought=filters.exclude_bought or cfg.two_tower_new_only)
             tt_rows, _ = self.search(user_vector, cfg.n_two_tower, tower_filters, context.history)
-            all_scores = self.item_vectors @ user_vector
+            two_tower = VectorScores(self.item_vectors, user_vector)
         else:
-            tt_rows, all_scores = np.zeros(0, dtype=np.int64), np.zeros(len(self.catalog), dtype=np.float32)
+            tt_rows, two_tower = np.zeros(0, dtype=np.int64), np.zeros(len(self.catalog), dtype=np.float32)
         return generate_candidates(
-            tt_rows, all_scores, context.history, stats.now, stats.neighbour_rows, stats.neighbour_scores,
-            stats.popularity, stats.popular_rows, cfg, allowed=self.allowed_mask(filters, context.history),
+            tt_rows, two_tower, context.history, stats.now, stats.neighbour_rows, stats.neighbour_scores,
+            stats.popularity, stats.popular_rows, cfg, allowed=self.masks.allows(filters, context.history.rows),
             rebuy_rate=stats.rebuy_rate,
-            als_scores_all=stats.factors.scores(context.user_id) if stats.factors is not None else None,
-            tifu_all=stats.tifu.scores(context.user_id, context.history.rows, context.history.times)
+            als_scores_all=stats.factors.row_scores(context.user_id) if stats.factors is not None else None,
+            tifu_all=stats.tifu.sparse_scores(context.user_id, context.history.rows, context.history.times)
             if stats.tifu is not None and cfg.n_knn > 0 else None,
         )
 

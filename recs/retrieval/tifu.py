@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recs.configmodel import StrictModel
+from recs.retrieval.rowscores import SparseScores
 
 __all__ = ["FILES", "TifuConfig", "TifuModel", "knn_mean", "normalise_rows", "tifu_vectors"]
 
@@ -137,6 +138,7 @@ class TifuModel:
     def __post_init__(self) -> None:
         self._row_of = {u: i for i, u in enumerate(self.user_ids.tolist())}
         self._unit = normalise_rows(self.vectors)
+        self._unit_by_item: sp.csr_matrix | None = None  # items x users: a request reads its items' buyers
 
     @classmethod
     def fit(cls, purchases: pl.DataFrame, row_of: dict[str, int], n_items: int, config: TifuConfig) -> TifuModel:
@@ -164,6 +166,31 @@ class TifuModel:
         exclude = np.array([self._row_of.get(user_id, -1) if user_id is not None else -1], dtype=np.int64)
         neighbours = knn_mean(own, self.vectors, self._unit, self.config.neighbours, exclude)[0]
         return own.toarray()[0].astype(np.float32), neighbours
+
+    def sparse_scores(self, user_id: str | None, rows: np.ndarray, times: np.ndarray) -> tuple[SparseScores, SparseScores]:
+        """`scores` for serving: the same two vectors kept sparse, and the neighbours found among
+        the users who share an item with this one (the others have similarity 0 and are never
+        picked), so a request costs what those users bought, not users x items. Only which of
+        several users tied at the k-th similarity is picked may differ from `knn_mean`."""
+        own = self.user_vector(rows, times)
+        own_scores = SparseScores(own.indices.astype(np.int64), own.data)
+        n_stored = self.vectors.shape[0]
+        if n_stored == 0 or own.nnz == 0:
+            return own_scores, SparseScores(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        if self._unit_by_item is None:
+            self._unit_by_item = sp.csr_matrix(self._unit.T)
+        sims = (normalise_rows(own) @ self._unit_by_item).tocsr()
+        users, values = sims.indices.astype(np.int64), sims.data.astype(np.float32)
+        me = self._row_of.get(user_id, -1) if user_id is not None else -1
+        keep = (values > 0) & (users != me)
+        users, values = users[keep], values[keep]
+        kk = min(int(self.config.neighbours), n_stored)
+        if len(users) > kk:
+            users = users[np.argpartition(-values, kk - 1)[:kk]]
+        picked = self.vectors[np.sort(users)]
+        items, where = np.unique(picked.indices, return_inverse=True)
+        sums = np.bincount(where, weights=picked.data, minlength=len(items)) / kk
+        return own_scores, SparseScores(items.astype(np.int64), sums.astype(np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""
