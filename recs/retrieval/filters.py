@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class CatalogMasks:
         self.in_stock = np.ones(n, dtype=bool) if in_stock is None else np.asarray(in_stock, dtype=bool)
         self.row_of = row_of
         self._cache: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
+        self._cache_lock = threading.Lock()  # requests run on a service's threadpool
         self._cache_size = cache_size
 
     def __len__(self) -> int:
@@ -81,9 +83,10 @@ class CatalogMasks:
     def catalog_mask(self, filters: Filters) -> np.ndarray | None:
         """Rows the catalog half of `filters` allows (None: all). Read-only: copy before changing."""
         key = filters.catalog_key
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         category, low, high, in_stock_only = key
         mask: np.ndarray | None = None
         if category or low is not None or high is not None or in_stock_only:
@@ -101,9 +104,10 @@ class CatalogMasks:
             if in_stock_only:
                 mask &= self.in_stock
             mask.setflags(write=False)
-        self._cache[key] = mask
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = mask
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return mask
 
     def _unknown_category(self, category: str) -> str:

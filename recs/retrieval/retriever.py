@@ -9,6 +9,7 @@ through an artifact folder (safetensors, npy, parquet, FAISS; no pickle). It ans
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -121,6 +122,7 @@ class Retriever:
             self.catalog.row_of,
         )
         self._index_masks: dict[tuple, np.ndarray] = {}
+        self._index_masks_lock = threading.Lock()
         self._users: UserStore | None = None
         self._category_codes: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -303,7 +305,7 @@ class Retriever:
         if history:
             unknown = [i for i in history if i not in self.catalog.row_of]
             if unknown:
-                raise UnknownItemError(f"--history: unknown item id(s) {', '.join(unknown[:5])}")
+                raise UnknownItemError(f"history: unknown item id(s) {', '.join(unknown[:5])}")
             rows = [self.catalog.row_of[i] for i in history]
             entries = [("purchase", self.catalog.titles[r]) for r in rows]
             state = UserState(render_user(entries, self.config.user_text_max_chars, cold_start_text=text or ""), rows)
@@ -343,11 +345,14 @@ class Retriever:
         if allowed is None:
             return None
         key = (self.index.version, *filters.catalog_key)  # the index may change in place (item updates)
-        if key not in self._index_masks:
-            if len(self._index_masks) >= 256:
-                self._index_masks.pop(next(iter(self._index_masks)))
-            self._index_masks[key] = self.index.allow_mask(self.catalog.item_ids, allowed)
-        return self._index_masks[key]
+        mask = self._index_masks.get(key)
+        if mask is None:
+            mask = self.index.allow_mask(self.catalog.item_ids, allowed)
+            with self._index_masks_lock:  # requests run on a service's threadpool
+                while len(self._index_masks) >= 256:
+                    self._index_masks.pop(next(iter(self._index_masks)), None)
+                self._index_masks[key] = mask
+        return mask
 
     def search(self, user_vector: np.ndarray, k: int, filters: Filters, history: UserHistory) -> tuple[np.ndarray, np.ndarray]:
         """Two-tower nearest items as (catalog rows, scores), filters applied inside FAISS."""

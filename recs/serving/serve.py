@@ -4,9 +4,9 @@ environment variables."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,20 +33,18 @@ def serve(model: Path, serving: ServingConfig) -> None:
     os.environ[ENV_MODEL] = str(artifact.path)
     os.environ[ENV_SETTINGS] = serving.model_dump_json()
     http = serving.http
-    shared = None
-    if http.workers > 1:
-        shared = Path(tempfile.mkdtemp(prefix="recs-serve-"))
-        pointer = atomic_write_text(shared / "model.json", json.dumps({"path": str(artifact.path), "version": artifact.created}))
-        os.environ[ENV_POINTER] = str(pointer)
-        # Set before the workers import prometheus-client: /metrics then sums every worker.
-        (shared / "metrics").mkdir()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
-    try:
+    with contextlib.ExitStack() as stack:
+        if http.workers > 1:
+            # Private to this service's workers (0700), gone when it stops: the reload pointer and
+            # prometheus-client's multiprocess files. A killed service leaves a few bytes here.
+            shared = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recs-serve-")))
+            pointer = atomic_write_text(shared / "model.json", json.dumps({"path": str(artifact.path), "version": artifact.created}))
+            os.environ[ENV_POINTER] = str(pointer)
+            # Set before the workers import prometheus-client: /metrics then sums every worker.
+            (shared / "metrics").mkdir()
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
         uvicorn.run("recs.serving.serve:app_from_env", factory=True, host=http.host, port=http.port,
                     workers=http.workers, log_level="info")
-    finally:
-        if shared is not None:
-            shutil.rmtree(shared, ignore_errors=True)
 
 
 def app_from_env() -> FastAPI:
