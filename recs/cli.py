@@ -22,7 +22,6 @@ from recs.data.config import DataConfig
 from recs.errors import ArtifactError, ConfigError, DataError, RecsError
 
 if TYPE_CHECKING:
-    from recs.data.load import LoadReport
     from recs.data.schema import Dataset
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="recs: e-commerce recommendations.")
@@ -157,10 +156,6 @@ SkipReportOption = Annotated[
 ]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML file: [data] [retrieval] [ranking] [bundling] [serving] sections (RecsConfig).")]
 
-# How many dropped or nulled rows a command lists on screen; the skip report has them all.
-SHOWN_SKIPPED_ROWS = 20
-
-
 def load_shop(data: Path, settings: DataConfig, require_events: bool = True) -> Dataset:
     """The one way a command loads a shop folder: under `skip` it prints what was dropped or set to
     null (also when nothing usable is left) and writes the skip report."""
@@ -171,28 +166,10 @@ def load_shop(data: Path, settings: DataConfig, require_events: bool = True) -> 
         dataset, _ = load_dataset(data, settings, require_events=require_events, report=report)
     except DataError:
         if settings.on_bad_rows == "skip":
-            print_load_report(report, settings.skip_report)
+            report.publish(settings.skip_report, say)
         raise
-    print_load_report(report, settings.skip_report)
+    report.publish(settings.skip_report, say)
     return dataset
-
-
-def print_load_report(report: LoadReport, skip_report: Path) -> None:
-    """Warnings, counts of dropped rows and nulled values per (file, reason), cleaning's counts,
-    then the first rows and the CSV with every one of them (written only when there is one)."""
-    for line in report.lines():
-        say(line)
-    rows = [p for p in report.validation.problems if p.row is not None]
-    if rows:
-        for problem in rows[:SHOWN_SKIPPED_ROWS]:
-            say(f"  {problem} -> {problem.action}")
-        if len(rows) > SHOWN_SKIPPED_ROWS:
-            say(f"  ... and {len(rows) - SHOWN_SKIPPED_ROWS} more")
-        try:
-            report.validation.write_csv(skip_report)
-        except OSError as err:
-            raise ConfigError(f"--skip-report {skip_report}: cannot write it: {err.strerror or err}") from None
-        say(f"all {len(rows)} problems (rows dropped, values set to null) are listed in {skip_report}")
 
 
 def say(line: str) -> None:

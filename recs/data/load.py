@@ -5,6 +5,7 @@ dropped), is a DataError: nothing downstream can learn from it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,9 @@ from recs.data.validate import (
     validate_events,
     validate_items,
 )
-from recs.errors import DataError
+from recs.errors import ConfigError, DataError
+
+SHOWN_SKIPPED_ROWS = 20  # rows said on screen; the skip report holds them all
 
 
 @dataclass
@@ -39,6 +42,25 @@ class LoadReport:
 
     def lines(self) -> list[str]:
         return [f"warning: {w}" for w in self.warnings] + self.validation.summary_lines() + self.cleaning.lines()
+
+    def publish(self, skip_report: Path, say: Callable[[str], object], shown: int = SHOWN_SKIPPED_ROWS) -> None:
+        """Say the warnings and counts, then the first `shown` rows dropped or nulled, and write
+        every one of them to `skip_report` (only when there is one): how the CLI and `Engine.fit`
+        report what `skip` did."""
+        for line in self.lines():
+            say(line)
+        rows = [p for p in self.validation.problems if p.row is not None]
+        if not rows:
+            return
+        for problem in rows[:shown]:
+            say(f"  {problem} -> {problem.action}")
+        if len(rows) > shown:
+            say(f"  ... and {len(rows) - shown} more")
+        try:
+            self.validation.write_csv(skip_report)
+        except OSError as err:
+            raise ConfigError(f"--skip-report {skip_report}: cannot write it: {err.strerror or err}") from None
+        say(f"all {len(rows)} problems (rows dropped, values set to null) are listed in {skip_report}")
 
 
 def _raise_for(problems: list[Problem]) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from recs.retrieval.candidates import FEATURES as CANDIDATE_FEATURES
 from recs.retrieval.candidates import NEVER_DAYS, CandidateSet
 from recs.retrieval.retriever import Retriever, UserContext
+from recs.retrieval.rowscores import lookup
 
 USER_FEATURES: tuple[str, ...] = (
     "price_z",
@@ -49,20 +50,6 @@ def _shares(codes: np.ndarray, weights: np.ndarray) -> dict[int, float]:
     sums = np.bincount(where, weights=weights[keep], minlength=len(keys))
     total = float(sums.sum()) or 1.0
     return {int(k): float(v) / total for k, v in zip(keys.tolist(), sums.tolist(), strict=True)}
-
-
-def _lookup(table: dict[int, float], keys: np.ndarray) -> np.ndarray:
-    """table[key] for each key (0 when absent), without a Python loop over the keys."""
-    out = np.zeros(len(keys), dtype=np.float64)
-    if table:
-        known = np.fromiter(table, dtype=np.int64, count=len(table))
-        values = np.fromiter(table.values(), dtype=np.float64, count=len(table))
-        order = np.argsort(known)
-        known, values = known[order], values[order]
-        where = np.minimum(np.searchsorted(known, keys), len(known) - 1)
-        hit = known[where] == keys
-        out[hit] = values[where[hit]]
-    return out
 
 
 def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
@@ -124,8 +111,8 @@ def feature_matrix(retriever: Retriever, context: UserContext, cands: CandidateS
         out[priced, base + 0] = (price[priced] - signals.price_median) / scale
     leaf_codes, top_codes = retriever.category_codes
     has_category = leaf_codes[rows] >= 0
-    out[:, base + 1] = np.where(has_category, _lookup(signals.leaf, leaf_codes[rows]), 0.0)
-    out[:, base + 2] = np.where(has_category, _lookup(signals.top, top_codes[rows]), 0.0)
+    out[:, base + 1] = np.where(has_category, lookup(signals.leaf, leaf_codes[rows]), 0.0)
+    out[:, base + 2] = np.where(has_category, lookup(signals.top, top_codes[rows]), 0.0)
     count = np.zeros(n, dtype=np.float64)
     last = np.full(n, np.nan)
     carted = np.zeros(n, dtype=bool)

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from recs.configmodel import StrictModel
-from recs.retrieval.rowscores import RowScores, as_row_scores, blend
+from recs.retrieval.rowscores import RowScores, as_row_scores, blend, lookup
 from recs.retrieval.tifu import TifuConfig
 
 SOURCES: tuple[str, ...] = ("two_tower", "history", "cooc", "als", "knn", "popularity")
@@ -149,20 +149,6 @@ def history_features(history: UserHistory, now: float) -> dict[int, ItemHabit]:
     return out
 
 
-def _ranks_at(table: dict[int, int], rows: np.ndarray) -> np.ndarray:
-    """table[row] (a 1-based rank) for each row, 0 where the source did not find it."""
-    out = np.zeros(len(rows), dtype=np.int64)
-    if table and len(rows):
-        keys = np.fromiter(table, dtype=np.int64, count=len(table))
-        values = np.fromiter(table.values(), dtype=np.int64, count=len(table))
-        order = np.argsort(keys)
-        keys, values = keys[order], values[order]
-        where = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
-        hit = keys[where] == rows
-        out[hit] = values[where[hit]]
-    return out
-
-
 def generate_candidates(
     two_tower_rows: np.ndarray,
     two_tower_scores_all: np.ndarray | RowScores,
@@ -258,7 +244,7 @@ def generate_candidates(
             feats["cooc_score"][j] = score
             cooc_source[j] = source_row
     for source in SOURCES:
-        rank = _ranks_at(ranks[source], rows_arr)
+        rank = lookup(ranks[source], rows_arr, np.int64)
         found = rank > 0
         feats[f"from_{source}"][:] = found
         if source == "two_tower":
@@ -268,7 +254,7 @@ def generate_candidates(
     if config.history_first:
         # Steps of 1 per habit rank: far above any RRF sum (< sum of weights / rrf_k), so
         # bought items come first and keep their habit order.
-        rank = _ranks_at(ranks["history"], rows_arr)
+        rank = lookup(ranks["history"], rows_arr, np.int64)
         merged += np.where(rank > 0, _HISTORY_BONUS + config.n_history + 1 - rank, 0.0).astype(np.float32)
     for name in feats:
         feats[name] = np.nan_to_num(feats[name], nan=0.0, posinf=0.0, neginf=0.0)

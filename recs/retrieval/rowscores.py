@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["DenseScores", "RowScores", "SparseScores", "VectorScores", "as_row_scores", "blend"]
+__all__ = ["DenseScores", "RowScores", "SparseScores", "VectorScores", "as_row_scores", "blend", "lookup"]
 
 
 class RowScores(Protocol):
@@ -23,6 +23,20 @@ class RowScores(Protocol):
     def top(self, k: int, positive_only: bool = False) -> np.ndarray:
         """The `k` best rows, best first, ties to the lower row (`positive_only`: score > 0)."""
         ...
+
+
+def lookup(table: dict[int, float] | dict[int, int], keys: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """table[key] for each of `keys` (0 where absent), without a Python loop over the keys."""
+    out = np.zeros(len(keys), dtype=dtype)
+    if table and len(keys):
+        known = np.fromiter(table, dtype=np.int64, count=len(table))
+        values = np.fromiter(table.values(), dtype=dtype, count=len(table))
+        order = np.argsort(known)
+        known, values = known[order], values[order]
+        where = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        hit = known[where] == keys
+        out[hit] = values[where[hit]]
+    return out
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, k: int, positive_only: bool) -> np.ndarray:

@@ -41,15 +41,11 @@ CONFIG_COMPONENT = "config"
 CONFIG_FILE = "recs_config.json"
 
 
-def work_dir(out: Path, what: str = "") -> Path:
-    return work_dir_of(out, what)
-
-
 @contextmanager
 def _step(out: Path, what: str = "", create: bool = False) -> Iterator[Path]:
     """The artifact locked for one step, and its work folder (deleted when the step ends)."""
     with artifact_lock(out, create=create):
-        work = work_dir(out, what)
+        work = work_dir_of(out, what)
         try:
             yield work
         finally:
@@ -142,12 +138,5 @@ def frames_dataset(items: pl.DataFrame, events: pl.DataFrame, bundles: pl.DataFr
     from recs.data.load import dataset_from_frames
 
     dataset, report = dataset_from_frames(items, events, bundles, config.data)
-    # What `skip` dropped or nulled is said as the CLI says it: counts in the log, every row in
-    # the skip report.
-    for line in report.lines():
-        log.warning(line)
-    rows = [p for p in report.validation.problems if p.row is not None]
-    if rows:
-        report.validation.write_csv(config.data.skip_report)
-        log.warning("all %d problems (rows dropped, values set to null) are listed in %s", len(rows), config.data.skip_report)
+    report.publish(config.data.skip_report, log.warning)  # what `skip` did, as the CLI says it
     return dataset
