@@ -78,3 +78,7 @@ class SetScorer(Protocol):
 
     def complete(self, rests: Sequence[Sequence[int]], candidates: np.ndarray | None = None,
                  user: np.ndarray | None = None, chunk: int = 16) -> np.ndarray: ...
+
+    def rebased(self, item_vectors: np.ndarray, new_row_of_old: np.ndarray) -> SetScorer:
+        """The same scorer over a changed catalog (new items: no co-occurrence)."""
+        ...

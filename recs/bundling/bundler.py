@@ -110,6 +110,14 @@ class Bundler:
         if scorer.n_items != len(self.table):
             raise ArtifactError(f"set scorer covers {scorer.n_items} items, the catalog has {len(self.table)}")
 
+    def rebased(self, retriever: Retriever, new_row_of_old: np.ndarray) -> Bundler:
+        """This bundler over `retriever`'s changed catalog: the scorer's vectors and co-occurrence
+        follow the rows (new items have none); curated bundles lose removed items."""
+        bundles = self.bundles
+        if bundles is not None:
+            bundles = bundles.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of)))
+        return Bundler(retriever, self.scorer.rebased(retriever.item_vectors, new_row_of_old), self.config, bundles)
+
     # -- training ------------------------------------------------------------------------------
 
     @classmethod

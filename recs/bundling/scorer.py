@@ -220,6 +220,11 @@ class SetScorer:
     def n_items(self) -> int:
         return len(self.item_vectors)
 
+    def rebased(self, item_vectors: np.ndarray, new_row_of_old: np.ndarray) -> SetScorer:
+        """The same net over a changed catalog (`recs.retrieval.itemchanges`)."""
+        return SetScorer(self.net, item_vectors, self.cooc.remap(new_row_of_old, len(item_vectors)),
+                         self.history_max_items, self.history_half_life, self.report)
+
     # -- features ------------------------------------------------------------------------------
 
     def user_vectors(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

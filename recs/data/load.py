@@ -205,11 +205,16 @@ def _check_events_left(
 def load_catalog(path: str | Path) -> pl.DataFrame:
     """A catalog file alone (`recs build-index --items`): validated as a shop's, every problem an error."""
     path = Path(path)
-    raw = read_table(path)
-    _raise_for(missing_columns(raw, REQUIRED_COLUMNS["items"], path.name))
+    return catalog_from_raw(read_table(path), path.name)
+
+
+def catalog_from_raw(raw: pl.DataFrame, file: str) -> pl.DataFrame:
+    """Items as read (any types), validated as a catalog file's rows; `file` names where they
+    came from in the errors (a file, a request body)."""
+    _raise_for(missing_columns(raw, REQUIRED_COLUMNS["items"], file))
     if raw.height == 0:
-        raise DataError(f"{path.name}: {_no_rows('items')}")
-    items, problems, _ = validate_items(raw, path.name)
+        raise DataError(f"{file}: {_no_rows('items')}")
+    items, problems, _ = validate_items(raw, file)
     _raise_for(problems)
     return items
 

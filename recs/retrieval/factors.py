@@ -18,6 +18,7 @@ import polars as pl
 
 from recs.data.schema import EVENT_WEIGHT
 from recs.retrieval.als import Weighting
+from recs.retrieval.rowmap import RowMap
 from recs.retrieval.rowscores import VectorScores
 
 # Where each array lives in an artifact (component "interactions").
@@ -54,6 +55,10 @@ class UserItemFactors:
         if row is None:
             return None
         return np.nan_to_num(self.item_factors @ self.user_factors[row], nan=0.0).astype(np.float32)
+
+    def rebased(self, rows: RowMap) -> UserItemFactors:
+        """Over a changed catalog: new items get zero factors (no score) until the next fit."""
+        return UserItemFactors(self.user_ids, self.user_factors, rows.take(self.item_factors))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""

@@ -31,6 +31,7 @@ and ``index_config.json``: no pickles.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -260,6 +261,24 @@ class ItemIndex:
 
     def __repr__(self) -> str:
         return f"ItemIndex(kind={self.kind or self.requested_kind!r}, dim={self.dim}, items={len(self)})"
+
+    def copy(self) -> ItemIndex:
+        """An independent copy (FAISS structures serialised and read back): change it while
+        searches keep running on this one, then swap (`recs.retrieval.itemchanges`)."""
+        other = copy.copy(self)
+        for name in ("_index", "_refine_index"):
+            native = getattr(self, name)
+            if native is not None:
+                setattr(other, name, faiss.deserialize_index(faiss.serialize_index(native)))
+        for name in ("_names", "_alive", "_in_stock", "_cat_code"):
+            setattr(other, name, getattr(self, name).copy())
+        other._id_to_int = dict(self._id_to_int)
+        other._cat_vocab, other._cat_norm = list(self._cat_vocab), list(self._cat_norm)
+        other._cat_lookup = dict(self._cat_lookup)
+        other.notes = list(self.notes)
+        other._mask_cache = {}
+        other._gpu = None
+        return other
 
     # ------------------------------------------------------------------ mutation
     def _prepare_vectors(self, item_ids: list[str], vectors: Any) -> np.ndarray:

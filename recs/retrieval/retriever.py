@@ -100,11 +100,13 @@ class Retriever:
         index: ItemIndex,
         stats: BehaviourStats,
         report: TrainReport | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.towers = towers
         self.config = config
         self.items = items
-        self.catalog = _catalog(items, config)
+        # `catalog`: already rendered from `items` (an item change re-renders only its rows).
+        self.catalog = catalog if catalog is not None and len(catalog) == items.height else _catalog(items, config)
         self.events = _served_events(events, self.catalog)
         if len(item_vectors) != len(self.catalog) or len(stats.popularity) != len(self.catalog):
             raise ArtifactError(
@@ -125,6 +127,10 @@ class Retriever:
         self._index_masks_lock = threading.Lock()
         self._users: UserStore | None = None
         self._category_codes: tuple[np.ndarray, np.ndarray] | None = None
+        # Item changes build a successor off to the side (itemchanges.py); events that reach this
+        # retriever after it took over this one's users go on to it, under the lock they share.
+        self._events_lock = threading.RLock()
+        self.successor: Retriever | None = None
 
     @property
     def category_codes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -273,9 +279,14 @@ class Retriever:
     def users(self) -> UserStore:
         """Every user's events as arrays, built from the log on first use (see userstate.py)."""
         if self._users is None:
-            self._users = UserStore.from_events(self.events, self.catalog, self.config.max_history_events,
-                                                self.config.user_text_max_chars)
+            with self._events_lock:  # built once: a second build would drop events added to the first
+                if self._users is None:
+                    self._users = self._user_store()
         return self._users
+
+    def _user_store(self) -> UserStore:
+        return UserStore.from_events(self.events, self.catalog, self.config.max_history_events,
+                                     self.config.user_text_max_chars)
 
     def known_user(self, user_id: str) -> bool:
         return user_id in self.users
@@ -285,13 +296,16 @@ class Retriever:
         request on: history, buy-again features and user vector follow. Items not in the catalog
         are skipped; returns how many were added. The statistics (popularity, ALS, neighbours)
         are refitted by `recs refresh`, not here."""
-        kept = [(self.catalog.row_of[i], str(kind), float(when)) for i, kind, when in events if i in self.catalog.row_of]
-        if kept:
-            rows, kinds, times = zip(*kept, strict=True)
-            self.users.add_events(user_id, rows, kinds, times)
-            # "days since" features count from the log's end: a newer event moves it.
-            self.stats.now = max(self.stats.now, max(times))
-        return len(kept)
+        with self._events_lock:
+            if self.successor is not None:  # an item change replaced this model: it serves now
+                return self.successor.add_events(user_id, events)
+            kept = [(self.catalog.row_of[i], str(kind), float(when)) for i, kind, when in events if i in self.catalog.row_of]
+            if kept:
+                rows, kinds, times = zip(*kept, strict=True)
+                self.users.add_events(user_id, rows, kinds, times)
+                # "days since" features count from the log's end: a newer event moves it.
+                self.stats.now = max(self.stats.now, max(times))
+            return len(kept)
 
     def context(
         self,
@@ -408,21 +422,32 @@ class Retriever:
                 files=[*tower_files, "retrieval_config.json"] + (["train_report.json"] if self.report is not None else []),
                 config={"format": RETRIEVER_FORMAT, "dim": int(self.item_vectors.shape[1])},
             )
-            self.items.write_parquet(writer.file("items.parquet"))
-            writer.write_npy("item_vectors.npy", self.item_vectors.astype(np.float32))
-            writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
-            self.index.save(writer.path / "index")  # a folder: writer.file() is for files
-            writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})
-            self.events.write_parquet(writer.file("events.parquet"))
-            for name, array in self.stats.arrays().items():
-                writer.write_npy(name, array)
-            writer.write_json(STAT_FILES["meta"], self.stats.meta())
-            writer.add_component(
-                "interactions", "interactions",
-                files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
-                config={"events": self.events.height},
-            )
+            self.write_data(writer)
         return path
+
+    def write_data(self, writer: ArtifactWriter, interactions: bool = True) -> None:
+        """The catalog, index and (with `interactions`) interactions components, replacing those
+        `writer` has: what `save` writes besides the towers, and what an item change rewrites
+        (in an ONNX folder too)."""
+        for name in _RETRIEVAL_COMPONENTS[1:] if interactions else _RETRIEVAL_COMPONENTS[1:3]:
+            if name in writer.components:
+                writer.remove_component(name)
+        self.items.write_parquet(writer.file("items.parquet"))
+        writer.write_npy("item_vectors.npy", self.item_vectors.astype(np.float32))
+        writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
+        self.index.save(writer.path / "index")  # a folder: writer.file() is for files
+        writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})
+        if not interactions:
+            return
+        self.events.write_parquet(writer.file("events.parquet"))
+        for name, array in self.stats.arrays().items():
+            writer.write_npy(name, array)
+        writer.write_json(STAT_FILES["meta"], self.stats.meta())
+        writer.add_component(
+            "interactions", "interactions",
+            files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
+            config={"events": self.events.height},
+        )
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, towers: TowerEncoders | None = None) -> Retriever:

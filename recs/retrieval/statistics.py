@@ -20,6 +20,7 @@ from recs.retrieval.cooccurrence import purchase_popularity
 from recs.retrieval.copurchase import copurchase_neighbours
 from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, fit_factors
+from recs.retrieval.rowmap import RowMap
 from recs.retrieval.tifu import FILES as TIFU_FILES
 from recs.retrieval.tifu import TifuConfig, TifuModel
 
@@ -100,6 +101,22 @@ class BehaviourStats:
             neighbour_scores=read(FILES["neighbour_scores"]),
             factors=factors,
             tifu=tifu,
+        )
+
+    def rebased(self, rows: RowMap) -> BehaviourStats:
+        """The statistics over a changed catalog (`rows`): removed items leave every array and
+        every neighbour list, new items have none (0, no neighbours, zero factors) until refit."""
+        mapped = rows.take(rows.rows(self.neighbour_rows), fill=-1).astype(self.neighbour_rows.dtype)
+        scores = rows.take(self.neighbour_scores)
+        # Neighbour lists stop at the first -1: a removed neighbour's gap is closed, order kept.
+        order = np.argsort(mapped < 0, axis=1, kind="stable")
+        mapped = np.take_along_axis(mapped, order, axis=1)
+        scores = np.where(mapped >= 0, np.take_along_axis(scores, order, axis=1), 0.0).astype(self.neighbour_scores.dtype)
+        return BehaviourStats(
+            now=self.now, popularity=rows.take(self.popularity), rebuy_rate=rows.take(self.rebuy_rate),
+            neighbour_rows=mapped, neighbour_scores=scores,
+            factors=self.factors.rebased(rows) if self.factors is not None else None,
+            tifu=self.tifu.rebased(rows) if self.tifu is not None else None,
         )
 
     @staticmethod

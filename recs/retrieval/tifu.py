@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recs.configmodel import StrictModel
+from recs.retrieval.rowmap import RowMap
 from recs.retrieval.rowscores import SparseScores
 
 __all__ = ["FILES", "TifuConfig", "TifuModel", "knn_mean", "normalise_rows", "tifu_vectors"]
@@ -191,6 +192,16 @@ class TifuModel:
         items, where = np.unique(picked.indices, return_inverse=True)
         sums = np.bincount(where, weights=picked.data, minlength=len(items)) / kk
         return own_scores, SparseScores(items.astype(np.int64), sums.astype(np.float32))
+
+    def rebased(self, rows: RowMap) -> TifuModel:
+        """Over a changed catalog: removed items' columns leave every user's vector, new items
+        get empty columns until the next fit."""
+        coo = self.vectors.tocoo()
+        cols = rows.rows(coo.col)
+        keep = cols >= 0
+        vectors = sp.csr_matrix((coo.data[keep], (coo.row[keep], cols[keep])), shape=(self.vectors.shape[0], len(rows)))
+        vectors.sort_indices()
+        return TifuModel(self.user_ids, vectors.astype(np.float32), self.config)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""

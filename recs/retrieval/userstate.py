@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from recs.retrieval.pairs import Catalog, UserState, user_state_of_rows
+from recs.retrieval.rowmap import RowMap
 
 __all__ = ["UserArrays", "UserStore"]
 
@@ -134,6 +135,23 @@ class UserStore:
             all_rows, all_times, all_kinds = all_rows[order], all_times[order], all_kinds[order]
         self._users[user_id] = UserArrays(all_rows, all_kinds, all_times)
         self._derived.pop(user_id, None)
+
+    def rebased(self, catalog: Catalog, rows: RowMap) -> UserStore:
+        """This store over a changed catalog (`rows`): events of removed items leave each
+        history; arrays no removal touches are shared (they are replaced, never changed in place).
+        The derived states are rebuilt on use (titles may have changed)."""
+        out = UserStore(catalog, self.max_events, self.max_chars)
+        out.kinds, out._code = list(self.kinds), dict(self._code)
+        if not rows.removes:
+            out._users = dict(self._users)  # old rows keep their numbers; new ones come after
+            return out
+        mapping = rows.new_of_old
+        for user_id, arrays in list(self._users.items()):  # a copy: a forget may run meanwhile
+            new_rows = mapping[arrays.rows]
+            keep = new_rows >= 0
+            if keep.any():  # as a reload would: a user left without events is unknown
+                out._users[user_id] = UserArrays(new_rows[keep], arrays.kinds[keep], arrays.times[keep])
+        return out
 
     def forget(self, user_id: str) -> None:
         self._users.pop(user_id, None)

@@ -120,6 +120,17 @@ class ModelHolder:
                     self._seen = self._stamp()
             return old, new
 
+    def change(self, change: Callable[[Served], Served]) -> Served:
+        """Swap in `change(current)` (an item change built off to the side), one at a time with
+        loads: a reload and a change never overwrite each other."""
+        with self._reload_lock:
+            old = self._current
+            if old is None:
+                raise ConfigError("the first model is still loading (or failed to: see GET /ready)")
+            new = change(old)
+            self._swap(new)
+            return new
+
     def _swap(self, new: Served) -> None:
         self._current = new  # one reference assignment: atomic for every reader
         for callback in self.on_swap:

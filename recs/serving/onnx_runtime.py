@@ -327,6 +327,12 @@ class OnnxSetScorer:
     def n_items(self) -> int:
         return len(self.item_vectors)
 
+    def rebased(self, item_vectors: np.ndarray, new_row_of_old: np.ndarray) -> OnnxSetScorer:
+        """The same graphs over a changed catalog (`recs.retrieval.itemchanges`)."""
+        return OnnxSetScorer(self.score_graph, self.complete_graph, item_vectors,
+                             self.cooc.remap(new_row_of_old, len(item_vectors)), self.history_max_items,
+                             self.history_half_life, self.report)
+
     @property
     def has_preference_head(self) -> bool:
         return bool(self.report.get("preference_pairs", 0))

@@ -1,0 +1,223 @@
+"""New, changed and discontinued items on a loaded model (torch and ONNX), without a rebuild:
+`recs.retrieval.itemchanges`, `recs.serving.items`, `recs items upsert` and PUT/DELETE /items."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recs.errors import ConfigError, DataError, UnknownItemError
+from recs.retrieval.itemchanges import ItemChanges
+from recs.serving import Engine
+from recs.serving.items import changed_engine, changes_from_fields
+
+NEW_TITLE = "zanzibar marmalade ukulele"
+
+
+@pytest.fixture(scope="module")
+def model_dir(ranked_artifact: Path, small_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the ranked artifact with a quickly trained set scorer (bundles follow the catalog)."""
+    from recs.bundling.bundler import Bundler, save_bundler
+    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
+    from recs.data import load_dataset
+    from recs.retrieval.retriever import Retriever
+
+    target = Path(shutil.copytree(ranked_artifact, tmp_path_factory.mktemp("items") / "model"))
+    dataset, _ = load_dataset(small_demo_dir)
+    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=1, batch_size=32, patience=1))
+    bundler = Bundler.fit(Retriever.load(target), dataset.events, dataset.bundles, config, work_dir=target.parent / "work", show_progress=False)
+    save_bundler(target, bundler)
+    return target
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recs.export import export_artifact
+
+    return export_artifact(model_dir, tmp_path_factory.mktemp("items-onnx") / "export", check=False).path
+
+
+@pytest.fixture(scope="module")
+def engines(model_dir: Path, onnx_dir: Path) -> dict[str, Engine]:
+    return {"torch": Engine.load(model_dir), "onnx": Engine.load(onnx_dir)}
+
+
+def _new_item(item_id: str = "NEW-1", **fields: object) -> pl.DataFrame:
+    row = {"item_id": item_id, "title": NEW_TITLE, "category": "Pantry > Spreads", "brand": "Zed", "price": "4.5",
+           "in_stock": "true", **{k: str(v) for k, v in fields.items()}}
+    return pl.DataFrame({k: [v] for k, v in row.items()})
+
+
+def _changes(frame: pl.DataFrame | None = None, remove: tuple[str, ...] = ()) -> ItemChanges:
+    return ItemChanges.from_raw(frame, "items.csv", remove)
+
+
+def _ids(results: list) -> list[str]:
+    return [r.item_id for r in results]
+
+
+def _buyer_and_favourite(engine: Engine) -> tuple[str, str]:
+    """A user with purchases and the item they bought most (a buy-again candidate)."""
+    buys = engine.retriever.events.filter(pl.col("event") == "purchase")
+    top = buys.group_by("user_id", "item_id").len().sort(["len", "user_id", "item_id"], descending=[True, False, False])
+    return str(top["user_id"][0]), str(top["item_id"][0])
+
+
+def _check_aligned(engine: Engine) -> None:
+    r = engine.retriever
+    n = len(r.catalog)
+    assert r.items.height == n == len(r.item_vectors) == len(r.masks) == len(r.categories)
+    assert r.items["item_id"].to_list() == r.catalog.item_ids == list(r.catalog.row_of)
+    s = r.stats
+    assert len(s.popularity) == len(s.rebuy_rate) == len(s.neighbour_rows) == len(s.neighbour_scores) == len(s.popular_rows) == n
+    assert s.neighbour_rows.max() < n
+    for row in s.neighbour_rows:  # -1 only as padding at the end
+        gaps = np.flatnonzero(row < 0)
+        assert not len(gaps) or (row[gaps[0]:] < 0).all()
+    if s.factors is not None:
+        assert len(s.factors.item_factors) == n
+    if s.tifu is not None:
+        assert s.tifu.vectors.shape[1] == n
+    assert all(len(c) == n for c in r.category_codes)
+    assert sorted(r.index.item_ids) == sorted(r.catalog.item_ids)
+    if engine.bundler is not None:
+        assert engine.bundler.scorer.n_items == len(engine.bundler.table) == n
+        assert engine.bundler.scorer.cooc.n_items == n
+
+
+# -- in memory -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_new_item_is_recommendable_at_once_and_filters_apply(engines: dict[str, Engine], backend: str) -> None:
+    old = engines[backend]
+    n = len(old.retriever.catalog)
+    new, summary = changed_engine(old, _changes(_new_item()))
+    assert (summary.added, summary.updated, summary.reencoded, summary.removed) == (["NEW-1"], [], ["NEW-1"], [])
+    _check_aligned(new)
+    assert len(old.retriever.catalog) == n and "NEW-1" not in old.retriever.catalog.row_of  # the old model is untouched
+    assert "NEW-1" not in old.retriever.index
+    found = _ids(new.recommend(text=NEW_TITLE, k=5, rerank=False))
+    assert "NEW-1" in found
+    assert "NEW-1" not in _ids(new.recommend(text=NEW_TITLE, k=5, price_max=4.0, rerank=False))
+    assert "NEW-1" in _ids(new.recommend(text=NEW_TITLE, k=5, category="pantry", rerank=False))
+    assert new.retriever.items.row(new.retriever.catalog.row_of["NEW-1"], named=True)["price"] == 4.5
+    user, _ = _buyer_and_favourite(new)
+    assert new.recommend(user_id=user, k=10)  # known users still served, ranker and all
+    if new.bundler is not None:
+        new.bundle(item="NEW-1", n=1)  # a new item need not be bundle-able, but nothing breaks
+        new.bundle(user_id=user, n=1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_removed_item_leaves_every_source(engines: dict[str, Engine], backend: str) -> None:
+    old = engines[backend]
+    user, favourite = _buyer_and_favourite(old)
+    assert favourite in _ids(old.recommend(user_id=user, k=50, rerank=False))  # buy-again finds it before
+    new, summary = changed_engine(old, _changes(remove=(favourite,)))
+    assert summary.removed == [favourite]
+    _check_aligned(new)
+    r = new.retriever
+    assert favourite not in r.catalog.row_of and favourite not in r.index
+    assert favourite not in r.events["item_id"].to_list()
+    assert favourite in old.retriever.catalog.row_of  # requests in flight on the old model are unaffected
+    for kwargs in ({"user_id": user}, {"text": old.retriever.catalog.titles[old.retriever.catalog.row_of[favourite]]}, {}):
+        assert favourite not in _ids(new.recommend(k=len(r.catalog), rerank=False, unknown_user="fallback", **kwargs))
+    assert favourite not in _ids(new.recommend(user_id=user, k=20, novelty=True, rerank=False))
+    if new.bundler is not None:
+        for bundle in new.bundle(user_id=user, n=3, in_stock=False):
+            assert favourite not in bundle.item_ids
+    with pytest.raises(UnknownItemError):
+        new.recommend(history=[favourite], k=5)
+    assert new.retriever.add_events(user, [(favourite, "purchase", 2e9)]) == 0
+
+
+def test_changes_in_place_and_reencoding(engines: dict[str, Engine]) -> None:
+    old = engines["torch"]
+    r = old.retriever
+    item = r.catalog.item_ids[3]
+    row = r.items.row(3, named=True)
+    price = pl.DataFrame({"item_id": [item], "title": [row["title"]], "price": ["999.5"], "in_stock": ["false"]})
+    new, summary = changed_engine(old, _changes(price))
+    assert (summary.updated, summary.reencoded) == ([item], [])  # price and stock: no re-encoding
+    nr = new.retriever
+    _check_aligned(new)
+    assert np.array_equal(nr.item_vectors[3], r.item_vectors[3])
+    changed = nr.items.row(3, named=True)
+    assert (changed["price"], changed["in_stock"], changed["title"], changed["category"]) == (999.5, False, row["title"], row["category"])
+    assert r.items.row(3, named=True)["price"] == row["price"]  # the old frame is untouched
+    assert item not in _ids(new.recommend(text=row["title"], k=len(nr.catalog), price_max=500.0, rerank=False))
+    assert item not in _ids(new.recommend(text=row["title"], k=len(nr.catalog), in_stock=True, rerank=False))
+    assert "price 999.50" in nr.catalog.texts[3]  # the text the cross-encoder reads follows
+    retitled = pl.DataFrame({"item_id": [item], "title": [NEW_TITLE]})
+    new2, summary2 = changed_engine(new, _changes(retitled))
+    assert summary2.reencoded == [item]
+    assert not np.allclose(new2.retriever.item_vectors[3], r.item_vectors[3])
+    assert new2.retriever.catalog.titles[3] == NEW_TITLE and new2.retriever.items.row(3, named=True)["price"] == 999.5
+    assert np.allclose(new2.retriever.index.vectors([item])[0], new2.retriever.item_vectors[3] / np.linalg.norm(new2.retriever.item_vectors[3]), atol=1e-5)
+
+
+def test_bad_rows_are_refused_with_row_and_column(engines: dict[str, Engine]) -> None:
+    engine = engines["torch"]
+    with pytest.raises(DataError, match=r"items\.csv.*row 1.*price"):
+        changed_engine(engine, _changes(_new_item(price="cheap")))
+    with pytest.raises(DataError, match=r"row 2.*title"):
+        changed_engine(engine, _changes(pl.concat([_new_item(), _new_item("NEW-2", title="")])))
+    with pytest.raises(UnknownItemError, match="NOPE"):
+        changed_engine(engine, _changes(remove=("NOPE",)))
+    first = engine.retriever.catalog.item_ids[0]
+    with pytest.raises(ConfigError, match="both"):
+        changed_engine(engine, _changes(_new_item(first), remove=(first,)))
+    with pytest.raises(DataError, match="price"):
+        changes_from_fields("X", {"title": "t", "price": "-"})
+
+
+def test_requests_during_changes_never_fail(model_dir: Path) -> None:
+    """Requests on threads while items are added, changed and removed, and events arrive: none
+    fails, none sees a half-applied change, no event is lost."""
+    from recs.serving.holder import ModelHolder, Served
+    from recs.serving.items import change_served
+
+    engine = Engine.load(model_dir)
+    holder = ModelHolder(Served(engine, engine.created, engine.path))
+    user, _ = _buyer_and_favourite(engine)
+    category = engine.retriever.categories[0].split(">")[0].strip()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                e = holder.current.engine  # type: ignore[union-attr]
+                _check_aligned(e)
+                e.recommend(user_id=user, k=10, rerank=False)
+                e.recommend(text=NEW_TITLE, k=5, category=category, price_max=100.0, rerank=False)
+            except BaseException as err:  # any failure fails the test
+                errors.append(err)
+                return
+
+    def send() -> None:
+        for n in range(40):
+            holder.current.engine.retriever.add_events("EVENTS-USER", [(engine.retriever.catalog.item_ids[0], "view", 1e9 + n)])  # type: ignore[union-attr]
+
+    threads = [threading.Thread(target=ask) for _ in range(3)] + [threading.Thread(target=send)]
+    for t in threads:
+        t.start()
+    removable = [i for i in engine.retriever.catalog.item_ids[10:14]]
+    for step in range(4):
+        changes = _changes(pl.concat([_new_item(f"NEW-{step}"), _new_item(removable[step], price="1.5")]))
+        holder.change(lambda s, c=changes: change_served(s, c)[0])
+        holder.change(lambda s, i=f"NEW-{step}": change_served(s, changes_from_fields(i, None))[0])
+    threads[-1].join()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    final = holder.current.engine.retriever  # type: ignore[union-attr]
+    assert not any(f"NEW-{s}" in final.catalog.row_of for s in range(4))
+    assert len(final.users.arrays("EVENTS-USER").rows) == 40  # forwarded to each new model in turn
