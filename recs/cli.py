@@ -29,6 +29,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Validate, profile and generat
 app.add_typer(data_app, name="data")
 config_app = typer.Typer(no_args_is_help=True, help="Show the configuration a model was trained with.")
 app.add_typer(config_app, name="config")
+items_app = typer.Typer(no_args_is_help=True, help="Add, change and remove items of a model without a rebuild.")
+app.add_typer(items_app, name="items")
 
 # Tables are wide (titles, reasons): a pipe or a CI log gets 160 columns rather than rich's 80.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -440,6 +442,27 @@ def build_index(
     retriever = retriever.with_catalog(items=catalog, kind=kind, show_progress=True)
     retriever.save(model)
     console.print(f"indexed {len(retriever.catalog)} items ({retriever.index!r}) into {model}", highlight=False)
+
+
+@items_app.command("upsert")
+@handle_errors
+@writes_artifact("model")
+def items_upsert(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder (`recs train`) or ONNX export (`recs export`).")],
+    file: Annotated[Path | None, typer.Argument(help="Items file (csv, tsv, parquet, jsonl): known ids are updated, others added.")] = None,
+    remove: Annotated[str | None, typer.Option("--remove", help="Comma-separated ids of discontinued items to remove.")] = None,
+) -> None:
+    """Add new items (encoded with the item tower, indexed at once), update known ones in place and
+    remove discontinued ones; writes a new version of the artifact."""
+    from recs.retrieval.itemchanges import ItemChanges
+    from recs.serving.items import upsert_artifact
+
+    removed = [i.strip() for i in (remove or "").split(",") if i.strip()]
+    if file is None and not removed:
+        raise ConfigError("give an items FILE and/or --remove ID,...")
+    changes = ItemChanges.from_file(file, removed)  # a bad file fails before the model loads
+    summary = upsert_artifact(model, changes)
+    console.print(f"{summary.line()} in {model}", highlight=False)
 
 
 @app.command("query")

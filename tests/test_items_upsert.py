@@ -221,3 +221,65 @@ def test_requests_during_changes_never_fail(model_dir: Path) -> None:
     final = holder.current.engine.retriever  # type: ignore[union-attr]
     assert not any(f"NEW-{s}" in final.catalog.row_of for s in range(4))
     assert len(final.users.arrays("EVENTS-USER").rows) == 40  # forwarded to each new model in turn
+
+
+# -- recs items upsert -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_cli_upsert_writes_a_new_version(model_dir: Path, onnx_dir: Path, tmp_path: Path, backend: str) -> None:
+    from typer.testing import CliRunner
+
+    from recs.artifacts import open_artifact
+    from recs.cli import app
+
+    target = Path(shutil.copytree(model_dir if backend == "torch" else onnx_dir, tmp_path / "model"))
+    before = open_artifact(target)
+    engine = Engine.load(target)
+    user, favourite = _buyer_and_favourite(engine)
+    changed = engine.retriever.catalog.item_ids[5]
+    title = engine.retriever.catalog.titles[5]
+    file = tmp_path / "new_items.csv"
+    pl.DataFrame({"item_id": ["NEW-1", changed], "title": [NEW_TITLE, title], "category": ["Pantry > Spreads", None],
+                  "price": [4.5, 77.25], "in_stock": [True, False]}).write_csv(file)
+    result = CliRunner().invoke(app, ["items", "upsert", "--model", str(target), str(file), "--remove", f"{favourite}"])
+    assert result.exit_code == 0, result.output
+    assert "1 added, 1 updated, 2 re-encoded, 1 removed" in result.output  # the category left the text: re-encoded
+    after = open_artifact(target)  # verifies every checksum
+    assert after.created != before.created
+    for name in ("towers", "onnx", "ranker", "set_scorer"):
+        if before.has_component(name):
+            assert after.component(name).files == before.component(name).files
+    loaded = Engine.load(target)
+    _check_aligned(loaded)
+    assert "NEW-1" in _ids(loaded.recommend(text=NEW_TITLE, k=5, rerank=False))
+    assert loaded.retriever.items.row(loaded.retriever.catalog.row_of[changed], named=True)["price"] == 77.25
+    assert favourite not in loaded.retriever.catalog.row_of and favourite not in loaded.retriever.index
+    assert favourite not in _ids(loaded.recommend(user_id=user, k=len(loaded.retriever.catalog), rerank=False))
+    # Only a price change: the interactions are kept as they were.
+    price_only = tmp_path / "price.jsonl"
+    price_only.write_text(f'{{"item_id": "NEW-1", "title": "{NEW_TITLE}", "category": "Pantry > Spreads", "price": 5}}\n', encoding="utf-8")
+    interactions = open_artifact(target).component("interactions").files
+    result = CliRunner().invoke(app, ["items", "upsert", "--model", str(target), str(price_only)])
+    assert result.exit_code == 0, result.output
+    assert "0 added, 1 updated, 0 re-encoded, 0 removed" in result.output
+    assert open_artifact(target).component("interactions").files == interactions
+
+
+def test_cli_upsert_refuses_bad_input(model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recs.cli import app
+
+    target = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    manifest = (target / "manifest.json").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,title,price\nNEW-1,ok,1\nNEW-2,fine,cheap\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["items", "upsert", "--model", str(target), str(bad)])
+    assert result.exit_code == 2 and "bad.csv" in result.output and "row 2" in result.output and "price" in result.output
+    result = runner.invoke(app, ["items", "upsert", "--model", str(target), "--remove", "NOPE"])
+    assert result.exit_code == 3 and "NOPE" in result.output
+    result = runner.invoke(app, ["items", "upsert", "--model", str(target)])
+    assert result.exit_code == 2
+    assert (target / "manifest.json").read_text() == manifest  # nothing written
