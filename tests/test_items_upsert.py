@@ -283,3 +283,81 @@ def test_cli_upsert_refuses_bad_input(model_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["items", "upsert", "--model", str(target)])
     assert result.exit_code == 2
     assert (target / "manifest.json").read_text() == manifest  # nothing written
+
+
+# -- PUT / DELETE /items ---------------------------------------------------------------------------
+
+TOKEN = "items-token-42"
+
+
+class _Store:
+    """What the routes need of an event store: item changes recorded (in memory here)."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[int, str, dict | None]] = []
+
+    def put_item(self, item_id: str, fields: dict | None) -> int:
+        self.changes.append((len(self.changes) + 1, item_id, fields))
+        return len(self.changes)
+
+
+@pytest.fixture()
+def client(engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch):
+    from fastapi.testclient import TestClient
+
+    from recs.config import HttpConfig
+    from recs.serving.app import create_app
+
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    app = create_app(engines["onnx"], HttpConfig(admin_token_env="RECS_ADMIN_TOKEN"))
+    app.state.store = _Store()
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _recommended(client, **body: object) -> list[str]:
+    response = client.post("/recommend", json={"k": 5, "rerank": False, **body})
+    assert response.status_code == 200, response.text
+    return [i["item_id"] for i in response.json()["items"]]
+
+
+def test_put_and_delete_items(client) -> None:
+    item = {"title": NEW_TITLE, "category": "Pantry > Spreads", "brand": "Zed", "price": 4.5, "colour": "amber", "organic": True}
+    response = client.put("/items/NEW/1", json=item, headers=_auth())  # an id may hold a slash
+    assert response.status_code == 200, response.text
+    assert response.json() == {"item_id": "NEW/1", "action": "added", "reencoded": True}
+    assert client.app.state.store.changes == [(1, "NEW/1", {**item, "description": None, "in_stock": None, "image_url": None})]
+    assert "NEW/1" in _recommended(client, text=NEW_TITLE)
+    got = client.get("/items/NEW/1").json()
+    assert (got["title"], got["price"], got["colour"], got["in_stock"]) == (NEW_TITLE, 4.5, "amber", True)
+    response = client.put("/items/NEW/1", json={**item, "price": 12.0}, headers=_auth())
+    assert response.json() == {"item_id": "NEW/1", "action": "updated", "reencoded": False}
+    assert "NEW/1" not in _recommended(client, text=NEW_TITLE, price_max=10.0)
+    assert "NEW/1" in _recommended(client, text=NEW_TITLE, price_min=10.0)
+    response = client.delete("/items/NEW/1", headers=_auth())
+    assert response.json() == {"item_id": "NEW/1", "action": "removed", "reencoded": False}
+    assert client.app.state.store.changes[-1] == (3, "NEW/1", None)
+    assert "NEW/1" not in _recommended(client, text=NEW_TITLE, k=50)
+    assert client.get("/items/NEW/1").status_code == 404
+    assert client.delete("/items/NEW/1", headers=_auth()).status_code == 404
+    assert len(client.app.state.store.changes) == 3  # a refused change is not recorded
+
+
+def test_item_routes_need_the_token_and_a_good_body(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    item = {"title": NEW_TITLE, "price": 1.0}
+    assert client.put("/items/X", json=item).status_code == 401
+    assert client.delete("/items/X", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    for bad in ({}, {"title": ""}, {"title": "   "}, {"title": "t", "price": -1}, {"title": "t", "price": "cheap"},
+                {"title": "t", "in_stock": "perhaps"}, {"title": "t", "tags": ["a"]}, {"title": "t", "item_id": "Y"},
+                {"title": "t", "meta": {"a": 1}}):
+        response = client.put("/items/X", json=bad, headers=_auth())
+        assert response.status_code == 422, (bad, response.text)
+        assert "Traceback" not in response.text and response.json()["error"]
+    assert client.app.state.store.changes == []
+    assert "X" not in client.app.state.holder.current.engine.retriever.catalog.row_of
+    monkeypatch.delenv("RECS_ADMIN_TOKEN")
+    assert client.put("/items/X", json=item, headers=_auth()).status_code == 403
+    assert client.delete("/items/X", headers=_auth()).status_code == 403

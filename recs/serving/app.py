@@ -5,6 +5,8 @@
     POST /recommend       Engine.recommend: user_id | history | text, k, filters, options
     POST /bundle          Engine.bundle
     GET  /items/{id}      the catalog row (an id may hold a slash)
+    PUT  /items/{id}      add or replace an item, served from the next request (bearer token)
+    DELETE /items/{id}    remove a discontinued item (bearer token)
     POST /admin/reload    load a model, then swap it in (bearer token)
     GET  /metrics         Prometheus text format
     GET  /docs            OpenAPI
@@ -46,6 +48,8 @@ from recs.serving.schemas import (
     BundleResponse,
     ErrorBody,
     Health,
+    ItemChangeResponse,
+    ItemIn,
     ItemOut,
     Ready,
     RecommendRequest,
@@ -174,6 +178,37 @@ def create_app(
         if row is None:
             raise UnknownItemError(f"unknown item id '{item_id}'"[:300])
         return {name: _json_value(value) for name, value in r.items.row(row, named=True).items()}
+
+    def change_item(item_id: str, fields: dict[str, Any] | None) -> ItemChangeResponse:
+        """Build the changed model off to the side, record the change in the event store (when the
+        app has one), then swap: memory never serves a change the store lacks, nor the reverse."""
+        from recs.serving.items import change_served, changes_from_fields
+
+        changes = changes_from_fields(item_id, fields)  # a bad field is refused before any work
+        model()
+        store = getattr(app.state, "store", None)
+        done: list[ItemChangeResponse] = []
+
+        def apply(s: Served) -> Served:
+            new, summary = change_served(s, changes)
+            if store is not None:
+                store.put_item(item_id, fields)  # durable before the swap and the answer
+            done.append(ItemChangeResponse(item_id=item_id, action=summary.action(item_id),  # type: ignore[arg-type]
+                                           reencoded=item_id in summary.reencoded))
+            return new
+
+        holder.change(apply)
+        return done[0]
+
+    @app.put("/items/{item_id:path}", response_model=ItemChangeResponse, summary="Add or replace an item (bearer token)")
+    def put_item(item_id: str, request: Request, body: ItemIn) -> ItemChangeResponse:
+        check_admin(request, http.admin_token_env)
+        return change_item(item_id, body.fields())
+
+    @app.delete("/items/{item_id:path}", response_model=ItemChangeResponse, summary="Remove a discontinued item (bearer token)")
+    def delete_item(item_id: str, request: Request) -> ItemChangeResponse:
+        check_admin(request, http.admin_token_env)
+        return change_item(item_id, None)
 
     @app.post("/admin/reload", response_model=ReloadResponse, summary="Load a model and swap it in (bearer token)")
     def reload(request: Request, body: ReloadRequest | None = Body(default=None)) -> ReloadResponse:

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recs.configmodel import UnknownUserPolicy
 
@@ -16,6 +17,8 @@ __all__ = [
     "BundleResponse",
     "ErrorBody",
     "Health",
+    "ItemChangeResponse",
+    "ItemIn",
     "ItemOut",
     "Ready",
     "RecommendRequest",
@@ -127,6 +130,62 @@ class Ready(BaseModel):
     version: str | None
     path: str | None
     backend: str
+
+
+MAX_FIELD_CHARS = 10_000  # per item field: a catalog row, not a document
+
+
+class ItemIn(BaseModel):
+    """An item's fields for PUT /items/{id}: the whole item (fields left out are emptied), its
+    text re-encoded when what the item tower reads changed. Extra fields (rendered into the item's
+    text as `name: value`) may be strings, numbers or booleans."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+    description: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    category: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    brand: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    price: float | None = Field(default=None, ge=0)
+    in_stock: bool | None = Field(default=None, description="Default: in stock.")
+    image_url: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("title is empty")
+        return value
+
+    @field_validator("price")
+    @classmethod
+    def _price(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("price must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _extras(self) -> ItemIn:
+        for name, value in (self.model_extra or {}).items():
+            if name == "item_id":
+                raise ValueError("item_id is the path's, not a field")
+            if not name.strip() or len(name) > 100:
+                raise ValueError(f"field name {name[:100]!r} must be 1 to 100 characters")
+            if value is not None and not isinstance(value, str | int | float | bool):
+                raise ValueError(f"field {name!r} must be a string, a number or a boolean")
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                raise ValueError(f"field {name!r} is over {MAX_FIELD_CHARS} characters")
+        return self
+
+    def fields(self) -> dict[str, Any]:
+        """Every field, the extra ones included (what the event store records)."""
+        return self.model_dump()
+
+
+class ItemChangeResponse(BaseModel):
+    item_id: str
+    action: Literal["added", "updated", "removed"]
+    reencoded: bool = Field(description="The item was (re-)encoded by the item tower.")
 
 
 class ErrorBody(BaseModel):
