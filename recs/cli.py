@@ -518,6 +518,7 @@ def serve_command(
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes, each with its own copy of the model (default 1).")] = None,
     events: Annotated[str | None, typer.Option("--events", help="Event store: a SQLite file, a postgresql:// DSN, 'auto' (MODEL.events.sqlite beside the model; the default) or 'off'.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Reload when the model folder gets a new version (recs refresh, items upsert, export onto it).")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /events, /items/{id},
@@ -526,7 +527,7 @@ def serve_command(
     from recs.serving.serve import serve
 
     serving = load_config(config).serving
-    given = {"host": host, "port": port, "workers": workers, "events": events}
+    given = {"host": host, "port": port, "workers": workers, "events": events, "watch": watch or None}
     http = HttpConfig.parse_dict({**serving.http.model_dump(), **{k: v for k, v in given.items() if v is not None}},
                                  source="--host/--port/--workers/--events")
     serve(model, serving.model_copy(update={"http": http}))
