@@ -94,7 +94,7 @@ class BehaviourStats:
     @classmethod
     def from_files(cls, read: Callable[[str], np.ndarray], read_text: Callable[[str], str], has: Callable[[str], bool]) -> BehaviourStats:
         """Back from an artifact (`read` an .npy, `read_text` a file, `has` a file name)."""
-        factors = UserItemFactors.from_files(read) if has(FACTOR_FILES["item_factors"]) else None
+        factors = UserItemFactors.from_files(read, has) if has(FACTOR_FILES["item_factors"]) else None
         meta = json.loads(read_text(FILES["meta"]))
         popularity = read(FILES["popularity"]).astype(np.float64)
         tifu = None
