@@ -56,7 +56,7 @@ function renderHistory(answer) {
     const row = el("tr", "event-" + event.event);
     row.dataset.itemId = event.item_id;
     row.append(
-      el("td", "when", event.timestamp.replace("T", " ").replace("+00:00", "")),
+      el("td", "when", event.timestamp.slice(0, 10) + "\n" + event.timestamp.slice(11, 16)), // UTC
       el("td", "kind", event.event),
       el("td", "title", event.title),
       el("td", "num price", price(event.price)),
