@@ -227,3 +227,30 @@ def test_the_page_shows_a_users_history_recommendations_and_bundle(service: str,
     _shown_for(driver, "nobody-<b>here</b>")
     assert "Unknown user 'nobody-<b>here</b>'" in driver.find_element(By.ID, "status").text  # as text, not markup
     assert _texts(driver, "#recs li .title") and not _texts(driver, "#history tbody tr")
+
+
+@browser
+def test_bought_records_a_purchase_and_the_lists_follow(service: str, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    probe = httpx.post(f"{service}/events", json={"events": []}, timeout=10)
+    if probe.status_code in (404, 405):
+        pytest.skip("this service has no POST /events yet: the 'bought' button has nothing to call")
+    user = _known_user(service)
+    driver.get(f"{service}/#user={user}")
+    _shown_for(driver, user)
+    shelf = driver.find_elements(By.CSS_SELECTOR, "#discover li")
+    assert shelf, "the discover shelf has items new to this user"
+    item_id, title = shelf[0].get_attribute("data-item-id"), shelf[0].find_element(By.CSS_SELECTOR, ".title").text
+    before = len(driver.find_elements(By.CSS_SELECTOR, "#history tbody tr"))
+    driver.execute_script("document.body.dataset.user = ''")  # so that waiting sees the page answer again
+    shelf[0].find_element(By.CSS_SELECTOR, "button.buy").click()
+    _shown_for(driver, user)
+    assert driver.find_element(By.ID, "status").text == f"Recorded: {user} bought '{title}'. History and lists are updated."
+    first = driver.find_element(By.CSS_SELECTOR, "#history tbody tr")
+    assert (first.get_attribute("data-item-id"), first.find_element(By.CSS_SELECTOR, ".kind").text) == (item_id, "purchase")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")) >= min(before + 1, 20)
+    # Bought, it is no longer new to the user: it leaves the discover shelf.
+    assert item_id not in [e.get_attribute("data-item-id") for e in driver.find_elements(By.CSS_SELECTOR, "#discover li")]
+    expected = httpx.post(f"{service}/recommend", json={"user_id": user, "k": 10}, timeout=30).json()["items"]
+    assert _texts(driver, "#recs li .title") == [i["title"] for i in expected]

@@ -116,7 +116,7 @@ function renderBundle(answer) {
   }
 }
 
-async function show(userId) {
+async function show(userId, done) {
   const mine = ++generation;
   const k = Number($("k").value);
   document.body.dataset.state = "loading";
@@ -156,7 +156,8 @@ async function show(userId) {
     $("bundle").replaceChildren();
     note("bundle-note", bundle.reason.message, "error");
   }
-  setStatus(message, message ? "warning" : "");
+  if (message) setStatus(message, "warning");
+  else setStatus(done || "", done ? "ok" : "");
   document.body.dataset.state = "ready";
   window.history.replaceState(null, "", "#user=" + encodeURIComponent(userId));
 }
@@ -177,8 +178,7 @@ async function bought(userId, item) {
     document.body.dataset.state = "ready";
     return;
   }
-  await show(userId);
-  setStatus(`Recorded: ${userId} bought '${item.title}'. History and lists are updated.`, "ok");
+  await show(userId, `Recorded: ${userId} bought '${item.title}'. History and lists are updated.`);
 }
 
 async function loadUsers() {
