@@ -517,17 +517,18 @@ def serve_command(
     host: Annotated[str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1: this machine only).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes, each with its own copy of the model (default 1).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="Event store: a SQLite file, a postgresql:// DSN, 'auto' (MODEL.events.sqlite beside the model; the default) or 'off'.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /items/{id}, /ready,
-    /metrics, /admin/reload (token in RECS_ADMIN_TOKEN), docs at /docs. [serving.http] in
-    --config sets the limits; the options here override it."""
+    """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /events, /items/{id},
+    /ready, /metrics, DELETE /users/{id} and /admin/reload (token in RECS_ADMIN_TOKEN), docs at
+    /docs. [serving.http] in --config sets the limits; the options here override it."""
     from recs.serving.serve import serve
 
     serving = load_config(config).serving
-    given = {"host": host, "port": port, "workers": workers}
+    given = {"host": host, "port": port, "workers": workers, "events": events}
     http = HttpConfig.parse_dict({**serving.http.model_dump(), **{k: v for k, v in given.items() if v is not None}},
-                                 source="--host/--port/--workers")
+                                 source="--host/--port/--workers/--events")
     serve(model, serving.model_copy(update={"http": http}))
 
 

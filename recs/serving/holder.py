@@ -77,6 +77,7 @@ class ModelHolder:
         self._seen = self._stamp()
         self._following = False
         self.on_swap: list[Callable[[Served], None]] = []  # e.g. the metrics' model info
+        self.prepare: list[Callable[[Served], None]] = []  # run on a new model before it is served (the store's replay)
         if pointer is not None:
             # Requests check the pointer too; this follows it in a worker that gets none.
             threading.Thread(target=_watch, args=(weakref.ref(self),), name="recs-model-pointer", daemon=True).start()
@@ -121,6 +122,8 @@ class ModelHolder:
             return old, new
 
     def _swap(self, new: Served) -> None:
+        for step in self.prepare:
+            step(new)
         self._current = new  # one reference assignment: atomic for every reader
         for callback in self.on_swap:
             callback(new)
