@@ -222,12 +222,18 @@ function start() {
   });
   loadModel();
   loadUsers();
+  fromHash();
+  window.addEventListener("hashchange", fromHash);
+}
+
+// `/#user=U0042` opens that user (a link to share, or the back button).
+function fromHash() {
   const match = /^#user=(.+)$/.exec(window.location.hash);
-  if (match) {
-    const userId = decodeURIComponent(match[1]);
-    $("user-id").value = userId;
-    show(userId);
-  }
+  if (!match) return;
+  const userId = decodeURIComponent(match[1]);
+  if (userId === document.body.dataset.user && document.body.dataset.state === "ready") return;
+  $("user-id").value = userId;
+  show(userId);
 }
 
 document.addEventListener("DOMContentLoaded", start);
