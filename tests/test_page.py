@@ -172,12 +172,19 @@ def driver(service: str) -> Iterator[Any]:
 
 
 def _shown_for(driver: Any, user: str) -> None:
-    """Waits until the page has answered for `user`."""
+    """Waits until the page has answered for `user` (on a timeout, says what the page shows)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.execute_script("return document.body.dataset.state === 'ready' && document.body.dataset.user === arguments[0]", user)
-    )
+    try:
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: d.execute_script("return document.body.dataset.state === 'ready' && document.body.dataset.user === arguments[0]", user)
+        )
+    except TimeoutException:
+        state = driver.execute_script("return [document.body.dataset.state, document.body.dataset.user]")
+        pytest.fail(f"the page did not answer for {user!r} in {WAIT_S} s: state/user {state}, status "
+                    f"{driver.find_element(By.ID, 'status').text!r}, url {driver.current_url}")
 
 
 def _texts(driver: Any, css: str) -> list[str]:
