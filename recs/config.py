@@ -58,6 +58,8 @@ class HttpConfig(StrictModel):
     # none (POST /events refused), else a SQLite file path or a postgresql:// DSN.
     events: str = "auto"
     max_events: int = Field(default=1000, ge=1)  # events in one POST /events
+    watch: bool = False  # reload when the model folder gets a new version (checked every watch_interval_s)
+    watch_interval_s: float = Field(default=2.0, gt=0)
 
 
 class ServingConfig(StrictModel):

@@ -118,3 +118,38 @@ def test_reload_keeps_the_store_applied(model: Path, monkeypatch: pytest.MonkeyP
     client.post("/events", json={"events": [{"user_id": "late-user", "item_id": item}]})
     assert client.post("/admin/reload", headers=AUTH).status_code == 200
     assert _history(client, "late-user") == [item]
+
+
+def test_watched_folder_swaps_to_a_refreshed_version_without_failing_requests(model: Path) -> None:
+    import threading
+    import time
+
+    from recs.serving.refresh import refresh
+
+    client = _client(model, watch=True, watch_interval_s=0.1)
+    user = _buyer(client)
+    before = client.get("/ready").json()["version"]
+    client.post("/events", json={"events": [{"user_id": user, "item_id": _items(client)[4]}]})
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            status = client.post("/recommend", json={"user_id": user, "k": 5}).status_code
+            if status != 200:
+                failures.append(status)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        refresh(model, open_store(default_store_path(model)), retrain_rankers=False, show_progress=False)
+        deadline = time.monotonic() + 60
+        while client.get("/ready").json()["version"] == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert client.get("/ready").json()["version"] != before
+    assert failures == []
+    retriever = client.app.state.holder.current.engine.retriever  # type: ignore[attr-defined]
+    assert retriever.store_marks["events"] == 1 and _history(client, user)[-1] == _items(client)[4]

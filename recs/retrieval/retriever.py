@@ -427,16 +427,23 @@ class Retriever:
             writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
             self.index.save(writer.path / "index")  # a folder: writer.file() is for files
             writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})
-            self.events.write_parquet(writer.file("events.parquet"))
-            for name, array in self.stats.arrays().items():
-                writer.write_npy(name, array)
-            writer.write_json(STAT_FILES["meta"], self.stats.meta())
-            writer.add_component(
-                "interactions", "interactions",
-                files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
-                config={"events": self.events.height, **({"store": self.store_marks} if self.store_marks else {})},
-            )
+            self.write_interactions(writer)
         return path
+
+    def write_interactions(self, writer: ArtifactWriter) -> None:
+        """The log, its statistics and the event-store marks (component "interactions", replaced):
+        all `recs refresh` and `recs forget` rewrite, in a torch artifact or an ONNX export."""
+        if "interactions" in writer.components:
+            writer.remove_component("interactions")
+        self.events.write_parquet(writer.file("events.parquet"))
+        for name, array in self.stats.arrays().items():
+            writer.write_npy(name, array)
+        writer.write_json(STAT_FILES["meta"], self.stats.meta())
+        writer.add_component(
+            "interactions", "interactions",
+            files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
+            config={"events": self.events.height, **({"store": self.store_marks} if self.store_marks else {})},
+        )
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, towers: TowerEncoders | None = None) -> Retriever:

@@ -136,6 +136,8 @@ def create_app(
     holder = ModelHolder(served, runtime, http.warmup, pointer)
     if follower is not None:
         holder.prepare.append(lambda s: follower.attach(s.engine))
+    if http.watch:
+        holder.watch(http.watch_interval_s)
     metrics = Metrics()
     holder.on_swap.append(metrics.set_model)
     if served is not None:
