@@ -10,6 +10,7 @@
     POST /admin/reload    load a model, then swap it in (bearer token)
     GET  /metrics         Prometheus text format
     GET  /docs            OpenAPI
+    GET  /                the page to try it (recs.serving.page: also /users, /users/{id}/history)
 
 Endpoints that call the engine are sync: FastAPI runs them in its threadpool. Each request reads
 the served model once (`ModelHolder.current`), so a reload swaps the reference for the next
@@ -46,6 +47,7 @@ from recs.serving.httpkit import (
     limit_error,
 )
 from recs.serving.onnx_runtime import RuntimeOptions
+from recs.serving.page import page_router
 from recs.serving.schemas import (
     BundleRequest,
     BundleResponse,
@@ -261,5 +263,7 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(page_router(model, http))  # GET /, /static/*, /users, /users/{id}/history
 
     return app

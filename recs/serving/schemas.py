@@ -21,12 +21,15 @@ __all__ = [
     "EventsResponse",
     "ForgetResponse",
     "Health",
+    "HistoryEvent",
+    "HistoryResponse",
     "ItemOut",
     "Ready",
     "RecommendRequest",
     "RecommendResponse",
     "ReloadRequest",
     "ReloadResponse",
+    "UsersResponse",
 ]
 
 
@@ -168,6 +171,26 @@ class Ready(BaseModel):
     version: str | None
     path: str | None
     backend: str
+
+
+class UsersResponse(BaseModel):
+    users: list[str] = Field(description="Known user ids (with events in the served model), sorted.")
+    total: int = Field(description="How many known user ids match the prefix.")
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    title: str
+    price: float | None
+    category: str
+    event: str = Field(description="view | click | cart | purchase (as logged).")
+    timestamp: str = Field(description="ISO 8601, UTC.")
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    events: list[HistoryEvent] = Field(description="The most recent events first, including those posted since the model was loaded.")
+    total: int = Field(description="How many events the user has in all.")
 
 
 class ErrorBody(BaseModel):
