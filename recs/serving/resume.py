@@ -18,6 +18,7 @@ ART's log, and write a new full artifact.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ import polars as pl
 from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.config import RecsConfig
 from recs.data.baskets import assign_baskets
+from recs.data.config import DataConfig
 from recs.data.requirements import require_items, require_training_pairs
 from recs.data.schema import EVENTS_SCHEMA, Dataset
 from recs.data.splits import leave_last_out
@@ -38,7 +40,9 @@ from recs.retrieval.pairs import TrainingExamples, build_examples, target_event_
 from recs.retrieval.retriever import Retriever, item_catalog, validation_targets
 from recs.serving.fit import _step, read_config, save_config, train_bundler_step, train_ranking_step
 
-__all__ = ["DEFAULT_REPLAY", "ResumeReport", "check_replay", "combine_logs", "load_start", "resume_examples", "resume_settings", "resume_step"]
+__all__ = ["DEFAULT_REPLAY", "ResumeReport", "check_replay", "combine_logs", "load_start", "resume_examples", "resume_settings", "resume_step", "store_events"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REPLAY = 0.5  # replayed old pairs per new pair
 _RANKING = ("ranker", "discover", "cross_encoder")
@@ -115,6 +119,26 @@ def check_replay(replay: float) -> float:
     if not 0 <= replay <= 100:  # NaN too
         raise ConfigError(f"--replay must be between 0 and 100 (old pairs replayed per new pair), got {replay}")
     return replay
+
+
+def store_events(spec: str, items: pl.DataFrame, settings: DataConfig) -> pl.DataFrame:
+    """The events of an event store (`recs.serving.eventstore`), validated and cleaned as a shop's
+    log is (`[data]`) against the model's catalog; their basket ids stand for order ids."""
+    from recs.data.load import dataset_from_frames
+    from recs.serving.eventstore import open_store
+
+    if not spec.startswith(("postgresql://", "postgres://")) and not Path(spec).is_file():
+        raise DataError(f"--events {spec}: no event store there (a SQLite file, or a postgresql:// DSN)")
+    store = open_store(spec)
+    try:
+        raw = store.read()
+    finally:
+        store.close()
+    raw = raw.drop("seq").rename({"basket_id": "order_id"})
+    name = "the event store" if spec.startswith("postgres") else Path(spec).name  # a DSN may hold a password
+    dataset, report = dataset_from_frames(items, raw, None, settings, names=("the model's items", name, "bundles"))
+    report.publish(settings.skip_report, log.warning)
+    return dataset.events
 
 
 def _resume_towers(
