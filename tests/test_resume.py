@@ -166,3 +166,29 @@ def test_replay_samples_old_pairs_only() -> None:
     assert {3, 4, 5} <= set(chosen.pair_item.tolist()) and len(chosen) == 5
     chosen, _, n_replay = resume_examples(examples, since, replay=10.0, seed=0)
     assert n_replay == 3 and len(chosen) == 6  # never more than there are
+
+
+def test_resume_retrains_the_stages_that_read_the_towers(ranked_artifact: Path, small_demo_dir: Path, tmp_path: Path) -> None:
+    """The ranking stage and the set scorer were trained on the old towers' scores and vectors:
+    the resumed artifact has them retrained, not stale, and nothing else is lost."""
+    shop = _shop_with_new_events(small_demo_dir, tmp_path / "shop")
+    model = Path(shutil.copytree(ranked_artifact, tmp_path / "model"))
+    code, output = run("train-bundler", "--model", str(model), "--data", str(small_demo_dir), "--epochs", "1")
+    assert code == 0, output
+    config = tmp_path / "recs.toml"
+    config.write_text("[ranking.cross_encoder]\nepochs = 1\nmax_queries = 40\nmax_tokens = 64\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, output = run("train", "--resume-from", str(model), "--data", str(shop), "--out", str(out), "--epochs", "1",
+                       "--max-pairs", "32", "--config", str(config))
+    assert code == 0, output
+    assert "retrained the ranking stage" in output and "retrained the set scorer" in output
+    before, after = json.loads((model / "manifest.json").read_text()), json.loads((out / "manifest.json").read_text())
+    assert set(after["components"]) == set(before["components"])
+    for name in ("ranker", "cross_encoder", "set_scorer"):
+        files = before["components"][name]["files"]
+        assert any(before["files"][f] != after["files"][f] for f in files), name
+    assert json.loads((out / "set_scorer/item_ids.json").read_text())[-3:] == list(NEW_ITEMS)
+    engine = Engine.load(out)
+    assert engine.pipeline.ranker is not None and engine.pipeline.cross_encoder is not None
+    assert engine.recommend(user_id="U0001", k=5)
+    assert engine.bundle("U0001", items=["N001"], size=(2, 3), n=1)
