@@ -55,6 +55,12 @@ class UserItemFactors:
             return None
         return np.nan_to_num(self.item_factors @ self.user_factors[row], nan=0.0).astype(np.float32)
 
+    def forget(self, user_id: str) -> None:
+        """The user has no factors from now on (their row is zeroed; `recs refresh` drops it)."""
+        row = self._row_of.pop(user_id, None)
+        if row is not None:
+            self.user_factors[row] = 0.0
+
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""
         return {FILES["user_ids"]: self.user_ids.astype(str), FILES["user_factors"]: self.user_factors,

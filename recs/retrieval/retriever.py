@@ -140,6 +140,9 @@ class Retriever:
         self._index_masks: dict[tuple, np.ndarray] = {}
         self._index_masks_lock = threading.Lock()
         self._users: UserStore | None = None
+        # The event store's last sequence numbers this log holds ({"events", "items", "forgets"}:
+        # set by `recs refresh`); a service replays what the store has after them.
+        self.store_marks: dict[str, int] = {}
         self._category_codes: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -329,6 +332,17 @@ class Retriever:
             self.stats.now = max(self.stats.now, max(times))
         return len(kept)
 
+    def forget_user(self, user_id: str) -> bool:
+        """Serve `user_id` as an unknown user from now on: their events leave the log and the user
+        state, their ALS and TIFU rows are zeroed. Whether they were known."""
+        known = user_id in self.users
+        self.users.forget(user_id)
+        self.stats.forget_user(user_id)
+        if self.events.height and (self.events["user_id"] == user_id).any():
+            self.events = self.events.filter(pl.col("user_id") != user_id)
+            known = True
+        return known
+
     def context(
         self,
         user_id: str | None = None,
@@ -449,16 +463,23 @@ class Retriever:
             writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
             self.index.save(writer.path / "index")  # a folder: writer.file() is for files
             writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})
-            self.events.write_parquet(writer.file("events.parquet"))
-            for name, array in self.stats.arrays().items():
-                writer.write_npy(name, array)
-            writer.write_json(STAT_FILES["meta"], self.stats.meta())
-            writer.add_component(
-                "interactions", "interactions",
-                files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
-                config={"events": self.events.height},
-            )
+            self.write_interactions(writer)
         return path
+
+    def write_interactions(self, writer: ArtifactWriter) -> None:
+        """The log, its statistics and the event-store marks (component "interactions", replaced):
+        all `recs refresh` and `recs forget` rewrite, in a torch artifact or an ONNX export."""
+        if "interactions" in writer.components:
+            writer.remove_component("interactions")
+        self.events.write_parquet(writer.file("events.parquet"))
+        for name, array in self.stats.arrays().items():
+            writer.write_npy(name, array)
+        writer.write_json(STAT_FILES["meta"], self.stats.meta())
+        writer.add_component(
+            "interactions", "interactions",
+            files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
+            config={"events": self.events.height, **({"store": self.store_marks} if self.store_marks else {})},
+        )
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, towers: TowerEncoders | None = None) -> Retriever:
@@ -486,10 +507,13 @@ class Retriever:
         if BehaviourStats.saved_in(has):
             stats = BehaviourStats.from_files(artifact.read_npy, lambda name: artifact.file(name).read_text(encoding="utf-8"), has)
         # An artifact written before the statistics were saved: fitted here, once, from its log.
-        return cls.assemble(
+        retriever = cls.assemble(
             towers, config, items, events, item_vectors=artifact.read_npy("item_vectors.npy"),
             index=ItemIndex.load(artifact.file("index")), stats=stats, report=report,
         )
+        marks = artifact.component("interactions").config.get("store", {})
+        retriever.store_marks = {str(k): int(v) for k, v in marks.items()} if isinstance(marks, dict) else {}
+        return retriever
 
     @classmethod
     def load(cls, path: str | Path) -> Retriever:

@@ -68,6 +68,14 @@ class BehaviourStats:
         n = len(self.popularity)
         self.popular_rows = np.lexsort((np.arange(n), -self.popularity))
 
+    def forget_user(self, user_id: str) -> None:
+        """Nothing per user is served for `user_id` any more (ALS factors, TIFU vector and
+        neighbourhood). The per-item aggregates keep their counts until `recs refresh` refits them."""
+        if self.factors is not None:
+            self.factors.forget(user_id)
+        if self.tifu is not None:
+            self.tifu.forget(user_id)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved."""
         out = {FILES[name]: getattr(self, name) for name in ("popularity", "rebuy_rate", "neighbour_rows", "neighbour_scores")}

@@ -192,6 +192,17 @@ class TifuModel:
         sums = np.bincount(where, weights=picked.data, minlength=len(items)) / kk
         return own_scores, SparseScores(items.astype(np.int64), sums.astype(np.float32))
 
+    def forget(self, user_id: str) -> None:
+        """The user is nobody's neighbour and has no stored vector from now on (their entries are
+        zeroed: similarity 0 is never picked; `recs refresh` drops the row)."""
+        row = self._row_of.pop(user_id, None)
+        if row is None:
+            return
+        for matrix in (self.vectors, self._unit):
+            matrix.data[matrix.indptr[row]:matrix.indptr[row + 1]] = 0.0
+        if self._unit_by_item is not None:
+            self._unit_by_item.data[self._unit_by_item.indices == row] = 0.0
+
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""
         return {FILES["user_ids"]: self.user_ids.astype(str), FILES["data"]: self.vectors.data.astype(np.float32),

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +16,10 @@ __all__ = [
     "BundleRequest",
     "BundleResponse",
     "ErrorBody",
+    "EventIn",
+    "EventsRequest",
+    "EventsResponse",
+    "ForgetResponse",
     "Health",
     "ItemOut",
     "Ready",
@@ -116,6 +121,42 @@ class ReloadResponse(BaseModel):
     path: str
     previous_version: str | None
     load_ms: float
+
+
+class EventIn(_Body):
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    event: Literal["view", "click", "cart", "purchase"] = "purchase"
+    timestamp: float | dt.datetime | None = Field(
+        default=None, description="Epoch seconds or ISO-8601 (a time zone, or UTC); default: when it is stored.")
+    basket_id: str | None = Field(default=None, max_length=256, description="Events with one basket_id form a basket.")
+
+    def epoch_seconds(self) -> float | None:
+        if isinstance(self.timestamp, dt.datetime):
+            when = self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=dt.UTC)
+            return when.timestamp()
+        return self.timestamp
+
+
+class EventsRequest(_Body):
+    events: list[EventIn] = Field(min_length=1, description="One or more events, stored before the answer.")
+
+
+class Skipped(BaseModel):
+    index: int
+    reason: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="Events stored (durably) and served from the next request.")
+    skipped: list[Skipped] = Field(description="Events not stored, and why (an unknown item, say).")
+    seq: int = Field(description="The store's last sequence number after this append.")
+
+
+class ForgetResponse(BaseModel):
+    user_id: str
+    events_removed: int = Field(description="Events deleted from the event store.")
+    known: bool = Field(description="Whether the served model knew the user.")
 
 
 class Health(BaseModel):
