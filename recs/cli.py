@@ -449,7 +449,8 @@ def _resume_training(
         load_start,
         resume_settings,
         resume_step,
-        store_events,
+        shop_log,
+        store_log,
     )
 
     if (data is None) == (store is None):
@@ -459,18 +460,29 @@ def _resume_training(
     settings = resume_settings(artifact, start, load_config(config_path) if config_path is not None else None, train_updates)
     if config_path is not None or on_bad_rows is not None or skip_report is not None:
         settings = settings.model_copy(update={"data": data_config(on_bad_rows, config_path, skip_report)})
-    items = bundles = None
     if data is not None:
         dataset = load_shop(data, settings.data)
-        new_events, items, bundles = dataset.events, dataset.items, dataset.bundles
+        log = shop_log(start, dataset.events)
+        retriever, report = resume_step(artifact, start, log, settings, out, items=dataset.items, bundles=dataset.bundles,
+                                        replay=replay)
     else:
-        new_events = store_events(store, start.items, settings.data)  # type: ignore[arg-type]
-    retriever, report = resume_step(artifact, start, new_events, settings, out, items=items, bundles=bundles, replay=replay)
-    ignored = f" ({report.ignored_events} at or before it left out)" if report.ignored_events else ""
+        from recs.serving.eventstore import open_store
+
+        if not store.startswith(("postgresql://", "postgres://")) and not Path(store).is_file():  # type: ignore[union-attr]
+            raise ConfigError(f"--events {store}: no event store there (a SQLite file, or a postgresql:// DSN)")
+        events = open_store(store)  # type: ignore[arg-type]
+        try:
+            retriever, report = resume_step(artifact, start, store_log(start, events), settings, out, replay=replay, store=events)
+        finally:
+            events.close()
+    ignored = f" ({report.ignored_events} already in its log or of unknown items left out)" if report.ignored_events else ""
     console.print(f"resumed {start_path} (its log ends {report.log_end}) on {report.new_events} new events of "
                   f"{report.new_users} user(s){ignored}, {report.new_items} new item(s)", highlight=False)
     console.print(f"training pairs: {report.new_pairs} new + {report.replayed_pairs} replayed", highlight=False)
     _print_train_report(retriever)
+    if retriever.report is not None and retriever.report.best_epoch == 0:
+        print_warning(f"no epoch beat the starting weights on validation: the towers stay those of {start_path} "
+                      "(the catalog's vectors, index, log and statistics are new)")
     for part in report.retrained:
         console.print(f"retrained the {part} on the new towers", highlight=False)
     console.print(f"saved {out}", highlight=False)

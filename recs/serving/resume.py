@@ -1,11 +1,12 @@
 """`recs train --resume-from ART`: continue the towers' fine-tuning on the events that came after
 ART's log, and write a new full artifact.
 
-- New events: those of a shop's log (or an event store) later than the last event of ART's own
-  log (`events.parquet`); earlier ones are taken as already learned from and left out.
-- Towers: ART's fine-tuned weights are the start. Training pairs are the baskets bought after
-  ART's log (their history is the combined log before them), mixed with a seeded replay of
-  pairs from before (`replay` x the new pair count), so that the towers do not forget what the
+- New events: a shop's (`--data`) later than the last event of ART's own log (`events.parquet`;
+  earlier ones are taken as already learned from), or the event store's (`--events`) after the
+  marks ART holds, through `refresh.folded_log` (users with a pending forget request left out).
+- Towers: ART's fine-tuned weights are the start. Training pairs are the baskets bought from the
+  first new event on (their history: the combined log before them), mixed with a seeded replay
+  of pairs from before (`replay` x the new pair count), so that the towers do not forget what the
   rest of the shop buys. Early stopping as in `recs train`, on the held-out last basket of the
   users with new events.
 - Configuration: ART's (towers always: the weights fit no other), with the command's overrides.
@@ -18,9 +19,8 @@ ART's log, and write a new full artifact.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +29,43 @@ import polars as pl
 
 from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.config import RecsConfig
-from recs.data.baskets import assign_baskets
-from recs.data.config import DataConfig
 from recs.data.requirements import require_items, require_training_pairs
-from recs.data.schema import EVENTS_SCHEMA, Dataset
+from recs.data.schema import Dataset
 from recs.data.splits import leave_last_out
 from recs.errors import ArtifactError, ConfigError, DataError
 from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.pairs import TrainingExamples, build_examples, target_event_kind
 from recs.retrieval.retriever import Retriever, item_catalog, validation_targets
+from recs.serving.eventstore import EventStore
 from recs.serving.fit import _step, read_config, save_config, train_bundler_step, train_ranking_step
+from recs.serving.refresh import folded_log
 
-__all__ = ["DEFAULT_REPLAY", "ResumeReport", "check_replay", "combine_logs", "load_start", "resume_examples", "resume_settings", "resume_step", "store_events"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_REPLAY", "NewLog", "ResumeReport", "check_replay", "load_start", "resume_examples", "resume_settings",
+           "resume_step", "shop_log", "store_log"]
 
 DEFAULT_REPLAY = 0.5  # replayed old pairs per new pair
 _RANKING = ("ranker", "discover", "cross_encoder")
 _SET_SCORER = "set_scorer"
 
 
+@dataclass(frozen=True)
+class NewLog:
+    """The log to resume on: ART's and the new events."""
+
+    events: pl.DataFrame  # the combined log: user_id, item_id, timestamp, event, basket_id
+    new_users: list[str]
+    new_events: int
+    since: datetime | None  # the first new event (None: none)
+    ignored: int  # events given that were not new
+    marks: dict[str, int]  # the event store's seqs the log holds
+    forget_seq: int = 0  # the last forget request honoured
+
+
 @dataclass
 class ResumeReport:
     log_end: str  # the last event of the start artifact's log
     new_events: int
-    ignored_events: int  # given but not after `log_end`
+    ignored_events: int
     new_users: int
     new_pairs: int = 0
     replayed_pairs: int = 0
@@ -81,116 +93,108 @@ def resume_settings(artifact: Artifact, start: Retriever, given: RecsConfig | No
     return settings.model_copy(update={"retrieval": retrieval})
 
 
-def _canonical(events: pl.DataFrame) -> pl.DataFrame:
-    """Events with every column of the contract; order ids back from `o:` basket ids (a saved log
-    keeps basket ids only), so that `assign_baskets` rebuilds the baskets of the combined log."""
-    if "order_id" not in events.columns:
-        basket = pl.col("basket_id") if "basket_id" in events.columns else pl.lit(None, pl.Utf8)
-        events = events.with_columns(
-            pl.when(basket.str.starts_with("o:")).then(basket.str.slice(2)).otherwise(None).alias("order_id"))
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in EVENTS_SCHEMA.items() if name not in events.columns]
-    return events.with_columns(missing).select([pl.col(n).cast(t) for n, t in EVENTS_SCHEMA.items() if n != "basket_id"])
-
-
-def combine_logs(old: pl.DataFrame, given: pl.DataFrame, session_gap: timedelta) -> tuple[pl.DataFrame, pl.DataFrame, datetime]:
-    """(the combined log with its baskets, the new events, the end of `old`): new events are
-    those of `given` after the last event of `old`."""
-    if old.height == 0:
-        raise ArtifactError("the model's log (events.parquet) is empty: train it with `recs train` instead")
-    end = old["timestamp"].max()
-    new = _canonical(given).filter(pl.col("timestamp") > end)
-    combined = assign_baskets(pl.concat([_canonical(old), new]), session_gap)
-    return combined, new, end  # type: ignore[return-value]
-
-
-def resume_examples(examples: TrainingExamples, since: datetime, replay: float, seed: int) -> tuple[TrainingExamples, int, int]:
-    """The pairs whose basket was bought after `since`, plus a seeded sample of `replay` times as
-    many from before; returns them and the two counts."""
-    if examples.target_times is None:
-        raise ValueError("examples without target times")  # build_examples always sets them
-    is_new = examples.target_times[examples.pair_state] > since.timestamp()
-    new, old = np.flatnonzero(is_new), np.flatnonzero(~is_new)
-    n_replay = min(len(old), round(replay * len(new)))
-    replayed = np.random.default_rng(seed).choice(old, size=n_replay, replace=False) if n_replay else old[:0]
-    return examples.subset(np.sort(np.concatenate([new, replayed]))), len(new), n_replay
-
-
 def check_replay(replay: float) -> float:
     if not 0 <= replay <= 100:  # NaN too
         raise ConfigError(f"--replay must be between 0 and 100 (old pairs replayed per new pair), got {replay}")
     return replay
 
 
-def store_events(spec: str, items: pl.DataFrame, settings: DataConfig) -> pl.DataFrame:
-    """The events of an event store (`recs.serving.eventstore`), validated and cleaned as a shop's
-    log is (`[data]`) against the model's catalog; their basket ids stand for order ids."""
-    from recs.data.load import dataset_from_frames
-    from recs.serving.eventstore import open_store
+def _log_end(start: Retriever) -> datetime:
+    if start.events.height == 0:
+        raise ArtifactError("the model's log (events.parquet) is empty: train it with `recs train` instead")
+    return start.events["timestamp"].max()  # type: ignore[return-value]
 
-    if not spec.startswith(("postgresql://", "postgres://")) and not Path(spec).is_file():
-        raise DataError(f"--events {spec}: no event store there (a SQLite file, or a postgresql:// DSN)")
-    store = open_store(spec)
-    try:
-        raw = store.read()
-    finally:
-        store.close()
-    raw = raw.drop("seq").rename({"basket_id": "order_id"})
-    name = "the event store" if spec.startswith("postgres") else Path(spec).name  # a DSN may hold a password
-    dataset, report = dataset_from_frames(items, raw, None, settings, names=("the model's items", name, "bundles"))
-    report.publish(settings.skip_report, log.warning)
-    return dataset.events
+
+def shop_log(start: Retriever, given: pl.DataFrame) -> NewLog:
+    """ART's log + the events of a loaded shop (`recs.data.load`) after its end, their basket ids
+    kept apart from the log's own (a shop of new events only numbers its sessions from 1 again)."""
+    base = start.events
+    end = _log_end(start)
+    fresh = given.filter(pl.col("timestamp") > end).select(base.columns)
+    tag = f"after{int(end.timestamp())}:"
+    fresh = fresh.with_columns((pl.lit(tag) + pl.col("basket_id")).alias("basket_id")).cast(base.schema)  # type: ignore[arg-type]
+    events = pl.concat([base, fresh]).sort(["user_id", "timestamp"], maintain_order=True)
+    since = fresh["timestamp"].min() if fresh.height else None
+    return NewLog(events, fresh["user_id"].unique().sort().to_list(), fresh.height, since,  # type: ignore[arg-type]
+                  given.height - fresh.height, dict(start.store_marks))
+
+
+def store_log(start: Retriever, store: EventStore) -> NewLog:
+    """ART's log + the store's events after ART's marks, without users with a pending forget
+    request (`folded_log`, the one owner of that rule)."""
+    _log_end(start)
+    folded = folded_log(start, store)
+    given = store.read(start.store_marks.get("events", 0))
+    fresh = given.filter(pl.col("item_id").is_in(list(start.catalog.row_of)))  # as folded_log keeps them
+    since = fresh["timestamp"].min() if fresh.height else None
+    return NewLog(folded.events, fresh["user_id"].unique().sort().to_list(), fresh.height, since,  # type: ignore[arg-type]
+                  given.height - fresh.height, folded.marks, folded.forget_seq)
+
+
+def resume_examples(examples: TrainingExamples, since: datetime, replay: float, seed: int) -> tuple[TrainingExamples, int, int]:
+    """The pairs whose basket was bought from `since` on, plus a seeded sample of `replay` times
+    as many from before; returns them and the two counts."""
+    if examples.target_times is None:
+        raise ValueError("examples without target times")  # build_examples always sets them
+    is_new = examples.target_times[examples.pair_state] >= since.timestamp()
+    new, old = np.flatnonzero(is_new), np.flatnonzero(~is_new)
+    n_replay = min(len(old), round(replay * len(new)))
+    replayed = np.random.default_rng(seed).choice(old, size=n_replay, replace=False) if n_replay else old[:0]
+    return examples.subset(np.sort(np.concatenate([new, replayed]))), len(new), n_replay
 
 
 def _resume_towers(
-    start: Retriever, items: pl.DataFrame, combined: pl.DataFrame, new: pl.DataFrame, since: datetime,
-    config: RetrievalConfig, replay: float, work: Path, report: ResumeReport, show_progress: bool,
+    start: Retriever, items: pl.DataFrame, log: NewLog, config: RetrievalConfig, replay: float, work: Path,
+    report: ResumeReport, show_progress: bool,
 ) -> Retriever:
     catalog = item_catalog(items, config)
-    split = leave_last_out(combined, items["item_id"])
+    split = leave_last_out(log.events, items["item_id"])
     new_only = config.train.positives == "new_to_user"
     examples = build_examples(split.fit_events, catalog, config.max_history_events, config.user_text_max_chars,
                               new_items_only=new_only)
-    examples, report.new_pairs, report.replayed_pairs = resume_examples(examples, since, replay, config.train.seed)
+    examples, report.new_pairs, report.replayed_pairs = resume_examples(examples, log.since, replay, config.train.seed)  # type: ignore[arg-type]
     if report.new_pairs == 0:
-        kind = target_event_kind(combined)
+        kind = target_event_kind(log.events)
         raise DataError(
             f"recs train --resume-from: no new training pairs in {report.new_events} new events of {report.new_users} "
-            f"user(s): a pair is {'an item new to the user' if new_only else 'an item'} of a {kind} basket after the "
-            f"model's log (which ends {since.isoformat()}) with earlier events before it, and each user's last basket "
-            "is held out for validation: resume once users have made more than one new basket")
+            f"user(s): a pair is {'an item new to the user' if new_only else 'an item'} of a {kind} basket from the "
+            "first new event on, with earlier events before it, and each user's last basket is held out for "
+            "validation: resume once users have made more than one new basket")
     require_training_pairs(len(examples), new_only, "recs train --resume-from")
-    new_users = new["user_id"].unique().implode()
-    valid = validation_targets(split.fit_events, split.test.filter(pl.col("user_id").is_in(new_users)), config)
-    return Retriever.fine_tune(start.torch_towers(), config, items, combined, split.fit_events, examples, valid,
+    valid = validation_targets(split.fit_events, split.test.filter(pl.col("user_id").is_in(log.new_users)), config)
+    return Retriever.fine_tune(start.torch_towers(), config, items, log.events, split.fit_events, examples, valid,
                                work, show_progress)
 
 
 def resume_step(
     start_artifact: Artifact,
     start: Retriever,
-    events: pl.DataFrame,
+    log: NewLog,
     settings: RecsConfig,
     out: Path,
     items: pl.DataFrame | None = None,
     bundles: pl.DataFrame | None = None,
     replay: float = DEFAULT_REPLAY,
+    store: EventStore | None = None,
     show_progress: bool = True,
 ) -> tuple[Retriever, ResumeReport]:
-    """Resume `start` (from `start_artifact`) on `events` (the catalog: `items`, default the
-    model's; curated `bundles` for the set scorer, default those it was trained with) and write
-    the full artifact `out`. DataError when nothing is new."""
+    """Resume `start` (read from `start_artifact`) on `log` (`shop_log` or `store_log`) and write
+    the full artifact `out`. The catalog: `items` (default the model's); curated `bundles` for the
+    set scorer (default those it was trained with). DataError when nothing is new. When `out` is
+    ART itself, the `store`'s forget requests the log honoured are dropped (as `recs refresh` does):
+    no version with those users is left; a separate OUT leaves them for ART's next refresh."""
     check_replay(replay)
     items = start.items if items is None else items
     require_items(items, "recs train --resume-from")
-    combined, new, since = combine_logs(start.events, events, timedelta(minutes=settings.data.session_gap_minutes))
     report = ResumeReport(
-        log_end=since.isoformat(), new_events=new.height, ignored_events=events.height - new.height,
-        new_users=new["user_id"].n_unique(), new_items=len(set(items["item_id"].to_list()) - set(start.catalog.item_ids)),
+        log_end=_log_end(start).isoformat(), new_events=log.new_events, ignored_events=log.ignored,
+        new_users=len(log.new_users), new_items=len(set(items["item_id"].to_list()) - set(start.catalog.item_ids)),
     )
-    if new.height == 0:
-        raise DataError(f"recs train --resume-from: none of the {events.height} event(s) given is after the model's log, "
-                        f"which ends {report.log_end}: nothing new to learn from")
-    combined = combined.filter(pl.col("item_id").is_in(items["item_id"].implode()))  # discontinued items leave the log
+    if log.since is None:
+        raise DataError(f"recs train --resume-from: no event given is new to the model (its log ends {report.log_end}"
+                        f"{', store seq ' + str(log.marks['events']) if 'events' in log.marks else ''}): nothing new to learn from")
+    events = log.events.filter(pl.col("item_id").is_in(items["item_id"].implode()))  # discontinued items leave the log
+    log = NewLog(events, log.new_users, log.new_events, log.since, log.ignored, log.marks, log.forget_seq)
     has = start_artifact.has_component
     if has(_SET_SCORER) and bundles is None:
         from recs.bundling.bundler import Bundler
@@ -200,12 +204,12 @@ def resume_step(
         staged = work / "staged"
         with ArtifactWriter(staged, base=start_artifact.path):
             pass  # a copy of ART: what is not retrained below (e.g. serving defaults) is kept
-        retriever = _resume_towers(start, items, combined, new, since, settings.retrieval, replay, work / "towers",
-                                   report, show_progress)
+        retriever = _resume_towers(start, items, log, settings.retrieval, replay, work / "towers", report, show_progress)
+        retriever.store_marks = dict(log.marks)  # a service replays the store from there
         retriever.save(staged)
         settings = settings.model_copy(update={"retrieval": retriever.config})
         save_config(staged, settings)
-        dataset = Dataset(items=items, events=combined, bundles=bundles)
+        dataset = Dataset(items=items, events=log.events, bundles=bundles)
         if any(has(name) for name in _RANKING):
             # Trained on the old towers' scores: retrained, the parts ART had and no others.
             ranking = settings.ranking.model_copy(update={
@@ -219,4 +223,6 @@ def resume_step(
             report.retrained.append("set scorer")
         with ArtifactWriter(out, base=staged):
             pass  # one new version of OUT, swapped in atomically
+    if store is not None and log.forget_seq and Path(out).resolve() == start_artifact.path.resolve():
+        store.clear_forgets(log.forget_seq)
     return retriever, report
