@@ -32,7 +32,13 @@ from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.filters import CatalogMasks, Filters
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
-from recs.retrieval.pairs import Catalog, UserState, build_examples, state_from_events
+from recs.retrieval.pairs import (
+    Catalog,
+    TrainingExamples,
+    UserState,
+    build_examples,
+    state_from_events,
+)
 from recs.retrieval.rowscores import VectorScores
 from recs.retrieval.statistics import FILES as STAT_FILES
 from recs.retrieval.statistics import BehaviourStats, fit_statistics
@@ -42,7 +48,7 @@ if TYPE_CHECKING:
     from recs.retrieval.encode import TorchTowers
     from recs.retrieval.trainer import TrainReport
 
-__all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext"]
+__all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext", "item_catalog", "validation_targets"]
 
 _RETRIEVAL_COMPONENTS = ("towers", "catalog", "index", "interactions")
 RETRIEVER_FORMAT = 1
@@ -60,7 +66,8 @@ class UserContext:
     interactions: list[tuple[int, str, float]] = field(default_factory=list)
 
 
-def _catalog(items: pl.DataFrame, config: RetrievalConfig) -> Catalog:
+def item_catalog(items: pl.DataFrame, config: RetrievalConfig) -> Catalog:
+    """The catalog rows as the towers read them (`config.item_template`)."""
     return Catalog.from_items(items, lambda f: [render_item(r, config.item_template) for r in f.iter_rows(named=True)])
 
 
@@ -68,6 +75,15 @@ def _served_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     return events.select("user_id", "item_id", "timestamp", "event", "basket_id").filter(
         pl.col("item_id").is_in(list(catalog.row_of))
     )
+
+
+def validation_targets(train_events: pl.DataFrame, targets: pl.DataFrame, config: RetrievalConfig) -> pl.DataFrame:
+    """The held-out targets the towers are validated on: what they are trained for (with
+    `positives = new_to_user`, only items new to the user)."""
+    if config.train.positives != "new_to_user":
+        return targets
+    bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
+    return targets.join(bought, on=["user_id", "item_id"], how="anti")
 
 
 def tuned_candidates(config: RetrievalConfig, events: pl.DataFrame, targets: pl.DataFrame, catalog: Catalog) -> RetrievalConfig:
@@ -104,7 +120,7 @@ class Retriever:
         self.towers = towers
         self.config = config
         self.items = items
-        self.catalog = _catalog(items, config)
+        self.catalog = item_catalog(items, config)
         self.events = _served_events(events, self.catalog)
         if len(item_vectors) != len(self.catalog) or len(stats.popularity) != len(self.catalog):
             raise ArtifactError(
@@ -159,7 +175,7 @@ class Retriever:
     ) -> Retriever:
         """A Retriever with whatever is not given built: the catalog encoded by the item tower,
         indexed, and the statistics fitted from `events`."""
-        catalog = _catalog(items, config)
+        catalog = item_catalog(items, config)
         if item_vectors is None:
             item_vectors = towers.encode_items(catalog.texts, show_progress=show_progress)
         if index is None:
@@ -192,11 +208,10 @@ class Retriever:
         from recs.encoders.backbone import load_backbone, load_tokenizer
         from recs.retrieval.encode import TorchTowers
         from recs.retrieval.towers import TwoTowerModel
-        from recs.retrieval.trainer import make_validation_set, train_towers
 
         config = config or RetrievalConfig()
         require_items(items, "training the towers")
-        catalog = _catalog(items, config)
+        catalog = item_catalog(items, config)
         train_events = events
         if valid_targets is None:
             split = leave_last_out(events, items["item_id"])
@@ -208,23 +223,44 @@ class Retriever:
         # Before the backbone loads: a shop with nothing to learn from is refused, not served untrained.
         require_training_pairs(len(examples), new_only)
         tokenizer = load_tokenizer(config.towers.model)
-        model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
+        towers = TorchTowers(TwoTowerModel(load_backbone(config.towers.model), config.towers), tokenizer)
+        valid_targets = validation_targets(train_events, valid_targets, config)
+        config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
+        return cls.fine_tune(towers, config, items, events, train_events, examples, valid_targets, work_dir, show_progress)
+
+    @classmethod
+    def fine_tune(
+        cls,
+        towers: TorchTowers,
+        config: RetrievalConfig,
+        items: pl.DataFrame,
+        events: pl.DataFrame,
+        train_events: pl.DataFrame,
+        examples: TrainingExamples,
+        valid_targets: pl.DataFrame,
+        work_dir: Path | None = None,
+        show_progress: bool = True,
+    ) -> Retriever:
+        """Fine-tune `towers` (in place: fresh ones from `fit`, a trained artifact's when resuming)
+        on `examples`, early stopping on `valid_targets` (see `validation_targets`) with the users'
+        states from `train_events`; then the catalog is encoded and indexed and the statistics
+        fitted on `events`, the log served."""
+        from recs.retrieval.encode import TorchTowers
+        from recs.retrieval.trainer import make_validation_set, train_towers
+
+        catalog = item_catalog(items, config)
         states = {
             str(user[0]): state_from_events(group, catalog, config.max_history_events, config.user_text_max_chars)
             for user, group in train_events.group_by("user_id")
         }
-        if config.train.positives == "new_to_user":
-            # Validate on what the towers are trained for: items new to the user.
-            bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
-            valid_targets = valid_targets.join(bought, on=["user_id", "item_id"], how="anti")
         valid = make_validation_set(states, valid_targets, catalog, config.train.valid_users, config.train.seed)
-        config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
+        model = towers.model
         work = work_dir or Path(".recs-work")
-        report = train_towers(model, tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
+        report = train_towers(model, towers.tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
         if config.train.lora:
             model.item_backbone = model.item_backbone.merge_and_unload()
             model.user_backbone = model.item_backbone if not config.towers.separate_backbones else model.user_backbone.merge_and_unload()
-        return cls.assemble(TorchTowers(model, tokenizer), config, items, events, report=report)
+        return cls.assemble(TorchTowers(model, towers.tokenizer), config, items, events, report=report)
 
     @classmethod
     def zero_shot(cls, events: pl.DataFrame, items: pl.DataFrame, config: RetrievalConfig | None = None) -> Retriever:
