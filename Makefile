@@ -14,7 +14,7 @@ DEMO_TRAIN_FLAGS ?= --epochs 1 --max-pairs 1500
 DEMO_RANKER_FLAGS ?= --ce-epochs 1 --ce-max-minutes 1
 DEMO_BENCH_FLAGS ?= --max-minutes 2 --max-test-users 200 --config benchmarks/demo.toml
 
-.PHONY: setup setup-gpu demo test lint bench clean
+.PHONY: setup setup-gpu browser demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -60,9 +60,19 @@ demo: $(STAMP)
 	RECS_ONNX_PRECISION=int8 $(RECS) query --model $(DEMO)/onnx --user U0042 --k 10
 	$(RECS) bundle --model $(DEMO)/onnx --item I00108 --budget 250
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check recs tests benchmarks
 	$(PY) -m pytest -q
+
+# The page's test (tests/test_page.py) drives Debian's headless Chromium: installed here when
+# missing (as root, or through sudo when it needs no password); otherwise that test is skipped.
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo="sudo -n"; else sudo=none; fi; \
+	  [ "$$sudo" != none ] && command -v apt-get >/dev/null && \
+	  $$sudo apt-get update -qq && $$sudo env $(APT_BROWSER); } || \
+	echo "note: could not install chromium and chromium-driver: the browser test will be skipped"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recs tests benchmarks

@@ -368,28 +368,33 @@ def benchmark(
 @handle_errors
 @writes_artifact("out", create=True)
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Shop folder (items.*, events.*).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (an artifact there is replaced atomically; a file or a folder of other files is refused before training).")],
+    data: Annotated[Path | None, typer.Option("--data", help="Shop folder (items.*, events.*); with --resume-from, its events after the model's log are the new ones.")] = None,
+    resume_from: Annotated[Path | None, typer.Option("--resume-from", help="Continue this torch artifact's fine-tuning on the events after its log (from --data or --events) and write a full new artifact to --out (may be the same folder).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="With --resume-from: the event store holding the new events (SQLite file or postgresql:// DSN); the catalog stays the model's.")] = None,
+    replay: Annotated[float, typer.Option("--replay", help="With --resume-from: pairs from before the new events replayed per new pair, so that the towers do not forget (0: none).")] = 0.5,
     model: Annotated[str | None, typer.Option("--model", help="Local Hugging Face BERT folder (default: [retrieval.towers] model, all-MiniLM-L6-v2 offline).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     max_pairs: Annotated[int | None, typer.Option("--max-pairs", help="Training pairs sampled per epoch.")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop training after this long.")] = None,
     train_layers: Annotated[int | None, typer.Option("--train-layers", help="Fine-tune only the top N layers (-1: all).")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Fine-tune with LoRA adapters (peft).")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of the backbone layers.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, 0).")] = None,
     on_bad_rows: OnBadRowsOption = None,
     skip_report: SkipReportOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index).
     Flags override the [retrieval] section of --config. The options and --out are checked before
-    the data is read; an artifact already at --out is replaced atomically at the end."""
+    the data is read; an artifact already at --out is replaced atomically at the end.
+    With --resume-from ART: continue ART's fine-tuning on the new events (see README)."""
     from recs.data.requirements import require_items
     from recs.serving.fit import train_towers_step
 
-    settings = load_config(config)
-    base = settings.retrieval
-    train_updates: dict[str, Any] = {"seed": seed}
+    train_updates: dict[str, Any] = {} if seed is None else {"seed": seed}
+    if lr is not None:
+        train_updates["lr"] = lr
     if epochs is not None:
         train_updates["epochs"] = epochs
     if max_pairs is not None:
@@ -400,6 +405,15 @@ def train(
         train_updates["train_layers"] = None if train_layers < 0 else train_layers
     if lora:
         train_updates["lora"] = True
+    if resume_from is not None:
+        if model is not None:
+            raise ConfigError("--model: with --resume-from the towers are the artifact's; leave --model out")
+        _resume_training(resume_from, out, data, events, replay, train_updates, on_bad_rows, skip_report, config)
+        return
+    if data is None or events is not None:
+        raise ConfigError("give --data SHOP (--events is for --resume-from)")
+    settings = load_config(config)
+    base = settings.retrieval
     towers = base.towers.model_dump() if model is None else {**base.towers.model_dump(), "model": model}
     retrieval = type(base).parse_dict(
         {**base.model_dump(), "towers": towers, "train": {**base.train.model_dump(), **train_updates}}, source="recs train"
@@ -410,6 +424,11 @@ def train(
     require_items(dataset.items, "recs train")
     console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {retrieval.towers.model}", highlight=False)
     retriever = train_towers_step(dataset, settings, out)
+    _print_train_report(retriever)
+    console.print(f"saved {out}", highlight=False)
+
+
+def _print_train_report(retriever: Any) -> None:
     rep = retriever.report
     if rep is not None and rep.history:
         best = next((h for h in rep.history if h.get("epoch") == rep.best_epoch), rep.history[-1])
@@ -417,9 +436,57 @@ def train(
             scored = (f"best epoch {rep.best_epoch}: recall@10 {best.get('recall@10', 0):.4f}, ndcg@10 {best['ndcg@10']:.4f} "
                       "(validation: last basket)")
         else:
-            new = " holds an item new to the user" if retrieval.train.positives == "new_to_user" else " follows earlier events"
+            new = " holds an item new to the user" if retriever.config.train.positives == "new_to_user" else " follows earlier events"
             scored = f"no validation users (no user's last purchase basket{new}): the last epoch ({rep.best_epoch}) is kept"
         console.print(f"trained {rep.steps} steps in {rep.seconds:.0f}s on {rep.pairs} pairs; {scored}", highlight=False)
+
+
+def _resume_training(
+    start_path: Path, out: Path, data: Path | None, store: str | None, replay: float, train_updates: dict[str, Any],
+    on_bad_rows: str | None, skip_report: Path | None, config_path: Path | None,
+) -> None:
+    """`recs train --resume-from`: the logic is recs/serving/resume.py's."""
+    from recs.serving.resume import (
+        check_replay,
+        load_start,
+        resume_settings,
+        resume_step,
+        shop_log,
+        store_log,
+    )
+
+    if (data is None) == (store is None):
+        raise ConfigError("--resume-from needs the new events: give --data SHOP or --events STORE (one of them)")
+    check_replay(replay)
+    artifact, start = load_start(start_path)
+    settings = resume_settings(artifact, start, load_config(config_path) if config_path is not None else None, train_updates)
+    if config_path is not None or on_bad_rows is not None or skip_report is not None:
+        settings = settings.model_copy(update={"data": data_config(on_bad_rows, config_path, skip_report)})
+    if data is not None:
+        dataset = load_shop(data, settings.data)
+        log = shop_log(start, dataset.events)
+        retriever, report = resume_step(artifact, start, log, settings, out, items=dataset.items, bundles=dataset.bundles,
+                                        replay=replay)
+    else:
+        from recs.serving.eventstore import open_store
+
+        if not store.startswith(("postgresql://", "postgres://")) and not Path(store).is_file():  # type: ignore[union-attr]
+            raise ConfigError(f"--events {store}: no event store there (a SQLite file, or a postgresql:// DSN)")
+        events = open_store(store)  # type: ignore[arg-type]
+        try:
+            retriever, report = resume_step(artifact, start, store_log(start, events), settings, out, replay=replay, store=events)
+        finally:
+            events.close()
+    ignored = f" ({report.ignored_events} already in its log or of unknown items left out)" if report.ignored_events else ""
+    console.print(f"resumed {start_path} (its log ends {report.log_end}) on {report.new_events} new events of "
+                  f"{report.new_users} user(s){ignored}, {report.new_items} new item(s)", highlight=False)
+    console.print(f"training pairs: {report.new_pairs} new + {report.replayed_pairs} replayed", highlight=False)
+    _print_train_report(retriever)
+    if retriever.report is not None and retriever.report.best_epoch == 0:
+        print_warning(f"no epoch beat the starting weights on validation: the towers stay those of {start_path} "
+                      "(the catalog's vectors, index, log and statistics are new)")
+    for part in report.retrained:
+        console.print(f"retrained the {part} on the new towers", highlight=False)
     console.print(f"saved {out}", highlight=False)
 
 
@@ -451,17 +518,19 @@ def items_upsert(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder (`recs train`) or ONNX export (`recs export`).")],
     file: Annotated[Path | None, typer.Argument(help="Items file (csv, tsv, parquet, jsonl): known ids are updated, others added.")] = None,
     remove: Annotated[str | None, typer.Option("--remove", help="Comma-separated ids of discontinued items to remove.")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="An event store (SQLite file or postgresql:// DSN): its item changes (PUT/DELETE /items) are folded in first.")] = None,
 ) -> None:
     """Add new items (encoded with the item tower, indexed at once), update known ones in place and
     remove discontinued ones; writes a new version of the artifact."""
     from recs.retrieval.itemchanges import ItemChanges
+    from recs.serving.eventstore import open_store
     from recs.serving.items import upsert_artifact
 
     removed = [i.strip() for i in (remove or "").split(",") if i.strip()]
-    if file is None and not removed:
-        raise ConfigError("give an items FILE and/or --remove ID,...")
+    if file is None and not removed and events is None:
+        raise ConfigError("give an items FILE, --remove ID,... or --events STORE")
     changes = ItemChanges.from_file(file, removed)  # a bad file fails before the model loads
-    summary = upsert_artifact(model, changes)
+    summary = upsert_artifact(model, changes, open_store(events) if events is not None else None)
     console.print(f"{summary.line()} in {model}", highlight=False)
 
 
@@ -540,18 +609,62 @@ def serve_command(
     host: Annotated[str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1: this machine only).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes, each with its own copy of the model (default 1).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="Event store: a SQLite file, a postgresql:// DSN, 'auto' (MODEL.events.sqlite beside the model; the default) or 'off'.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Reload when the model folder gets a new version (recs refresh, items upsert, export onto it).")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /items/{id}, /ready,
-    /metrics, /admin/reload (token in RECS_ADMIN_TOKEN), docs at /docs. [serving.http] in
-    --config sets the limits; the options here override it."""
+    """Serve the model over HTTP (FastAPI + uvicorn): /recommend, /bundle, /events, /items/{id},
+    /ready, /metrics, DELETE /users/{id} and /admin/reload (token in RECS_ADMIN_TOKEN), docs at
+    /docs. [serving.http] in --config sets the limits; the options here override it."""
     from recs.serving.serve import serve
 
     serving = load_config(config).serving
-    given = {"host": host, "port": port, "workers": workers}
+    given = {"host": host, "port": port, "workers": workers, "events": events, "watch": watch or None}
     http = HttpConfig.parse_dict({**serving.http.model_dump(), **{k: v for k, v in given.items() if v is not None}},
-                                 source="--host/--port/--workers")
+                                 source="--host/--port/--workers/--events")
     serve(model, serving.model_copy(update={"http": http}))
+
+
+@app.command("refresh")
+@handle_errors
+def refresh_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder (torch, or an ONNX export: statistics only), rewritten as a new version.")],
+    events: Annotated[str, typer.Option("--events", help="The event store: a SQLite file (e.g. MODEL.events.sqlite) or a postgresql:// DSN.")],
+    statistics_only: Annotated[bool, typer.Option("--statistics-only", help="Refit the statistics only; keep the rankers.")] = False,
+) -> None:
+    """Fold the event store into the model: statistics (popularity, co-purchase, ALS, neighbours),
+    set-scorer counts and rankers refitted on the log + the store's new events, without the users
+    forgotten since. `POST /admin/reload` (or the service's --watch) then serves it."""
+    from recs.serving.eventstore import open_store
+    from recs.serving.refresh import refresh
+
+    check_output(model, "--model", "artifact")
+    report = refresh(model, open_store(events), retrain_rankers=not statistics_only)
+    console.print(f"refreshed {model}: {report.events} events ({report.added} new from the store), "
+                  f"{report.forgotten_users} users forgotten ({report.forgotten_events} of their events dropped); "
+                  f"refitted {', '.join(report.refitted)}", highlight=False)
+
+
+@app.command("forget")
+@handle_errors
+def forget_command(
+    model: Annotated[Path, typer.Option("--model", help="Artifact folder, rewritten without the user.")],
+    user: Annotated[str, typer.Option("--user", help="The user id to forget.")],
+    events: Annotated[str | None, typer.Option("--events", help="The event store to delete their events from (default: MODEL.events.sqlite beside the model, when it exists).")] = None,
+) -> None:
+    """Forget a user: their events leave the event store and the model (log, ALS factors,
+    neighbours, counts are refitted without them); an audit row records that it happened, not
+    whose. Reload the service (or export again) so that it serves the new version."""
+    from recs.serving.eventstore import default_store_path, open_store
+    from recs.serving.refresh import forget_user
+
+    check_output(model, "--model", "artifact")
+    beside = default_store_path(model)
+    store = open_store(events) if events is not None else open_store(beside) if beside.exists() else None
+    report = forget_user(model, user, store)
+    where = f" and {report.store_events_removed} from the event store {store.spec}" if store is not None else ""
+    console.print(f"forgot a user: {report.forgotten_events} events removed from {model}{where}; "
+                  f"refitted {', '.join(report.refitted)}", highlight=False)
 
 
 @app.command("export")

@@ -54,6 +54,12 @@ class HttpConfig(StrictModel):
     max_body_bytes: int = Field(default=65536, ge=1024)
     admin_token_env: str = "RECS_ADMIN_TOKEN"  # the variable holding the bearer token; unset: admin refused
     warmup: bool = True  # one request before /ready says yes (lazy state is built off the request path)
+    # The event store: "auto" = SQLite `<model>.events.sqlite` beside the model folder, "off" =
+    # none (POST /events refused), else a SQLite file path or a postgresql:// DSN.
+    events: str = "auto"
+    max_events: int = Field(default=1000, ge=1)  # events in one POST /events
+    watch: bool = False  # reload when the model folder gets a new version (checked every watch_interval_s)
+    watch_interval_s: float = Field(default=2.0, gt=0)
 
 
 class ServingConfig(StrictModel):

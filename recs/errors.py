@@ -49,3 +49,9 @@ class ArtifactBusyError(ArtifactError):
     """Another recs process is writing the artifact (its lock is held): try again later."""
 
     exit_code = 5
+
+
+class StoreError(RecsError):
+    """The event store cannot be opened, read or written (a disk, a server, a schema)."""
+
+    exit_code = 4

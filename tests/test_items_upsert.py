@@ -69,7 +69,8 @@ def _buyer_and_favourite(engine: Engine) -> tuple[str, str]:
 
 
 def _check_aligned(engine: Engine) -> None:
-    r = engine.retriever
+    parts = engine._parts  # one consistent model, as a request reads it
+    r, bundler = parts.retriever, parts.bundler
     n = len(r.catalog)
     assert r.items.height == n == len(r.item_vectors) == len(r.masks) == len(r.categories)
     assert r.items["item_id"].to_list() == r.catalog.item_ids == list(r.catalog.row_of)
@@ -85,9 +86,10 @@ def _check_aligned(engine: Engine) -> None:
         assert s.tifu.vectors.shape[1] == n
     assert all(len(c) == n for c in r.category_codes)
     assert sorted(r.index.item_ids) == sorted(r.catalog.item_ids)
-    if engine.bundler is not None:
-        assert engine.bundler.scorer.n_items == len(engine.bundler.table) == n
-        assert engine.bundler.scorer.cooc.n_items == n
+    if bundler is not None:
+        assert bundler.retriever is r
+        assert bundler.scorer.n_items == len(bundler.table) == n
+        assert bundler.scorer.cooc.n_items == n
 
 
 # -- in memory -------------------------------------------------------------------------------------
@@ -180,46 +182,45 @@ def test_bad_rows_are_refused_with_row_and_column(engines: dict[str, Engine]) ->
 def test_requests_during_changes_never_fail(model_dir: Path) -> None:
     """Requests on threads while items are added, changed and removed, and events arrive: none
     fails, none sees a half-applied change, no event is lost."""
-    from recs.serving.holder import ModelHolder, Served
-    from recs.serving.items import change_served
+    from recs.serving.items import apply_changes
 
     engine = Engine.load(model_dir)
-    holder = ModelHolder(Served(engine, engine.created, engine.path))
     user, _ = _buyer_and_favourite(engine)
     category = engine.retriever.categories[0].split(">")[0].strip()
+    first = engine.retriever.catalog.item_ids[0]
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def ask() -> None:
         while not stop.is_set():
             try:
-                e = holder.current.engine  # type: ignore[union-attr]
-                _check_aligned(e)
-                e.recommend(user_id=user, k=10, rerank=False)
-                e.recommend(text=NEW_TITLE, k=5, category=category, price_max=100.0, rerank=False)
+                _check_aligned(engine)
+                engine.recommend(user_id=user, k=10, rerank=False)
+                engine.recommend(text=NEW_TITLE, k=5, category=category, price_max=100.0, rerank=False)
+                engine.bundle(user_id=user, n=1)
             except BaseException as err:  # any failure fails the test
                 errors.append(err)
                 return
 
     def send() -> None:
         for n in range(40):
-            holder.current.engine.retriever.add_events("EVENTS-USER", [(engine.retriever.catalog.item_ids[0], "view", 1e9 + n)])  # type: ignore[union-attr]
+            engine.retriever.add_events("EVENTS-USER", [(first, "view", 1e9 + n)])
 
     threads = [threading.Thread(target=ask) for _ in range(3)] + [threading.Thread(target=send)]
     for t in threads:
         t.start()
-    removable = [i for i in engine.retriever.catalog.item_ids[10:14]]
+    changed = engine.retriever.catalog.item_ids[10:14]
     for step in range(4):
-        changes = _changes(pl.concat([_new_item(f"NEW-{step}"), _new_item(removable[step], price="1.5")]))
-        holder.change(lambda s, c=changes: change_served(s, c)[0])
-        holder.change(lambda s, i=f"NEW-{step}": change_served(s, changes_from_fields(i, None))[0])
+        apply_changes(engine, _changes(pl.concat([_new_item(f"NEW-{step}"), _new_item(changed[step], price="1.5")])))
+        apply_changes(engine, changes_from_fields(f"NEW-{step}", None))
     threads[-1].join()
     stop.set()
     for t in threads:
         t.join()
     assert not errors, errors[0]
-    final = holder.current.engine.retriever  # type: ignore[union-attr]
+    final = engine.retriever
     assert not any(f"NEW-{s}" in final.catalog.row_of for s in range(4))
+    assert final.catalog.titles[final.catalog.row_of[changed[0]]] == NEW_TITLE
     assert len(final.users.arrays("EVENTS-USER").rows) == 40  # forwarded to each new model in turn
 
 
@@ -290,28 +291,30 @@ def test_cli_upsert_refuses_bad_input(model_dir: Path, tmp_path: Path) -> None:
 TOKEN = "items-token-42"
 
 
-class _Store:
-    """What the routes need of an event store: item changes recorded (in memory here)."""
-
-    def __init__(self) -> None:
-        self.changes: list[tuple[int, str, dict | None]] = []
-
-    def put_item(self, item_id: str, fields: dict | None) -> int:
-        self.changes.append((len(self.changes) + 1, item_id, fields))
-        return len(self.changes)
-
-
 @pytest.fixture()
-def client(engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch):
+def store(tmp_path: Path):
+    from recs.serving.eventstore import open_store
+
+    opened = open_store(tmp_path / "model.events.sqlite")
+    yield opened
+    opened.close()
+
+
+def _app(onnx_dir: Path, store: object | None):
     from fastapi.testclient import TestClient
 
     from recs.config import HttpConfig
     from recs.serving.app import create_app
 
-    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
-    app = create_app(engines["onnx"], HttpConfig(admin_token_env="RECS_ADMIN_TOKEN"))
-    app.state.store = _Store()
+    app = create_app(Engine.load(onnx_dir), HttpConfig(admin_token_env="RECS_ADMIN_TOKEN", events="off"), store=store)  # type: ignore[arg-type]
     return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture()
+def client(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """The service over the ONNX export without an event store: changes are applied in memory."""
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    return _app(onnx_dir, None)
 
 
 def _auth() -> dict[str, str]:
@@ -324,26 +327,83 @@ def _recommended(client, **body: object) -> list[str]:
     return [i["item_id"] for i in response.json()["items"]]
 
 
-def test_put_and_delete_items(client) -> None:
+@pytest.mark.parametrize("with_store", [False, True])
+def test_put_and_delete_items(onnx_dir: Path, store, monkeypatch: pytest.MonkeyPatch, with_store: bool) -> None:
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    client = _app(onnx_dir, store if with_store else None)
     item = {"title": NEW_TITLE, "category": "Pantry > Spreads", "brand": "Zed", "price": 4.5, "colour": "amber", "organic": True}
     response = client.put("/items/NEW/1", json=item, headers=_auth())  # an id may hold a slash
     assert response.status_code == 200, response.text
     assert response.json() == {"item_id": "NEW/1", "action": "added", "reencoded": True}
-    assert client.app.state.store.changes == [(1, "NEW/1", {**item, "description": None, "in_stock": None, "image_url": None})]
     assert "NEW/1" in _recommended(client, text=NEW_TITLE)
     got = client.get("/items/NEW/1").json()
-    assert (got["title"], got["price"], got["colour"], got["in_stock"]) == (NEW_TITLE, 4.5, "amber", True)
+    assert (got["title"], got["price"], got["colour"], got["organic"], got["in_stock"]) == (NEW_TITLE, 4.5, "amber", "True", True)
     response = client.put("/items/NEW/1", json={**item, "price": 12.0}, headers=_auth())
     assert response.json() == {"item_id": "NEW/1", "action": "updated", "reencoded": False}
     assert "NEW/1" not in _recommended(client, text=NEW_TITLE, price_max=10.0)
     assert "NEW/1" in _recommended(client, text=NEW_TITLE, price_min=10.0)
+    response = client.put("/items/NEW/1", json={**item, "title": "plain kettle"}, headers=_auth())
+    assert response.json() == {"item_id": "NEW/1", "action": "updated", "reencoded": True}
     response = client.delete("/items/NEW/1", headers=_auth())
     assert response.json() == {"item_id": "NEW/1", "action": "removed", "reencoded": False}
-    assert client.app.state.store.changes[-1] == (3, "NEW/1", None)
     assert "NEW/1" not in _recommended(client, text=NEW_TITLE, k=50)
     assert client.get("/items/NEW/1").status_code == 404
     assert client.delete("/items/NEW/1", headers=_auth()).status_code == 404
-    assert len(client.app.state.store.changes) == 3  # a refused change is not recorded
+    if with_store:  # recorded before the answer; a refused change is not
+        recorded = store.item_changes()
+        assert [(i, f is None) for _, i, f in recorded] == [("NEW/1", False)] * 3 + [("NEW/1", True)]
+        assert recorded[0][2] == {**item, "description": None, "in_stock": None, "image_url": None}
+
+
+def test_item_changes_reach_every_worker_through_the_store(onnx_dir: Path, store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two services on one store (two workers): a change taken by one is served by the other
+    on its next request, and a service started later replays it at load."""
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    first, second = _app(onnx_dir, store), _app(onnx_dir, store)
+    gone = second.app.state.holder.current.engine.retriever.catalog.item_ids[7]
+    item = {"title": NEW_TITLE, "category": "Pantry > Spreads", "price": 4.5}
+    assert first.put("/items/NEW-9", json=item, headers=_auth()).status_code == 200
+    assert first.delete(f"/items/{gone}", headers=_auth()).status_code == 200
+    for client in (second, _app(onnx_dir, store)):
+        assert "NEW-9" in _recommended(client, text=NEW_TITLE)
+        assert client.get(f"/items/{gone}").status_code == 404
+        assert gone not in _recommended(client, text=NEW_TITLE, k=100)
+    assert second.put("/items/NEW-9", json={**item, "price": 40.0}, headers=_auth()).status_code == 200
+    assert first.get("/items/NEW-9").json()["price"] == 40.0
+
+
+def test_store_item_changes_fold_into_the_artifact(model_dir: Path, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recs items upsert --events` and `recs refresh` write what the store recorded into the
+    artifact and move its mark: a service then has nothing left to replay."""
+    from typer.testing import CliRunner
+
+    from recs.artifacts import open_artifact
+    from recs.cli import app
+
+    target = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    gone = Engine.load(target).retriever.catalog.item_ids[7]
+    store.put_item("NEW-9", {"title": NEW_TITLE, "category": "Pantry > Spreads", "price": 4.5})
+    store.put_item("NEW-8", {"title": "temporary", "price": 1})
+    store.put_item("NEW-8", None)
+    last = store.put_item(gone, None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["items", "upsert", "--model", str(target), "--events", str(tmp_path / "model.events.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "1 added, 0 updated, 1 re-encoded, 1 removed" in result.output
+    assert open_artifact(target).component("interactions").config["store"]["items"] == last
+    loaded = Engine.load(target)
+    assert "NEW-9" in loaded.retriever.catalog.row_of and gone not in loaded.retriever.catalog.row_of
+    result = runner.invoke(app, ["items", "upsert", "--model", str(target), "--events", str(tmp_path / "model.events.sqlite")])
+    assert "0 added, 0 updated, 0 re-encoded, 0 removed" in result.output
+    store.put_item("NEW-9", {"title": NEW_TITLE, "category": "Pantry > Spreads", "price": 9.5})
+    last = store.put_item("NEW-7", {"title": "seven", "price": 7})
+    result = runner.invoke(app, ["refresh", "--model", str(target), "--events", str(tmp_path / "model.events.sqlite"), "--statistics-only"])
+    assert result.exit_code == 0, result.output
+    refreshed = Engine.load(target)
+    _check_aligned(refreshed)
+    r = refreshed.retriever
+    assert r.store_marks["items"] == last and "NEW-7" in r.catalog.row_of
+    assert r.items.row(r.catalog.row_of["NEW-9"], named=True)["price"] == 9.5
 
 
 def test_item_routes_need_the_token_and_a_good_body(client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,7 +416,6 @@ def test_item_routes_need_the_token_and_a_good_body(client, monkeypatch: pytest.
         response = client.put("/items/X", json=bad, headers=_auth())
         assert response.status_code == 422, (bad, response.text)
         assert "Traceback" not in response.text and response.json()["error"]
-    assert client.app.state.store.changes == []
     assert "X" not in client.app.state.holder.current.engine.retriever.catalog.row_of
     monkeypatch.delenv("RECS_ADMIN_TOKEN")
     assert client.put("/items/X", json=item, headers=_auth()).status_code == 403

@@ -21,8 +21,56 @@ from recs.retrieval.als import Weighting
 from recs.retrieval.rowmap import RowMap
 from recs.retrieval.rowscores import VectorScores
 
-# Where each array lives in an artifact (component "interactions").
+# Where each array lives in an artifact (component "interactions"); INDEX_FILE too for large catalogs.
 FILES: dict[str, str] = {"user_ids": "factor_users.npy", "user_factors": "user_factors.npy", "item_factors": "item_factors.npy"}
+INDEX_FILE = "item_factor_index.npy"  # faiss.serialize_index bytes as uint8
+# From this many items an exact scan of the item factors per request costs tens of milliseconds
+# (1M x 64 on 2 cores: ~20-60 ms): an inverted-file index, built when the factors are fitted,
+# proposes each user's best rows in about a millisecond.
+IVF_FROM_ITEMS = 100_000
+
+
+class FactorIndex:
+    """Maximum inner product over the item factors, approximately: FAISS IVF-Flat with the
+    inner-product metric (what `implicit` uses for ALS). Measured on 200k clustered factors with
+    uneven norms, 100 best rows: recall 0.94 at 32 probes (0.97 at 64) in 0.5 ms, where HNSW with
+    inner product gave 0.82-0.85 (and the L2 reduction of MIPS far less). It only proposes rows: `VectorScores`
+    rescores them exactly."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.index.nprobe = max(64, int(self.index.nlist) // 32)
+
+    @classmethod
+    def build(cls, item_factors: np.ndarray, seed: int = 0) -> FactorIndex:
+        import faiss
+
+        x = np.ascontiguousarray(np.nan_to_num(item_factors), dtype=np.float32)
+        n, dim = x.shape
+        nlist = max(1, min(int(np.clip(4 * np.sqrt(n), 256, 8192)), n // 39))  # faiss wants >= 39 points per list
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+        index.train(x[np.sort(sample)])
+        index.add(x)
+        return cls(index)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+
+    def to_array(self) -> np.ndarray:
+        import faiss
+
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_array(cls, data: np.ndarray) -> FactorIndex:
+        import faiss
+
+        return cls(faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8)))
 
 
 @dataclass
@@ -31,9 +79,11 @@ class UserItemFactors:
     user_factors: np.ndarray  # (n_users, f) float32
     item_factors: np.ndarray  # (n_items, f) float32, catalog rows
 
+    item_index: FactorIndex | None = None  # large catalogs: proposes each user's best rows
+
     def __post_init__(self) -> None:
         self._row_of = {u: i for i, u in enumerate(self.user_ids.tolist())}
-        self._index: Any | None = None
+        self._index: Any | None = self.item_index
 
     def row_scores(self, user_id: str | None) -> VectorScores | None:
         """`scores` for serving: computed on the rows asked for, the best rows from a FAISS
@@ -41,12 +91,15 @@ class UserItemFactors:
         row = self._row_of.get(user_id) if user_id is not None else None
         if row is None:
             return None
-        if self._index is None:
+        if self._index is None:  # an artifact saved without one: built once, here
             import faiss
 
-            index = faiss.IndexFlatIP(self.item_factors.shape[1])
-            index.add(np.ascontiguousarray(np.nan_to_num(self.item_factors), dtype=np.float32))
-            self._index = index
+            if len(self.item_factors) >= IVF_FROM_ITEMS:
+                self._index = FactorIndex.build(self.item_factors)
+            else:
+                index = faiss.IndexFlatIP(self.item_factors.shape[1])
+                index.add(np.ascontiguousarray(np.nan_to_num(self.item_factors), dtype=np.float32))
+                self._index = index
         return VectorScores(self.item_factors, self.user_factors[row], self._index)
 
     def scores(self, user_id: str | None) -> np.ndarray | None:
@@ -57,23 +110,48 @@ class UserItemFactors:
         return np.nan_to_num(self.item_factors @ self.user_factors[row], nan=0.0).astype(np.float32)
 
     def rebased(self, rows: RowMap) -> UserItemFactors:
-        """Over a changed catalog: new items get zero factors (no score) until the next fit."""
-        return UserItemFactors(self.user_ids, self.user_factors, rows.take(self.item_factors))
+        """Over a changed catalog: new items get zero factors (no score) until the next fit; the
+        large-catalog index follows (extended when items were only added, rebuilt when some left);
+        forgotten users stay forgotten."""
+        item_factors = rows.take(self.item_factors)
+        index = None
+        if self.item_index is not None:
+            if rows.removes:
+                index = FactorIndex.build(item_factors)
+            else:  # its ids are catalog rows: the new ones come after
+                import faiss
+
+                index = FactorIndex(faiss.deserialize_index(self.item_index.to_array()))
+                index.index.add(np.ascontiguousarray(item_factors[self.item_index.ntotal:], dtype=np.float32))
+        out = UserItemFactors(self.user_ids, self.user_factors, item_factors, item_index=index)
+        out._row_of = dict(self._row_of)
+        return out
+
+    def forget(self, user_id: str) -> None:
+        """The user has no factors from now on (their row is zeroed; `recs refresh` drops it)."""
+        row = self._row_of.pop(user_id, None)
+        if row is not None:
+            self.user_factors[row] = 0.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""
-        return {FILES["user_ids"]: self.user_ids.astype(str), FILES["user_factors"]: self.user_factors,
-                FILES["item_factors"]: self.item_factors}
+        out = {FILES["user_ids"]: self.user_ids.astype(str), FILES["user_factors"]: self.user_factors,
+               FILES["item_factors"]: self.item_factors}
+        if self.item_index is not None:
+            out[INDEX_FILE] = self.item_index.to_array()
+        return out
 
     @classmethod
-    def from_files(cls, read: Callable[[str], np.ndarray]) -> UserItemFactors:
+    def from_files(cls, read: Callable[[str], np.ndarray], has: Callable[[str], bool] = lambda _: False) -> UserItemFactors:
         """The factors back from `read(file name)` (e.g. `Artifact.read_npy`)."""
-        return cls(**{field: read(name) for field, name in FILES.items()})
+        index = FactorIndex.from_array(read(INDEX_FILE)) if has(INDEX_FILE) else None
+        return cls(**{field: read(name) for field, name in FILES.items()}, item_index=index)
 
 
 def fit_factors(
     events: pl.DataFrame, row_of: dict[str, int], n_items: int, factors: int = 64, iterations: int = 15,
     regularization: float = 0.1, seed: int = 0, alpha: float = 1.0, weighting: Weighting = "log",
+    serving_index: bool = True,
 ) -> UserItemFactors:
     """ALS (Hu, Koren & Volinsky) on event-weighted counts, confidence by `weighting` and `alpha`
     (`recs.retrieval.als.confidence`); `tune_factors` chooses them on a held-out basket."""
@@ -93,7 +171,9 @@ def fit_factors(
     matrix = sp.csr_matrix((weighted["_v"].to_numpy(), (rows, cols)), shape=(len(user_ids), n_items))
     matrix.sum_duplicates()
     user_factors, item_factors = fit_als(matrix, factors, regularization, iterations, alpha, weighting, 2, seed)
-    return UserItemFactors(user_ids, np.nan_to_num(user_factors), np.nan_to_num(item_factors))
+    item_factors = np.nan_to_num(item_factors)
+    index = FactorIndex.build(item_factors) if serving_index and n_items >= IVF_FROM_ITEMS else None
+    return UserItemFactors(user_ids, np.nan_to_num(user_factors), item_factors, index)
 
 
 def tune_factors(
@@ -122,7 +202,8 @@ def tune_factors(
 
     def score(params: dict[str, Any]) -> float:
         model = fit_factors(events, row_of, n_items, int(params["factors"]), int(params["iterations"]),
-                            float(params["regularization"]), seed, float(params["alpha"]), params["weighting"])
+                            float(params["regularization"]), seed, float(params["alpha"]), params["weighting"],
+                            serving_index=False)
         hits, n_rel = [], []
         for u in users:
             s = model.scores(u)

@@ -72,6 +72,11 @@ class ChangeSummary:
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.reencoded)} re-encoded, "
                 f"{len(self.removed)} removed")
 
+    def then(self, other: ChangeSummary) -> ChangeSummary:
+        """This change followed by `other`."""
+        return ChangeSummary(self.added + other.added, self.updated + other.updated,
+                             self.reencoded + other.reencoded, self.removed + other.removed)
+
     @property
     def changed_rows(self) -> bool:
         """Whether rows were added or removed (the statistics' arrays then change too)."""
@@ -168,10 +173,13 @@ def apply_item_changes(retriever: Retriever, changes: ItemChanges) -> tuple[Retr
         index.set_metadata(kept, **index_meta(kept))
     if added:
         index.add(added, np.stack([vector_of[i] for i in added]), **index_meta(added))
-    events = retriever.events.filter(~pl.col("item_id").is_in(removed)) if removed else retriever.events
-    new = Retriever(retriever.towers, retriever.config, items, events, vectors, index, retriever.stats.rebased(rows),
-                    retriever.report, catalog=new_catalog)
-    with retriever._events_lock:  # no event may land on the old users once these are taken
+    # What users did is taken under the lock events and forgets take: none lands on the old
+    # retriever once its log, statistics and users are carried over (they then go to the new one).
+    with retriever._events_lock:
+        events = retriever.events.filter(~pl.col("item_id").is_in(removed)) if removed else retriever.events
+        new = Retriever(retriever.towers, retriever.config, items, events, vectors, index, retriever.stats.rebased(rows),
+                        retriever.report, catalog=new_catalog)
+        new.store_marks = dict(retriever.store_marks)
         if retriever._users is not None:
             new._users = retriever._users.rebased(new.catalog, rows)
         new.stats.now = max(new.stats.now, retriever.stats.now)

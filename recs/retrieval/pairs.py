@@ -53,9 +53,15 @@ class TrainingExamples:
     pair_state: np.ndarray  # (P,) index into states
     pair_item: np.ndarray  # (P,) catalog row of the positive item
     basket_items: list[frozenset[int]]  # per state: every positive of that basket (accidental hits)
+    # Per state: when its target basket was bought (epoch seconds): resuming tells new pairs from old.
+    target_times: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pair_item)
+
+    def subset(self, pairs: np.ndarray) -> TrainingExamples:
+        """Only the pairs at indices `pairs` (the states are shared)."""
+        return TrainingExamples(self.states, self.pair_state[pairs], self.pair_item[pairs], self.basket_items, self.target_times)
 
 
 def target_event_kind(events: pl.DataFrame) -> str:
@@ -134,6 +140,7 @@ def build_examples(
     baskets: list[frozenset[int]] = []
     pair_state: list[int] = []
     pair_item: list[int] = []
+    target_times: list[float] = []
     for _, group in known.group_by("user_id", maintain_order=True):
         event_kinds = group["event"].to_list()
         items = [catalog.row_of[i] for i in group["item_id"].to_list()]
@@ -160,6 +167,7 @@ def build_examples(
                 if cut > 0 and positives:
                     states.append(_user_state(rows[:cut], titles, max_events, max_chars))
                     baskets.append(positives)
+                    target_times.append(times[start].timestamp())
                     for item in sorted(positives):
                         pair_state.append(len(states) - 1)
                         pair_item.append(item)
@@ -169,4 +177,5 @@ def build_examples(
         pair_state=np.asarray(pair_state, dtype=np.int64),
         pair_item=np.asarray(pair_item, dtype=np.int64),
         basket_items=baskets,
+        target_times=np.asarray(target_times, dtype=np.float64),
     )

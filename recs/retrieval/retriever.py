@@ -32,7 +32,13 @@ from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.filters import CatalogMasks, Filters
 from recs.retrieval.history import history_means
 from recs.retrieval.index import ItemIndex
-from recs.retrieval.pairs import Catalog, UserState, build_examples, state_from_events
+from recs.retrieval.pairs import (
+    Catalog,
+    TrainingExamples,
+    UserState,
+    build_examples,
+    state_from_events,
+)
 from recs.retrieval.rowscores import VectorScores
 from recs.retrieval.statistics import FILES as STAT_FILES
 from recs.retrieval.statistics import BehaviourStats, fit_statistics
@@ -42,7 +48,7 @@ if TYPE_CHECKING:
     from recs.retrieval.encode import TorchTowers
     from recs.retrieval.trainer import TrainReport
 
-__all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext"]
+__all__ = ["Filters", "RetrievalConfig", "Retriever", "UserContext", "item_catalog", "validation_targets"]
 
 _RETRIEVAL_COMPONENTS = ("towers", "catalog", "index", "interactions")
 RETRIEVER_FORMAT = 1
@@ -60,7 +66,8 @@ class UserContext:
     interactions: list[tuple[int, str, float]] = field(default_factory=list)
 
 
-def _catalog(items: pl.DataFrame, config: RetrievalConfig) -> Catalog:
+def item_catalog(items: pl.DataFrame, config: RetrievalConfig) -> Catalog:
+    """The catalog rows as the towers read them (`config.item_template`)."""
     return Catalog.from_items(items, lambda f: [render_item(r, config.item_template) for r in f.iter_rows(named=True)])
 
 
@@ -68,6 +75,15 @@ def _served_events(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     return events.select("user_id", "item_id", "timestamp", "event", "basket_id").filter(
         pl.col("item_id").is_in(list(catalog.row_of))
     )
+
+
+def validation_targets(train_events: pl.DataFrame, targets: pl.DataFrame, config: RetrievalConfig) -> pl.DataFrame:
+    """The held-out targets the towers are validated on: what they are trained for (with
+    `positives = new_to_user`, only items new to the user)."""
+    if config.train.positives != "new_to_user":
+        return targets
+    bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
+    return targets.join(bought, on=["user_id", "item_id"], how="anti")
 
 
 def tuned_candidates(config: RetrievalConfig, events: pl.DataFrame, targets: pl.DataFrame, catalog: Catalog) -> RetrievalConfig:
@@ -106,7 +122,7 @@ class Retriever:
         self.config = config
         self.items = items
         # `catalog`: already rendered from `items` (an item change re-renders only its rows).
-        self.catalog = catalog if catalog is not None and len(catalog) == items.height else _catalog(items, config)
+        self.catalog = catalog if catalog is not None and len(catalog) == items.height else item_catalog(items, config)
         self.events = _served_events(events, self.catalog)
         if len(item_vectors) != len(self.catalog) or len(stats.popularity) != len(self.catalog):
             raise ArtifactError(
@@ -126,6 +142,9 @@ class Retriever:
         self._index_masks: dict[tuple, np.ndarray] = {}
         self._index_masks_lock = threading.Lock()
         self._users: UserStore | None = None
+        # The event store's last sequence numbers this log holds ({"events", "items", "forgets"}:
+        # set by `recs refresh`); a service replays what the store has after them.
+        self.store_marks: dict[str, int] = {}
         self._category_codes: tuple[np.ndarray, np.ndarray] | None = None
         # Item changes build a successor off to the side (itemchanges.py); events that reach this
         # retriever after it took over this one's users go on to it, under the lock they share.
@@ -162,7 +181,7 @@ class Retriever:
     ) -> Retriever:
         """A Retriever with whatever is not given built: the catalog encoded by the item tower,
         indexed, and the statistics fitted from `events`."""
-        catalog = _catalog(items, config)
+        catalog = item_catalog(items, config)
         if item_vectors is None:
             item_vectors = towers.encode_items(catalog.texts, show_progress=show_progress)
         if index is None:
@@ -195,11 +214,10 @@ class Retriever:
         from recs.encoders.backbone import load_backbone, load_tokenizer
         from recs.retrieval.encode import TorchTowers
         from recs.retrieval.towers import TwoTowerModel
-        from recs.retrieval.trainer import make_validation_set, train_towers
 
         config = config or RetrievalConfig()
         require_items(items, "training the towers")
-        catalog = _catalog(items, config)
+        catalog = item_catalog(items, config)
         train_events = events
         if valid_targets is None:
             split = leave_last_out(events, items["item_id"])
@@ -211,23 +229,44 @@ class Retriever:
         # Before the backbone loads: a shop with nothing to learn from is refused, not served untrained.
         require_training_pairs(len(examples), new_only)
         tokenizer = load_tokenizer(config.towers.model)
-        model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
+        towers = TorchTowers(TwoTowerModel(load_backbone(config.towers.model), config.towers), tokenizer)
+        valid_targets = validation_targets(train_events, valid_targets, config)
+        config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
+        return cls.fine_tune(towers, config, items, events, train_events, examples, valid_targets, work_dir, show_progress)
+
+    @classmethod
+    def fine_tune(
+        cls,
+        towers: TorchTowers,
+        config: RetrievalConfig,
+        items: pl.DataFrame,
+        events: pl.DataFrame,
+        train_events: pl.DataFrame,
+        examples: TrainingExamples,
+        valid_targets: pl.DataFrame,
+        work_dir: Path | None = None,
+        show_progress: bool = True,
+    ) -> Retriever:
+        """Fine-tune `towers` (in place: fresh ones from `fit`, a trained artifact's when resuming)
+        on `examples`, early stopping on `valid_targets` (see `validation_targets`) with the users'
+        states from `train_events`; then the catalog is encoded and indexed and the statistics
+        fitted on `events`, the log served."""
+        from recs.retrieval.encode import TorchTowers
+        from recs.retrieval.trainer import make_validation_set, train_towers
+
+        catalog = item_catalog(items, config)
         states = {
             str(user[0]): state_from_events(group, catalog, config.max_history_events, config.user_text_max_chars)
             for user, group in train_events.group_by("user_id")
         }
-        if config.train.positives == "new_to_user":
-            # Validate on what the towers are trained for: items new to the user.
-            bought = train_events.filter(pl.col("event") == "purchase").select("user_id", "item_id").unique()
-            valid_targets = valid_targets.join(bought, on=["user_id", "item_id"], how="anti")
         valid = make_validation_set(states, valid_targets, catalog, config.train.valid_users, config.train.seed)
-        config = tuned_candidates(config, _served_events(train_events, catalog), valid_targets, catalog)
+        model = towers.model
         work = work_dir or Path(".recs-work")
-        report = train_towers(model, tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
+        report = train_towers(model, towers.tokenizer, catalog, examples, valid, config.train, work, show_progress=show_progress)
         if config.train.lora:
             model.item_backbone = model.item_backbone.merge_and_unload()
             model.user_backbone = model.item_backbone if not config.towers.separate_backbones else model.user_backbone.merge_and_unload()
-        return cls.assemble(TorchTowers(model, tokenizer), config, items, events, report=report)
+        return cls.assemble(TorchTowers(model, towers.tokenizer), config, items, events, report=report)
 
     @classmethod
     def zero_shot(cls, events: pl.DataFrame, items: pl.DataFrame, config: RetrievalConfig | None = None) -> Retriever:
@@ -306,6 +345,23 @@ class Retriever:
                 # "days since" features count from the log's end: a newer event moves it.
                 self.stats.now = max(self.stats.now, max(times))
             return len(kept)
+
+    def forget_user(self, user_id: str) -> bool:
+        """Serve `user_id` as an unknown user from now on: their events leave the log and the user
+        state, their ALS and TIFU rows are zeroed. Whether they were known."""
+        with self._events_lock:
+            if self.successor is not None:  # an item change replaced this model: it serves now
+                return self.successor.forget_user(user_id)
+            return self._forget_user(user_id)
+
+    def _forget_user(self, user_id: str) -> bool:
+        known = user_id in self.users
+        self.users.forget(user_id)
+        self.stats.forget_user(user_id)
+        if self.events.height and (self.events["user_id"] == user_id).any():
+            self.events = self.events.filter(pl.col("user_id") != user_id)
+            known = True
+        return known
 
     def context(
         self,
@@ -429,7 +485,7 @@ class Retriever:
         """The catalog, index and (with `interactions`) interactions components, replacing those
         `writer` has: what `save` writes besides the towers, and what an item change rewrites
         (in an ONNX folder too)."""
-        for name in _RETRIEVAL_COMPONENTS[1:] if interactions else _RETRIEVAL_COMPONENTS[1:3]:
+        for name in _RETRIEVAL_COMPONENTS[1:3]:
             if name in writer.components:
                 writer.remove_component(name)
         self.items.write_parquet(writer.file("items.parquet"))
@@ -437,8 +493,14 @@ class Retriever:
         writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
         self.index.save(writer.path / "index")  # a folder: writer.file() is for files
         writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})
-        if not interactions:
-            return
+        if interactions:
+            self.write_interactions(writer)
+
+    def write_interactions(self, writer: ArtifactWriter) -> None:
+        """The log, its statistics and the event-store marks (component "interactions", replaced):
+        all `recs refresh` and `recs forget` rewrite, in a torch artifact or an ONNX export."""
+        if "interactions" in writer.components:
+            writer.remove_component("interactions")
         self.events.write_parquet(writer.file("events.parquet"))
         for name, array in self.stats.arrays().items():
             writer.write_npy(name, array)
@@ -446,7 +508,7 @@ class Retriever:
         writer.add_component(
             "interactions", "interactions",
             files=["events.parquet", *self.stats.arrays(), STAT_FILES["meta"]],
-            config={"events": self.events.height},
+            config={"events": self.events.height, **({"store": self.store_marks} if self.store_marks else {})},
         )
 
     @classmethod
@@ -475,10 +537,13 @@ class Retriever:
         if BehaviourStats.saved_in(has):
             stats = BehaviourStats.from_files(artifact.read_npy, lambda name: artifact.file(name).read_text(encoding="utf-8"), has)
         # An artifact written before the statistics were saved: fitted here, once, from its log.
-        return cls.assemble(
+        retriever = cls.assemble(
             towers, config, items, events, item_vectors=artifact.read_npy("item_vectors.npy"),
             index=ItemIndex.load(artifact.file("index")), stats=stats, report=report,
         )
+        marks = artifact.component("interactions").config.get("store", {})
+        retriever.store_marks = {str(k): int(v) for k, v in marks.items()} if isinstance(marks, dict) else {}
+        return retriever
 
     @classmethod
     def load(cls, path: str | Path) -> Retriever:

@@ -69,6 +69,14 @@ class BehaviourStats:
         n = len(self.popularity)
         self.popular_rows = np.lexsort((np.arange(n), -self.popularity))
 
+    def forget_user(self, user_id: str) -> None:
+        """Nothing per user is served for `user_id` any more (ALS factors, TIFU vector and
+        neighbourhood). The per-item aggregates keep their counts until `recs refresh` refits them."""
+        if self.factors is not None:
+            self.factors.forget(user_id)
+        if self.tifu is not None:
+            self.tifu.forget(user_id)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved."""
         out = {FILES[name]: getattr(self, name) for name in ("popularity", "rebuy_rate", "neighbour_rows", "neighbour_scores")}
@@ -87,7 +95,7 @@ class BehaviourStats:
     @classmethod
     def from_files(cls, read: Callable[[str], np.ndarray], read_text: Callable[[str], str], has: Callable[[str], bool]) -> BehaviourStats:
         """Back from an artifact (`read` an .npy, `read_text` a file, `has` a file name)."""
-        factors = UserItemFactors.from_files(read) if has(FACTOR_FILES["item_factors"]) else None
+        factors = UserItemFactors.from_files(read, has) if has(FACTOR_FILES["item_factors"]) else None
         meta = json.loads(read_text(FILES["meta"]))
         popularity = read(FILES["popularity"]).astype(np.float64)
         tifu = None

@@ -201,7 +201,20 @@ class TifuModel:
         keep = cols >= 0
         vectors = sp.csr_matrix((coo.data[keep], (coo.row[keep], cols[keep])), shape=(self.vectors.shape[0], len(rows)))
         vectors.sort_indices()
-        return TifuModel(self.user_ids, vectors.astype(np.float32), self.config)
+        out = TifuModel(self.user_ids, vectors.astype(np.float32), self.config)
+        out._row_of = dict(self._row_of)  # forgotten users stay forgotten
+        return out
+
+    def forget(self, user_id: str) -> None:
+        """The user is nobody's neighbour and has no stored vector from now on (their entries are
+        zeroed: similarity 0 is never picked; `recs refresh` drops the row)."""
+        row = self._row_of.pop(user_id, None)
+        if row is None:
+            return
+        for matrix in (self.vectors, self._unit):
+            matrix.data[matrix.indptr[row]:matrix.indptr[row + 1]] = 0.0
+        if self._unit_by_item is not None:
+            self._unit_by_item.data[self._unit_by_item.indices == row] = 0.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved in an artifact."""

@@ -5,17 +5,22 @@
     POST /recommend       Engine.recommend: user_id | history | text, k, filters, options
     POST /bundle          Engine.bundle
     GET  /items/{id}      the catalog row (an id may hold a slash)
+    POST /events          append events to the event store (durable before the answer), served next request
+    DELETE /users/{id}    forget a user: their events leave the store and the served state (bearer token)
     PUT  /items/{id}      add or replace an item, served from the next request (bearer token)
     DELETE /items/{id}    remove a discontinued item (bearer token)
     POST /admin/reload    load a model, then swap it in (bearer token)
     GET  /metrics         Prometheus text format
     GET  /docs            OpenAPI
+    GET  /                the page to try it (recs.serving.page: also /users, /users/{id}/history)
 
 Endpoints that call the engine are sync: FastAPI runs them in its threadpool. Each request reads
 the served model once (`ModelHolder.current`), so a reload swaps the reference for the next
 requests while the ones in flight finish on the model they started with (recs.serving.holder,
-which also keeps the workers of `recs serve --workers N` on one model). Later parts (events,
-forgetting a user, item changes, the page) add routes to `create_app`'s router the same way.
+which also keeps the workers of `recs serve --workers N` on one model). With an event store
+(recs.serving.eventstore), every model is brought up to the store before it is served and synced
+before each request (recs.serving.feedback): events, forgets and item changes reach every worker
+that way.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from recs.config import HttpConfig
 from recs.errors import RecsError, UnknownItemError
 from recs.serving.engine import Engine
+from recs.serving.eventstore import EventStore, NewEvent, default_store_path, open_store
+from recs.serving.feedback import StoreFollower, record_events
 from recs.serving.holder import ModelHolder, Served, load_served, warm
 from recs.serving.httpkit import (
     BodyLimit,
@@ -42,11 +49,16 @@ from recs.serving.httpkit import (
     install_error_handlers,
     limit_error,
 )
+from recs.serving.items import apply_changes, apply_recorded, changes_from_fields, item_change
 from recs.serving.onnx_runtime import RuntimeOptions
+from recs.serving.page import page_router
 from recs.serving.schemas import (
     BundleRequest,
     BundleResponse,
     ErrorBody,
+    EventsRequest,
+    EventsResponse,
+    ForgetResponse,
     Health,
     ItemChangeResponse,
     ItemIn,
@@ -89,6 +101,16 @@ def _json_value(value: Any) -> Any:
     return str(value)  # dates, decimals: as text
 
 
+def store_for(model: Engine | str | Path, spec: str) -> EventStore | None:
+    """The event store `[serving.http] events` names for `model` ("auto": beside its folder)."""
+    if spec == "off":
+        return None
+    if spec == "auto":
+        path = model.path if isinstance(model, Engine) else Path(model)
+        return open_store(default_store_path(path)) if path is not None else None
+    return open_store(spec)
+
+
 def create_app(
     engine_or_path: Engine | str | Path,
     settings: HttpConfig | None = None,
@@ -96,21 +118,32 @@ def create_app(
     *,
     pointer: Path | None = None,
     background: bool = False,
+    store: EventStore | None = None,
 ) -> FastAPI:
     """The service over an Engine (served as is) or an artifact folder: loaded now, or with
     `background` in a thread (GET /health answers at once, the model's routes say 503 until it is
     in). `pointer`: the file through which the workers of one service follow each other's reloads
-    (recs.serving.holder)."""
+    (recs.serving.holder). `store`: the event store (default: what `settings.events` names)."""
     http = settings or HttpConfig()
+    store = store if store is not None else store_for(engine_or_path, http.events)
+    follower = StoreFollower(store, apply_recorded) if store is not None else None
     served: Served | None = None
     if isinstance(engine_or_path, Engine):
         engine = engine_or_path
+        if follower is not None:
+            follower.attach(engine)
         if http.warmup:
             warm(engine)
         served = Served(engine, engine.created, engine.path)
     elif not background:
         served = load_served(engine_or_path, runtime, http.warmup)
+        if follower is not None:
+            follower.attach(served.engine)
     holder = ModelHolder(served, runtime, http.warmup, pointer)
+    if follower is not None:
+        holder.prepare.append(lambda s: follower.attach(s.engine))
+    if http.watch:
+        holder.watch(http.watch_interval_s)
     metrics = Metrics()
     holder.on_swap.append(metrics.set_model)
     if served is not None:
@@ -120,13 +153,21 @@ def create_app(
         s = holder.current
         if s is None:
             raise HttpError(503, f"no model yet: {holder.load_error or 'still loading'}")
+        if follower is not None:
+            follower.sync(s.engine)  # what other workers (or this one) stored since
         return s
+
+    def event_store() -> EventStore:
+        if store is None:
+            raise HttpError(409, "this service has no event store ([serving.http] events = \"off\")")
+        return store
 
     app = FastAPI(
         title="recs", summary="Recommendations, bundles and the catalog of one recs model.",
         version=served.version if served and served.version else "unknown", responses=ERRORS,
     )
     app.state.holder, app.state.metrics, app.state.http = holder, metrics, http
+    app.state.store, app.state.follower = store, follower
     if served is None:
         holder.load_in_background(engine_or_path)  # type: ignore[arg-type]  # a path here
     install_error_handlers(app)
@@ -179,26 +220,51 @@ def create_app(
             raise UnknownItemError(f"unknown item id '{item_id}'"[:300])
         return {name: _json_value(value) for name, value in r.items.row(row, named=True).items()}
 
+    @app.post("/events", response_model=EventsResponse, summary="Record events (stored before the answer)")
+    def events(body: EventsRequest) -> EventsResponse:
+        if len(body.events) > http.max_events:
+            raise limit_error("events", f"at most {http.max_events} events per request (serving.http.max_events), got {len(body.events)}")
+        target = event_store()
+        s = model()
+        batch = [NewEvent(e.user_id, e.item_id, e.event, e.epoch_seconds(), e.basket_id) for e in body.events]
+        done = record_events(target, s.engine, batch)
+        if follower is not None:
+            follower.sync(s.engine)  # the user's next request (on this worker) sees them for sure
+        metrics.events.inc(done.accepted)
+        return EventsResponse(accepted=done.accepted, skipped=[{"index": i, "reason": r} for i, r in done.skipped], seq=done.seq)
+
+    @app.delete("/users/{user_id:path}", response_model=ForgetResponse, summary="Forget a user (bearer token)")
+    def forget(user_id: str, request: Request) -> ForgetResponse:
+        check_admin(request, http.admin_token_env)
+        s = model()
+        removed = 0
+        if store is not None:
+            removed = store.forget(user_id)
+        else:
+            log.info("forget a user: no event store, the served state only")
+        known = s.engine.retriever.forget_user(user_id)
+        if follower is not None:
+            follower.sync(s.engine)
+        return ForgetResponse(user_id=user_id, events_removed=removed, known=known)
+
     def change_item(item_id: str, fields: dict[str, Any] | None) -> ItemChangeResponse:
-        """Build the changed model off to the side, record the change in the event store (when the
-        app has one), then swap: memory never serves a change the store lacks, nor the reverse."""
-        from recs.serving.items import change_served, changes_from_fields
-
+        """With an event store the change is recorded (durably) and reaches this engine as it
+        reaches every worker, through the store (`StoreFollower.sync`); without one it is applied
+        here only. Either way the engine adopts a model built off to the side."""
         changes = changes_from_fields(item_id, fields)  # a bad field is refused before any work
-        model()
-        store = getattr(app.state, "store", None)
-        done: list[ItemChangeResponse] = []
-
-        def apply(s: Served) -> Served:
-            new, summary = change_served(s, changes)
-            if store is not None:
-                store.put_item(item_id, fields)  # durable before the swap and the answer
-            done.append(ItemChangeResponse(item_id=item_id, action=summary.action(item_id),  # type: ignore[arg-type]
-                                           reencoded=item_id in summary.reencoded))
-            return new
-
-        holder.change(apply)
-        return done[0]
+        s = model()
+        before = s.engine.retriever
+        if fields is None and item_id not in before.catalog.row_of:
+            raise UnknownItemError(f"unknown item id '{item_id}'"[:300])
+        if store is not None and follower is not None:
+            store.put_item(item_id, fields)
+            follower.sync(s.engine)
+        else:
+            apply_changes(s.engine, changes)
+        done = item_change(before, s.engine.retriever, item_id, removed=fields is None)
+        if done is None:
+            raise HttpError(500, f"item '{item_id}' was recorded but could not be applied: see the service's log"[:300])
+        return done
 
     @app.put("/items/{item_id:path}", response_model=ItemChangeResponse, summary="Add or replace an item (bearer token)")
     def put_item(item_id: str, request: Request, body: ItemIn) -> ItemChangeResponse:
@@ -232,5 +298,7 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(page_router(model, http))  # GET /, /static/*, /users, /users/{id}/history
 
     return app

@@ -51,6 +51,15 @@ class Recommendations(list):
     timings_ms: dict[str, float]
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What a request reads, swapped as one reference (item changes: `Engine.adopt`)."""
+
+    retriever: Retriever
+    pipeline: RankingPipeline
+    bundler: Bundler | None
+
+
 class Engine:
     """Retriever -> RankingPipeline -> (Bundler): torch or ONNX parts behind the same interfaces."""
 
@@ -62,13 +71,30 @@ class Engine:
         bundler: Bundler | None = None,
         runtime: RuntimeOptions | None = None,
     ) -> None:
-        self.retriever = retriever
-        self.pipeline = pipeline or RankingPipeline(retriever)
+        # The set scorer + composer (`bundler`) when the artifact has one.
+        self._parts = _Parts(retriever, pipeline or RankingPipeline(retriever), bundler)
         self.options = options or RankOptions()
-        self.bundler = bundler  # the set scorer + composer, when the artifact has one
         self.runtime = runtime  # the ONNX sessions' settings; None when torch serves
         self.path: Path | None = None  # the artifact folder it was loaded from (None: built in memory)
         self.created: str | None = None  # that artifact's manifest `created`: its version
+
+    @property
+    def retriever(self) -> Retriever:
+        return self._parts.retriever
+
+    @property
+    def pipeline(self) -> RankingPipeline:
+        return self._parts.pipeline
+
+    @property
+    def bundler(self) -> Bundler | None:
+        return self._parts.bundler
+
+    def adopt(self, other: Engine) -> None:
+        """Serve `other`'s retriever, pipeline and bundler from the next request on (an item
+        change built off to the side: recs.serving.items). One reference is swapped: a request
+        in flight finishes on the parts it started with, never on half of each."""
+        self._parts = other._parts
 
     @classmethod
     def load(cls, path: str | Path | Artifact, runtime: RuntimeOptions | None = None) -> Engine:
@@ -203,7 +229,8 @@ class Engine:
         n = len(user_ids)
         histories = [check_ids(h, "history") for h in histories] if histories else [None] * n
         texts = texts or [None] * n
-        r = self.retriever
+        parts = self._parts  # one consistent model for the whole request
+        r = parts.retriever
         filters = Filters(category=category, price_min=price_min, price_max=price_max, in_stock_only=in_stock,
                           exclude_bought=exclude_bought, exclude=tuple(check_ids(exclude, "exclude") or ()))
         r.masks.catalog_mask(filters)  # a category the catalog does not have is refused before any work
@@ -214,15 +241,15 @@ class Engine:
         vectors = r.user_vectors([c.state for c in contexts])
         out: list[Recommendations] = []
         for context, vector in zip(contexts, vectors, strict=True):
-            ranked = self.pipeline.rank(context, vector, filters, k, opts)
-            items = Recommendations(self._item(rank, item) for rank, item in enumerate(ranked.items, start=1))
+            ranked = parts.pipeline.rank(context, vector, filters, k, opts)
+            items = Recommendations(self._item(r, rank, item) for rank, item in enumerate(ranked.items, start=1))
             items.degraded = ranked.degraded
             items.timings_ms = ranked.timings_ms
             out.append(items)
         return out
 
-    def _item(self, rank: int, item: Any) -> RecommendedItem:
-        r = self.retriever
+    @staticmethod
+    def _item(r: Retriever, rank: int, item: Any) -> RecommendedItem:
         row = item.row
         price = r.items["price"][row] if "price" in r.items.columns else None
         sources = [s for s in SOURCES if item.features.get(f"from_{s}", 0.0) > 0]

@@ -77,6 +77,7 @@ class ModelHolder:
         self._seen = self._stamp()
         self._following = False
         self.on_swap: list[Callable[[Served], None]] = []  # e.g. the metrics' model info
+        self.prepare: list[Callable[[Served], None]] = []  # run on a new model before it is served (the store's replay)
         if pointer is not None:
             # Requests check the pointer too; this follows it in a worker that gets none.
             threading.Thread(target=_watch, args=(weakref.ref(self),), name="recs-model-pointer", daemon=True).start()
@@ -120,18 +121,17 @@ class ModelHolder:
                     self._seen = self._stamp()
             return old, new
 
-    def change(self, change: Callable[[Served], Served]) -> Served:
-        """Swap in `change(current)` (an item change built off to the side), one at a time with
-        loads: a reload and a change never overwrite each other."""
-        with self._reload_lock:
-            old = self._current
-            if old is None:
-                raise ConfigError("the first model is still loading (or failed to: see GET /ready)")
-            new = change(old)
-            self._swap(new)
-            return new
+    def watch(self, interval_s: float) -> threading.Thread:
+        """Reload when the served folder gets a new version (its manifest is replaced: every
+        artifact save, `recs refresh`, `recs items upsert`, `recs export` onto it). A version that
+        fails to load is logged and the old one kept; the next new version is tried again."""
+        thread = threading.Thread(target=_watch_folder, args=(weakref.ref(self), interval_s), name="recs-model-watch", daemon=True)
+        thread.start()
+        return thread
 
     def _swap(self, new: Served) -> None:
+        for step in self.prepare:
+            step(new)
         self._current = new  # one reference assignment: atomic for every reader
         for callback in self.on_swap:
             callback(new)
@@ -185,3 +185,34 @@ def _watch(ref: weakref.ref[ModelHolder], interval_s: float = 0.5) -> None:
         if holder._current is not None:
             holder._follow()
         del holder
+
+
+def _manifest_stamp(folder: Path | None) -> tuple[int, int] | None:
+    if folder is None:
+        return None
+    try:
+        st = os.stat(folder / "manifest.json")
+    except OSError:
+        return None  # mid-swap (the folder is being renamed): look again next time
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def _watch_folder(ref: weakref.ref[ModelHolder], interval_s: float) -> None:
+    seen: tuple[int, int] | None = None
+    while True:
+        holder = ref()
+        if holder is None:
+            return
+        current = holder._current
+        stamp = _manifest_stamp(current.path if current is not None else None)
+        if seen is None or current is None:
+            seen = stamp
+        elif stamp is not None and stamp != seen:
+            seen = stamp
+            try:
+                old, new = holder.reload(None)
+                log.info("the model folder changed: now serving %s (was %s)", new.version, old.version)
+            except Exception as err:  # keep serving the old version, say why
+                log.warning("the model folder changed but cannot be loaded, still serving the previous version: %s", err)
+        del holder, current
+        time.sleep(interval_s)

@@ -167,6 +167,7 @@ class Metrics:
                            registry=self.registry, multiprocess_mode="liveall")
         self._model_labels: tuple[str, str, str] | None = None
         self.reloads = Counter("recs_reloads", "Model reloads by outcome", ["outcome"], registry=self.registry)
+        self.events = Counter("recs_events_stored", "Events appended to the event store by POST /events", registry=self.registry)
 
     def set_model(self, served: Any) -> None:
         """`served`: a recs.serving.holder.Served (version, path, backend)."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any, Literal
 
@@ -16,7 +17,13 @@ __all__ = [
     "BundleRequest",
     "BundleResponse",
     "ErrorBody",
+    "EventIn",
+    "EventsRequest",
+    "EventsResponse",
+    "ForgetResponse",
     "Health",
+    "HistoryEvent",
+    "HistoryResponse",
     "ItemChangeResponse",
     "ItemIn",
     "ItemOut",
@@ -25,6 +32,7 @@ __all__ = [
     "RecommendResponse",
     "ReloadRequest",
     "ReloadResponse",
+    "UsersResponse",
 ]
 
 
@@ -121,6 +129,42 @@ class ReloadResponse(BaseModel):
     load_ms: float
 
 
+class EventIn(_Body):
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    event: Literal["view", "click", "cart", "purchase"] = "purchase"
+    timestamp: float | dt.datetime | None = Field(
+        default=None, description="Epoch seconds or ISO-8601 (a time zone, or UTC); default: when it is stored.")
+    basket_id: str | None = Field(default=None, max_length=256, description="Events with one basket_id form a basket.")
+
+    def epoch_seconds(self) -> float | None:
+        if isinstance(self.timestamp, dt.datetime):
+            when = self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=dt.UTC)
+            return when.timestamp()
+        return self.timestamp
+
+
+class EventsRequest(_Body):
+    events: list[EventIn] = Field(min_length=1, description="One or more events, stored before the answer.")
+
+
+class Skipped(BaseModel):
+    index: int
+    reason: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="Events stored (durably) and served from the next request.")
+    skipped: list[Skipped] = Field(description="Events not stored, and why (an unknown item, say).")
+    seq: int = Field(description="The store's last sequence number after this append.")
+
+
+class ForgetResponse(BaseModel):
+    user_id: str
+    events_removed: int = Field(description="Events deleted from the event store.")
+    known: bool = Field(description="Whether the served model knew the user.")
+
+
 class Health(BaseModel):
     status: str
 
@@ -186,6 +230,24 @@ class ItemChangeResponse(BaseModel):
     item_id: str
     action: Literal["added", "updated", "removed"]
     reencoded: bool = Field(description="The item was (re-)encoded by the item tower.")
+class UsersResponse(BaseModel):
+    users: list[str] = Field(description="Known user ids (with events in the served model), sorted.")
+    total: int = Field(description="How many known user ids match the prefix.")
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    title: str
+    price: float | None
+    category: str
+    event: str = Field(description="view | click | cart | purchase (as logged).")
+    timestamp: str = Field(description="ISO 8601, UTC.")
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    events: list[HistoryEvent] = Field(description="The most recent events first, including those posted since the model was loaded.")
+    total: int = Field(description="How many events the user has in all.")
 
 
 class ErrorBody(BaseModel):

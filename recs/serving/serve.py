@@ -28,8 +28,12 @@ def serve(model: Path, serving: ServingConfig) -> None:
     import uvicorn
 
     from recs.artifacts import open_artifact
+    from recs.serving.app import store_for
 
     artifact = open_artifact(model)  # a wrong folder fails here, once, not in every worker
+    store = store_for(artifact.path, serving.http.events)  # and so does a store it cannot open
+    if store is not None:
+        store.close()
     os.environ[ENV_MODEL] = str(artifact.path)
     os.environ[ENV_SETTINGS] = serving.model_dump_json()
     http = serving.http
