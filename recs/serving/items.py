@@ -137,12 +137,10 @@ def fold_store_items(retriever: Retriever, store: EventStore) -> tuple[Retriever
     after = int(retriever.store_marks.get("items", 0))
     recorded = store.item_changes(after)
     summary = ChangeSummary()
-    if not recorded:
-        return retriever, summary
     changes = fold_recorded(retriever.catalog.row_of, [(item, fields) for _, item, fields in recorded])
     if changes is not None:
         retriever, _, summary = apply_item_changes(retriever, changes)
-    retriever.store_marks = {**retriever.store_marks, "items": max(seq for seq, _, _ in recorded)}
+    retriever.store_marks = {**retriever.store_marks, "items": max([after, *(seq for seq, _, _ in recorded)])}
     return retriever, summary
 
 
