@@ -92,6 +92,70 @@ def _check_aligned(engine: Engine) -> None:
         assert bundler.scorer.cooc.n_items == n
 
 
+# -- the per-item arrays --------------------------------------------------------------------------
+
+
+def test_row_map_carries_every_kind_of_per_item_array() -> None:
+    import scipy.sparse as sp
+
+    from recs.retrieval.factors import FactorIndex, UserItemFactors
+    from recs.retrieval.rowmap import RowMap
+    from recs.retrieval.statistics import BehaviourStats
+    from recs.retrieval.tifu import TifuConfig, TifuModel
+
+    rows = RowMap.of(np.array([0, 2, 3]), n_old=4, n_added=2)  # row 1 removed, two new items
+    assert rows.source.tolist() == [0, 2, 3, -1, -1] and rows.removes and not rows.is_identity
+    assert rows.new_of_old.tolist() == [0, -1, 1, 2]
+    assert rows.rows(np.array([[1, 3, -1], [2, 0, 1]])).tolist() == [[-1, 2, -1], [1, 0, -1]]
+    assert rows.take(np.array([1.0, 2.0, 3.0, 4.0])).tolist() == [1.0, 3.0, 4.0, 0.0, 0.0]
+    tifu = TifuModel(np.array(["a", "b"]), sp.csr_matrix(np.array([[1, 2, 0, 3], [0, 4, 5, 0]], np.float32)), TifuConfig())
+    factors = UserItemFactors(np.array(["a", "b"]), np.ones((2, 2), np.float32), np.arange(8, dtype=np.float32).reshape(4, 2))
+    stats = BehaviourStats(
+        now=5.0, popularity=np.array([4.0, 3.0, 2.0, 1.0]), rebuy_rate=np.array([0.1, 0.2, 0.3, 0.4], np.float32),
+        neighbour_rows=np.array([[1, 2, -1], [0, -1, -1], [1, 3, 0], [2, -1, -1]], np.int32),
+        neighbour_scores=np.array([[0.9, 0.5, 0], [0.8, 0, 0], [0.7, 0.6, 0.5], [0.4, 0, 0]], np.float32),
+        factors=factors, tifu=tifu,
+    )
+    stats.forget_user("b")
+    out = stats.rebased(rows)
+    assert out.popularity.tolist() == [4.0, 2.0, 1.0, 0.0, 0.0] and out.now == 5.0
+    assert out.popular_rows.tolist()[:3] == [0, 1, 2]
+    # Removed neighbour 1 leaves each list, which closes up; new items have none.
+    assert out.neighbour_rows.tolist() == [[1, -1, -1], [2, 0, -1], [1, -1, -1], [-1, -1, -1], [-1, -1, -1]]
+    assert out.neighbour_scores[1].tolist() == pytest.approx([0.6, 0.5, 0.0])
+    assert out.factors is not None and out.factors.item_factors.tolist() == [[0, 1], [4, 5], [6, 7], [0, 0], [0, 0]]
+    assert out.factors.row_scores("b") is None  # forgotten users stay forgotten
+    assert out.tifu is not None and out.tifu.vectors.toarray()[0].tolist() == [1, 0, 3, 0, 0]
+    # The large-catalog ALS index follows: extended when items were only added, rebuilt otherwise.
+    big = np.random.default_rng(0).normal(size=(2000, 4)).astype(np.float32)
+    indexed = UserItemFactors(np.array(["a"]), np.ones((1, 4), np.float32), big, item_index=FactorIndex.build(big))
+    for mapping in (RowMap.of(np.arange(2000), 2000, 3), RowMap.of(np.arange(1, 2000), 2000, 3)):
+        moved = indexed.rebased(mapping)
+        assert moved.item_index is not None and moved.item_index.ntotal == len(mapping)
+        best = moved.row_scores("a").top(10)  # type: ignore[union-attr]
+        assert best.max() < len(mapping) and len(best) == 10
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_index_copy_is_independent(kind: str) -> None:
+    from recs.retrieval.index import ItemIndex
+
+    vectors = np.random.default_rng(1).normal(size=(1200, 16)).astype(np.float32)
+    ids = [f"I{i}" for i in range(1200)]
+    index = ItemIndex(16, kind)
+    index.add(ids, vectors, categories=["a"] * 1200)
+    copy = index.copy()
+    copy.remove(["I0"])
+    copy.update(["I1"], vectors[2:3])
+    copy.add(["NEW"], vectors[5:6])
+    copy.set_metadata(["I3"], in_stock=[False])
+    assert "I0" in index and "NEW" not in index and len(index) == 1200 and index.in_stock(["I3"])[0]
+    assert index.search(vectors[:1], 1)[0][0][0] == "I0"
+    assert "I0" not in copy.search(vectors[:1], 5)[0][0]
+    assert "NEW" in copy.search(vectors[5:6], 2)[0][0]
+    assert copy.search(vectors[3:4], 3, in_stock_only=True)[0][0][0] != "I3"
+
+
 # -- in memory -------------------------------------------------------------------------------------
 
 

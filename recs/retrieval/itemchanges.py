@@ -135,8 +135,8 @@ def apply_item_changes(retriever: Retriever, changes: ItemChanges) -> tuple[Retr
     template = retriever.config.item_template
     old, catalog = retriever.items, retriever.catalog
     items = _merged_items(old, changes, updated, added, removed)
-    gone = {catalog.row_of[i] for i in removed}
-    rows = RowMap.of(np.asarray([r for r in range(len(catalog)) if r not in gone], np.int64), len(catalog), len(added))
+    gone = np.asarray([catalog.row_of[i] for i in removed], np.int64)
+    rows = RowMap.of(np.setdiff1d(np.arange(len(catalog), dtype=np.int64), gone), len(catalog), len(added))
     texts = [catalog.texts[r] if r >= 0 else "" for r in rows.source.tolist()]
     ids = items["item_id"].to_list()
     new_catalog = Catalog(ids, texts, items["title"].to_list(), {item: i for i, item in enumerate(ids)})

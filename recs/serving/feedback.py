@@ -28,7 +28,7 @@ log = logging.getLogger("recs.serving")
 
 Heads = tuple[int, int, int]  # the store's last (event, item change, forget) seq an engine holds
 
-# Item changes reach an engine through this (set by recs.serving.items when it is imported).
+# Item changes reach an engine through this (`create_app` passes recs.serving.items.apply_recorded).
 ItemApplier = Callable[[Engine, Sequence[tuple[str, dict[str, Any] | None]]], None]
 
 
