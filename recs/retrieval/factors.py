@@ -116,13 +116,16 @@ class UserItemFactors:
         item_factors = rows.take(self.item_factors)
         index = None
         if self.item_index is not None:
-            if rows.removes:
-                index = FactorIndex.build(item_factors)
-            else:  # its ids are catalog rows: the new ones come after
-                import faiss
+            import faiss
 
-                index = FactorIndex(faiss.deserialize_index(self.item_index.to_array()))
-                index.index.add(np.ascontiguousarray(item_factors[self.item_index.ntotal:], dtype=np.float32))
+            # Its ids are catalog rows: the new ones come after, and a removal renumbers them, so
+            # the lists are refilled; the trained centroids are kept (no k-means here).
+            index = FactorIndex(faiss.deserialize_index(self.item_index.to_array()))
+            start = self.item_index.ntotal
+            if rows.removes:
+                index.index.reset()
+                start = 0
+            index.index.add(np.ascontiguousarray(np.nan_to_num(item_factors[start:]), dtype=np.float32))
         out = UserItemFactors(self.user_ids, self.user_factors, item_factors, item_index=index)
         out._row_of = dict(self._row_of)
         return out

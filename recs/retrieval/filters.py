@@ -65,7 +65,8 @@ class CatalogMasks:
         cache_size: int = 256,
     ) -> None:
         n = len(categories)
-        keys = [cat.normalise(c) for c in categories]
+        key_of = {c: cat.normalise(c) for c in set(categories)}  # a few hundred paths, not one per item
+        keys = [key_of[c] for c in categories]
         self._vocab = sorted(set(keys) - {""})
         self._categories = categories  # as the catalog spells them, for messages
         code = {key: i for i, key in enumerate(self._vocab)}

@@ -184,4 +184,5 @@ def apply_item_changes(retriever: Retriever, changes: ItemChanges) -> tuple[Retr
             new._users = retriever._users.rebased(new.catalog, rows)
         new.stats.now = max(new.stats.now, retriever.stats.now)
         retriever.successor = new
+    new.category_codes  # noqa: B018 - built here, not by the first request after the swap
     return new, rows, ChangeSummary(added, updated, reencode, removed)

@@ -145,12 +145,21 @@ class UserStore:
         if not rows.removes:
             out._users = dict(self._users)  # old rows keep their numbers; new ones come after
             return out
-        mapping = rows.new_of_old
-        for user_id, arrays in list(self._users.items()):  # a copy: a forget may run meanwhile
-            new_rows = mapping[arrays.rows]
-            keep = new_rows >= 0
-            if keep.any():  # as a reload would: a user left without events is unknown
-                out._users[user_id] = UserArrays(new_rows[keep], arrays.kinds[keep], arrays.times[keep])
+        users = list(self._users.items())  # a copy: a forget may run meanwhile
+        if not users:
+            return out
+        # One pass over every event (not one per user): mapped, filtered, split back by user.
+        lengths = np.fromiter((len(a.rows) for _, a in users), dtype=np.int64, count=len(users))
+        mapped = rows.new_of_old[np.concatenate([a.rows for _, a in users])]
+        keep = mapped >= 0
+        kinds = np.concatenate([a.kinds for _, a in users])[keep]
+        times = np.concatenate([a.times for _, a in users])[keep]
+        owner = np.repeat(np.arange(len(users)), lengths)
+        bounds = np.r_[0, np.cumsum(np.bincount(owner[keep], minlength=len(users)))]
+        new_rows = mapped[keep]
+        for (user_id, _), start, end in zip(users, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            if end > start:  # as a reload would: a user left without events is unknown
+                out._users[user_id] = UserArrays(new_rows[start:end], kinds[start:end], times[start:end])
         return out
 
     def forget(self, user_id: str) -> None:
