@@ -613,6 +613,9 @@ def refresh_command(
     from recs.serving.eventstore import open_store
     from recs.serving.refresh import refresh
 
+    from recs.artifacts import open_artifact
+
+    open_artifact(model)  # a model that is not there, or not an artifact, is refused as such
     check_output(model, "--model", "artifact")
     report = refresh(model, open_store(events), retrain_rankers=not statistics_only)
     console.print(f"refreshed {model}: {report.events} events ({report.added} new from the store), "
@@ -633,6 +636,9 @@ def forget_command(
     from recs.serving.eventstore import default_store_path, open_store
     from recs.serving.refresh import forget_user
 
+    from recs.artifacts import open_artifact
+
+    open_artifact(model)
     check_output(model, "--model", "artifact")
     beside = default_store_path(model)
     store = open_store(events) if events is not None else open_store(beside) if beside.exists() else None
