@@ -610,10 +610,9 @@ def refresh_command(
     """Fold the event store into the model: statistics (popularity, co-purchase, ALS, neighbours),
     set-scorer counts and rankers refitted on the log + the store's new events, without the users
     forgotten since. `POST /admin/reload` (or the service's --watch) then serves it."""
+    from recs.artifacts import open_artifact
     from recs.serving.eventstore import open_store
     from recs.serving.refresh import refresh
-
-    from recs.artifacts import open_artifact
 
     open_artifact(model)  # a model that is not there, or not an artifact, is refused as such
     check_output(model, "--model", "artifact")
@@ -633,10 +632,9 @@ def forget_command(
     """Forget a user: their events leave the event store and the model (log, ALS factors,
     neighbours, counts are refitted without them); an audit row records that it happened, not
     whose. Reload the service (or export again) so that it serves the new version."""
+    from recs.artifacts import open_artifact
     from recs.serving.eventstore import default_store_path, open_store
     from recs.serving.refresh import forget_user
-
-    from recs.artifacts import open_artifact
 
     open_artifact(model)
     check_output(model, "--model", "artifact")
