@@ -120,7 +120,7 @@ def _row(dataset: str, stage: str, values: list[float], items: int) -> dict[str,
 
     p50, p95, p99 = (float(np.percentile(values, q)) for q in (50, 95, 99))
     return {"dataset": dataset, "method": "recs", "slice": stage,
-            "metrics": {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "items": float(items)}}
+            "metrics": {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "items": int(items)}}
 
 
 def main(argv: list[str] | None = None) -> int:

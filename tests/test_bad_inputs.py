@@ -1,6 +1,6 @@
 """The bad-input corpus (README, "Data format"): every case gets its exit code, a message with
 the expected words, and never a traceback. Cases live in `tests/bad_inputs/`, one module per
-group: data files, CLI options, API arguments, artifact files."""
+group: data files, CLI options, API arguments, artifact files, the event store."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recs.cli import app
-from tests.bad_inputs import api_cases, artifact_cases, cli_cases, data_cases
+from tests.bad_inputs import api_cases, artifact_cases, cli_cases, data_cases, feedback_cases
 from tests.bad_inputs.case import ApiCase, CliCase, Workspace
 
-CLI_CASES: list[CliCase] = [*data_cases.CASES, *cli_cases.CASES, *artifact_cases.CASES]
+CLI_CASES: list[CliCase] = [*data_cases.CASES, *cli_cases.CASES, *artifact_cases.CASES, *feedback_cases.CASES]
 API_CASES: list[ApiCase] = [*api_cases.CASES]
 
 

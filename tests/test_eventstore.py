@@ -96,3 +96,11 @@ def test_unusable_store_is_one_line_error(tmp_path: Path) -> None:
 
 def test_default_store_sits_beside_the_model(tmp_path: Path) -> None:
     assert default_store_path(tmp_path / "onnx") == (tmp_path / "onnx.events.sqlite").resolve()
+
+
+def test_an_unreachable_server_is_named_without_its_password() -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError) as err:
+        open_store("postgresql://shop:hunter2secret@127.0.0.1:9/recs")
+    message = str(err.value)
+    assert "127.0.0.1" in message and "hunter2secret" not in message and "\n" not in message

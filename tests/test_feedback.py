@@ -153,3 +153,23 @@ def test_watched_folder_swaps_to_a_refreshed_version_without_failing_requests(mo
     assert failures == []
     retriever = client.app.state.holder.current.engine.retriever  # type: ignore[attr-defined]
     assert retriever.store_marks["events"] == 1 and _history(client, user)[-1] == _items(client)[4]
+
+
+def test_two_services_share_a_postgresql_store(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several service processes (here two apps, each with its own connection) on one PostgreSQL
+    event store: an event taken by one is served by the other; a forget reaches both."""
+    pgserver = pytest.importorskip("pgserver")
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("RECS_ADMIN_TOKEN", TOKEN)
+    with pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete") as server:
+        dsn = server.get_uri()
+        a, b = _client(model, events=dsn), _client(model, events=dsn)
+        item = _items(a)[9]
+        done = a.post("/events", json={"events": [{"user_id": "pg-user", "item_id": item, "timestamp": 2e9}]})
+        assert done.status_code == 200 and done.json()["accepted"] == 1
+        assert b.post("/recommend", json={"user_id": "pg-user", "k": 3, "unknown_user": "raise"}).status_code == 200
+        assert _history(b, "pg-user") == [item]
+        assert b.delete("/users/pg-user", headers=AUTH).json()["events_removed"] == 1
+        assert a.post("/recommend", json={"user_id": "pg-user", "k": 3, "unknown_user": "raise"}).status_code == 404
+        for client in (a, b):
+            client.app.state.store.close()  # type: ignore[attr-defined]

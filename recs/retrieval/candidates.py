@@ -128,25 +128,30 @@ class ItemHabit:
 
 
 def history_features(history: UserHistory, now: float) -> dict[int, ItemHabit]:
-    """item row -> its buy-again signals."""
-    out: dict[int, ItemHabit] = {}
+    """item row -> its buy-again signals, in one pass over the history (sorted by item, then time)."""
     if len(history.rows) == 0:
-        return out
+        return {}
     # Lines of one basket share a time: baskets are distinct purchase instants, newest = age 0.
     instants = np.unique(history.times)
-    for row in np.unique(history.rows):
-        distinct = np.unique(history.times[history.rows == row])
-        ages = len(instants) - 1 - np.searchsorted(instants, distinct)
-        interval = float(np.diff(distinct).mean() / 86400.0) if len(distinct) > 1 else 0.0
-        out[int(row)] = ItemHabit(
-            times=float(len(distinct)),
-            days_since=max(0.0, (now - distinct[-1]) / 86400.0),
-            interval_days=interval,
-            baskets_since=float(ages.min()),
-            recent_buys=float(np.power(0.5, ages / RECENT_HALF_LIFE).sum()),
-            basket_share=float(len(distinct) / len(instants)),
-        )
-    return out
+    order = np.lexsort((history.times, history.rows))
+    rows, times = history.rows[order], history.times[order]
+    distinct = np.ones(len(rows), dtype=bool)  # one entry per (item, instant)
+    distinct[1:] = (rows[1:] != rows[:-1]) | (times[1:] != times[:-1])
+    rows, times = rows[distinct], times[distinct]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], len(rows)] - 1
+    counts = ends - starts + 1
+    ages = len(instants) - 1 - np.searchsorted(instants, times)
+    recent = np.add.reduceat(np.power(0.5, ages / RECENT_HALF_LIFE), starts)
+    first, last = times[starts], times[ends]
+    # The mean gap between consecutive purchases telescopes to (last - first) / (n - 1).
+    interval = np.where(counts > 1, (last - first) / np.maximum(counts - 1, 1) / 86400.0, 0.0)
+    days_since = np.maximum(0.0, (now - last) / 86400.0)
+    return {
+        int(r): ItemHabit(times=float(c), days_since=float(d), interval_days=float(i), baskets_since=float(a),
+                          recent_buys=float(b), basket_share=float(c / len(instants)))
+        for r, c, d, i, a, b in zip(rows[starts], counts, days_since, interval, ages[ends], recent, strict=True)
+    }
 
 
 def generate_candidates(

@@ -32,7 +32,7 @@ from recs.ranking.fit import RankingModels, fit_ranking
 from recs.ranking.pipeline import RankingPipeline, RankOptions
 from recs.retrieval.retriever import Retriever
 
-__all__ = ["CONFIG_FILE", "fit_all", "read_config", "require_ranking_data", "save_config", "train_bundler_step", "train_ranking_step",
+__all__ = ["CONFIG_FILE", "artifact_step", "fit_all", "read_config", "require_ranking_data", "save_config", "train_bundler_step", "train_ranking_step",
            "train_towers_step"]
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ CONFIG_FILE = "recs_config.json"
 
 
 @contextmanager
-def _step(out: Path, what: str = "", create: bool = False) -> Iterator[Path]:
+def artifact_step(out: Path, what: str = "", create: bool = False) -> Iterator[Path]:
     """The artifact locked for one step, and its work folder (deleted when the step ends)."""
     with artifact_lock(out, create=create):
         work = work_dir_of(out, what)
@@ -69,7 +69,7 @@ def read_config(artifact: Artifact) -> RecsConfig | None:
 
 
 def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
-    with _step(out, create=True) as work:
+    with artifact_step(out, create=True) as work:
         retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work, show_progress=show_progress)
         retriever.save(out)
         save_config(out, config)
@@ -98,7 +98,7 @@ def train_ranking_step(
     if rerank_top is not None:
         options = options.model_copy(update={"rerank_top": rerank_top})
     ranking = config.ranking.model_copy(update={"options": options})
-    with _step(out) as work:
+    with artifact_step(out) as work:
         models = fit_ranking(retriever, split.fit_events, split.test, ranking, work_dir=work, show_progress=show_progress)
         decision = models.report.get("rerank_decision")
         if rerank_top is None and decision is not None:
@@ -111,7 +111,7 @@ def train_ranking_step(
 
 def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Bundler:
     require_items(dataset.items, "recs train-bundler")
-    with _step(out, "bundler") as work:
+    with artifact_step(out, "bundler") as work:
         bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
                               work_dir=work, show_progress=show_progress)
         save_bundler(out, bundler)

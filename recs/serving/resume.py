@@ -37,7 +37,13 @@ from recs.retrieval.config import RetrievalConfig
 from recs.retrieval.pairs import TrainingExamples, build_examples, target_event_kind
 from recs.retrieval.retriever import Retriever, item_catalog, validation_targets
 from recs.serving.eventstore import EventStore
-from recs.serving.fit import _step, read_config, save_config, train_bundler_step, train_ranking_step
+from recs.serving.fit import (
+    artifact_step,
+    read_config,
+    save_config,
+    train_bundler_step,
+    train_ranking_step,
+)
 from recs.serving.refresh import folded_log
 
 __all__ = ["DEFAULT_REPLAY", "NewLog", "ResumeReport", "check_replay", "load_start", "resume_examples", "resume_settings",
@@ -200,7 +206,7 @@ def resume_step(
         from recs.bundling.bundler import Bundler
 
         bundles = Bundler.load(start_artifact, start).bundles
-    with _step(out, "resume", create=True) as work:
+    with artifact_step(out, "resume", create=True) as work:
         staged = work / "staged"
         with ArtifactWriter(staged, base=start_artifact.path):
             pass  # a copy of ART: what is not retrained below (e.g. serving defaults) is kept

@@ -1,0 +1,5 @@
+"""`python -m recs.cli ...`"""
+
+from recs.cli import main
+
+main()
