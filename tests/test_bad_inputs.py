@@ -13,10 +13,18 @@ import pytest
 from typer.testing import CliRunner
 
 from recs.cli import app
-from tests.bad_inputs import api_cases, artifact_cases, cli_cases, data_cases, feedback_cases
+from tests.bad_inputs import (
+    api_cases,
+    artifact_cases,
+    cli_cases,
+    data_cases,
+    feedback_cases,
+    items_cases,
+)
 from tests.bad_inputs.case import ApiCase, CliCase, Workspace
 
-CLI_CASES: list[CliCase] = [*data_cases.CASES, *cli_cases.CASES, *artifact_cases.CASES, *feedback_cases.CASES]
+CLI_CASES: list[CliCase] = [*data_cases.CASES, *cli_cases.CASES, *artifact_cases.CASES, *feedback_cases.CASES,
+                            *items_cases.CASES]
 API_CASES: list[ApiCase] = [*api_cases.CASES]
 
 
