@@ -36,6 +36,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recs.config import HttpConfig
+from recs.data.schema import ITEMS_SCHEMA
 from recs.errors import RecsError, UnknownItemError
 from recs.serving.engine import Engine
 from recs.serving.eventstore import EventStore, NewEvent, default_store_path, open_store
@@ -269,7 +270,9 @@ def create_app(
     @app.put("/items/{item_id:path}", response_model=ItemChangeResponse, summary="Add or replace an item (bearer token)")
     def put_item(item_id: str, request: Request, body: ItemIn) -> ItemChangeResponse:
         check_admin(request, http.admin_token_env)
-        return change_item(item_id, body.fields())
+        # The whole item: the catalog's extra columns this body leaves out are emptied too.
+        extra = (c for c in model().engine.retriever.items.columns if c not in ITEMS_SCHEMA)
+        return change_item(item_id, {**dict.fromkeys(extra), **body.fields()})
 
     @app.delete("/items/{item_id:path}", response_model=ItemChangeResponse, summary="Remove a discontinued item (bearer token)")
     def delete_item(item_id: str, request: Request) -> ItemChangeResponse:
