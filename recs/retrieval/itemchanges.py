@@ -65,9 +65,6 @@ class ChangeSummary:
     reencoded: list[str] = field(default_factory=list)  # added or updated items encoded now
     removed: list[str] = field(default_factory=list)
 
-    def action(self, item_id: str) -> str:
-        return "added" if item_id in self.added else "removed" if item_id in self.removed else "updated"
-
     def line(self) -> str:
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.reencoded)} re-encoded, "
                 f"{len(self.removed)} removed")
