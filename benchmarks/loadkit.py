@@ -134,9 +134,10 @@ class Run:
 
 
 def drive(base: str, users: Sequence[str], *, clients: int, seconds: float, max_requests: int, rerank: bool,
-          actions: Sequence[Action] = (), seed: int = 0) -> Run:
+          actions: Sequence[Action] = (), seed: int = 0, budget_ms: float | None = None) -> Run:
     """`clients` threads asking /recommend in a closed loop until `seconds` or `max_requests`;
-    `actions` run on one more thread at their moments (their calls are recorded too)."""
+    `actions` run on one more thread at their moments (their calls are recorded too).
+    `budget_ms`: the requests' time_budget_ms (None: the model's)."""
     import httpx
 
     run, lock = Run(), threading.Lock()
@@ -152,7 +153,9 @@ def drive(base: str, users: Sequence[str], *, clients: int, seconds: float, max_
                     if issued[0] >= max_requests:
                         return
                     issued[0] += 1
-                body = {"user_id": rng.choice(users), "k": 10, "rerank": rerank, "unknown_user": "fallback"}
+                body: dict[str, Any] = {"user_id": rng.choice(users), "k": 10, "rerank": rerank, "unknown_user": "fallback"}
+                if budget_ms is not None:
+                    body["time_budget_ms"] = budget_ms
                 call, answer = timed(client, "recommend", "POST", "/recommend", json=body)
                 with lock:
                     run.calls.append(call)
