@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "events_lost: events acknowledged (200) before a SIGKILL of the service's process group and missing "
              "from the store after the restart; *_vs_peer: recs / peer_st_faiss"]
     print(format_table(rows, TABLE_METRICS))
-    json_path, _ = write_results("load", rows, args.out, extra={"settings": settings}, sections={"Notes": notes})
+    json_path, _ = write_results("load", rows, args.out, extra={"settings": settings}, sections={"How to read it": notes})
     plot_metrics(rows, args.out / "load.png", metric="requests_per_s")
     print(f"wrote {json_path}")
     bad = any(r["metrics"].get("errors") or r["metrics"].get("events_lost") for r in rows)
