@@ -207,12 +207,15 @@ def run_recs(args: argparse.Namespace, env: dict[str, str], users: list[str], it
         plain = drive(server.base, users, clients=args.clients, seconds=args.seconds, max_requests=args.max_requests,
                       rerank=False, actions=recs_actions(args, users, items, forgotten), seed=args.seed)
         print(f"recs: {summarise(plain)}", flush=True)
-        reranked = drive(server.base, users, clients=args.clients, seconds=args.rerank_seconds or args.seconds,
-                         max_requests=args.max_requests, rerank=True, seed=args.seed + 1, budget_ms=args.rerank_budget_ms)
-        print(f"recs+rerank: {summarise(reranked)}", flush=True)
+        runs = {"recs": plain}
+        if "rerank" not in args.skip:
+            runs["recs+rerank"] = drive(server.base, users, clients=args.clients, seconds=args.rerank_seconds or args.seconds,
+                                        max_requests=args.max_requests, rerank=True, seed=args.seed + 1,
+                                        budget_ms=args.rerank_budget_ms)
+            print(f"recs+rerank: {summarise(runs['recs+rerank'])}", flush=True)
     finally:
         stop(server)
-    return {"recs": plain, "recs+rerank": reranked}
+    return runs
 
 
 def run_peer(args: argparse.Namespace, env: dict[str, str], users: list[str]) -> Run:
@@ -304,8 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = child_env(args.threads)
     users, items = served_data(args.model)
     runs = run_recs(args, env, users, items)
-    if "rerank" in args.skip:
-        runs.pop("recs+rerank")
     result = None
     if "crash" not in args.skip:
         result = crash(args.model, fresh_store(args.work / "store-crash.sqlite"), users, items, env=env,
