@@ -5,13 +5,14 @@ hand-written peer answers."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from benchmarks.load import build_rows, crash, failed_during_reload, served_data
+from benchmarks.load import build_rows, failed_during_reload, main, served_data
 from benchmarks.loadkit import (
     Call,
     Run,
@@ -32,13 +33,19 @@ def served(trained_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return Path(shutil.copytree(trained_artifact, tmp_path_factory.mktemp("load") / "model"))
 
 
-def test_sigkill_during_event_appends_loses_no_acknowledged_event(served: Path, tmp_path: Path) -> None:
-    users, items = served_data(served)
-    result = crash(served, tmp_path / "events.sqlite", users, items, env=child_env(1), workers=1, clients=4,
-                   kill_after=25, logs=tmp_path / "logs")
-    assert result.restarted, (tmp_path / "logs" / "crash-restart.log").read_text()
-    assert result.acked >= 25
-    assert result.lost == 0, result
+def test_the_script_kills_during_event_appends_and_loses_no_acknowledged_event(served: Path, tmp_path: Path) -> None:
+    """The whole script, small: load with a reload, a forget and events, then the crash."""
+    out = tmp_path / "results"
+    code = main(["--model", str(served), "--seconds", "3", "--clients", "3", "--workers", "1", "--reloads", "1",
+                 "--events", "10", "--kill-after", "25", "--skip", "rerank,peer", "--work", str(tmp_path / "work"),
+                 "--out", str(out)])
+    rows = json.loads((out / "load.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["recs"]
+    metrics = rows[0]["metrics"]
+    assert metrics["restarted_after_kill"] == 1, (tmp_path / "work" / "logs" / "crash-restart.log").read_text()
+    assert metrics["events_acked"] >= 25 and metrics["events_lost"] == 0, metrics
+    assert metrics["errors"] == 0 and metrics["failed_during_reload"] == 0 and metrics["reloads"] == 1, rows[0]["notes"]
+    assert code == 0 and (out / "load.md").is_file() and (out / "load.png").is_file()
 
 
 def test_no_request_fails_during_reloads_a_forget_and_events(served: Path, tmp_path: Path) -> None:
