@@ -85,6 +85,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bundles.py
 	$(PY) benchmarks/encode_speed.py
 	$(PY) benchmarks/faults.py
+	# The service under load (serves `make demo`'s ONNX export: skipped with a message without it).
+	if [ -f $(DEMO)/onnx/manifest.json ]; then $(PY) benchmarks/load.py --model $(DEMO)/onnx; \
+	else echo "benchmarks/load.py skipped: run make demo first (it serves $(DEMO)/onnx)"; fi
 
 clean:
 	rm -rf $(VENV) build

@@ -32,8 +32,8 @@ run (step 1) leaves.
 `killed_after_completion` counts runs that had exited before their kill moment;
 `new_version_after_kill` runs whose kill left a replaced folder (manifest changed).
 
-`events_lost` does not apply yet: the HTTP service with event appends does not exist; its row is
-added by the service's issue. Every kill is recorded under "kills" in the JSON, with the names of
+`events_lost` (SIGKILL of the HTTP service during event appends) is measured by benchmarks/load.py.
+Every kill is recorded under "kills" in the JSON, with the names of
 the stale entries; the children's output is in `<work>/logs/`.
 Writes benchmarks/results/faults.json and .md.
 """
@@ -469,8 +469,7 @@ def _sections() -> dict[str, list[str]]:
         "next_run_ok: the same command then succeeded; stale_bytes_after_next_run: the most bytes of .NAME.tmp-*, "
         "NAME.bak-*, .NAME.work* and recs-* temp folders left after that next run; stale_bytes_after_clean_run: "
         "after a run that was never killed",
-        "events_lost: not measured yet: the HTTP service with event appends does not exist; its row is added by the "
-        "service's issue",
+        "events_lost (SIGKILL of the HTTP service during event appends): benchmarks/load.py, results/load.md",
     ]}
 
 
