@@ -69,7 +69,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 def normalise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows in the results format, checked: dataset, method, slice (non-empty str), metrics
-    (str -> finite float), notes (str, "" when absent). ConfigError names the bad row."""
+    (str -> finite number; ints, the counts, stay ints), notes (str, "" when absent). ConfigError names the bad row."""
     out: list[dict[str, Any]] = []
     for n, row in enumerate(rows):
         if not isinstance(row, Mapping):
@@ -89,7 +89,7 @@ def normalise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 raise ConfigError(f"row {n}: metric {name!r} is not a number: {value!r}")
             if not math.isfinite(float(value)):
                 raise ConfigError(f"row {n}: metric {name!r} is not finite: {value!r}")
-            clean["metrics"][str(name)] = float(value)
+            clean["metrics"][str(name)] = value if isinstance(value, int) else float(value)  # counts stay counts
         notes = row.get("notes", "")
         clean["notes"] = "" if notes is None else str(notes)
         out.append(clean)
