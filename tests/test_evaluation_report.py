@@ -53,8 +53,9 @@ def test_write_results_exact_shape(tmp_path: Path) -> None:
     assert len(doc["rows"]) == 3
     for row in doc["rows"]:
         assert list(row) == ["dataset", "method", "slice", "metrics", "notes"]
-        assert all(isinstance(v, float) for v in row["metrics"].values())
+        assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in row["metrics"].values())
     assert doc["rows"][0]["metrics"] == {"recall@10": 0.1, "ndcg@10": 0.05, "users": 12.0}
+    assert isinstance(doc["rows"][1]["metrics"]["users"], int)  # a count given as an int stays one
     assert doc["rows"][2]["notes"] == ""
     md = md_path.read_text()
     assert md.startswith("# retrieval")
