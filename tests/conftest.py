@@ -127,3 +127,22 @@ def ranked_artifact(tmp_path_factory: pytest.TempPathFactory, trained_artifact: 
         head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
     save_ranking(target, RankingPipeline(retriever, models.ranker, models.cross_encoder, models.discover), RankOptions())
     return target
+
+
+def copy_with_set_scorer(source: Path, target: Path, shop: Path) -> Path:
+    """`source` copied to `target` with a quickly trained set scorer added (so bundles answer):
+    the served model of the service, page and item-change tests."""
+    import shutil
+
+    from recs.bundling.bundler import Bundler, save_bundler
+    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
+    from recs.data import load_dataset
+    from recs.retrieval.retriever import Retriever
+
+    target = Path(shutil.copytree(source, target))
+    dataset, _ = load_dataset(shop)
+    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=1, batch_size=32, patience=1))
+    bundler = Bundler.fit(Retriever.load(target), dataset.events, dataset.bundles, config, work_dir=target.parent / "work", show_progress=False)
+    save_bundler(target, bundler)
+    return target
+

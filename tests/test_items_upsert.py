@@ -15,24 +15,15 @@ from recs.errors import ConfigError, DataError, UnknownItemError
 from recs.retrieval.itemchanges import ItemChanges
 from recs.serving import Engine
 from recs.serving.items import changed_engine, changes_from_fields
+from tests.conftest import copy_with_set_scorer
 
 NEW_TITLE = "zanzibar marmalade ukulele"
 
 
 @pytest.fixture(scope="module")
 def model_dir(ranked_artifact: Path, small_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the ranked artifact with a quickly trained set scorer (bundles follow the catalog)."""
-    from recs.bundling.bundler import Bundler, save_bundler
-    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
-    from recs.data import load_dataset
-    from recs.retrieval.retriever import Retriever
-
-    target = Path(shutil.copytree(ranked_artifact, tmp_path_factory.mktemp("items") / "model"))
-    dataset, _ = load_dataset(small_demo_dir)
-    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=1, batch_size=32, patience=1))
-    bundler = Bundler.fit(Retriever.load(target), dataset.events, dataset.bundles, config, work_dir=target.parent / "work", show_progress=False)
-    save_bundler(target, bundler)
-    return target
+    """A copy of the ranked artifact with a set scorer (bundles follow the catalog)."""
+    return copy_with_set_scorer(ranked_artifact, tmp_path_factory.mktemp("items") / "model", small_demo_dir)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from recs.config import HttpConfig
 from recs.serving.app import create_app
+from tests.conftest import copy_with_set_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -29,18 +30,8 @@ WAIT_S = 30
 
 @pytest.fixture(scope="module")
 def page_model(trained_artifact: Path, small_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the trained towers with a quickly trained set scorer (so the page shows a bundle)."""
-    from recs.bundling.bundler import Bundler, save_bundler
-    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
-    from recs.data import load_dataset
-    from recs.retrieval.retriever import Retriever
-
-    target = Path(shutil.copytree(trained_artifact, tmp_path_factory.mktemp("page") / "model"))
-    dataset, _ = load_dataset(small_demo_dir)
-    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=1, batch_size=32, patience=1))
-    bundler = Bundler.fit(Retriever.load(target), dataset.events, dataset.bundles, config, work_dir=target.parent / "work", show_progress=False)
-    save_bundler(target, bundler)
-    return target
+    """A copy of the trained towers with a set scorer (so the page shows a bundle)."""
+    return copy_with_set_scorer(trained_artifact, tmp_path_factory.mktemp("page") / "model", small_demo_dir)
 
 
 @pytest.fixture(scope="module")

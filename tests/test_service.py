@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from recs.config import HttpConfig, load_config
 from recs.serving import Engine
 from recs.serving.app import create_app
+from tests.conftest import copy_with_set_scorer
 
 TOKEN = "test-token-123"
 REPO = Path(__file__).resolve().parents[1]
@@ -30,18 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_dir(ranked_artifact: Path, small_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the ranked artifact with a quickly trained set scorer (so /bundle answers)."""
-    from recs.bundling.bundler import Bundler, save_bundler
-    from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
-    from recs.data import load_dataset
-    from recs.retrieval.retriever import Retriever
-
-    target = Path(shutil.copytree(ranked_artifact, tmp_path_factory.mktemp("served") / "model"))
-    dataset, _ = load_dataset(small_demo_dir)
-    config = BundlerConfig(scorer=SetScorerConfig(hidden=16, pair_rank=8), train=SetTrainConfig(epochs=1, batch_size=32, patience=1))
-    bundler = Bundler.fit(Retriever.load(target), dataset.events, dataset.bundles, config, work_dir=target.parent / "work", show_progress=False)
-    save_bundler(target, bundler)
-    return target
+    """A copy of the ranked artifact with a set scorer (so /bundle answers)."""
+    return copy_with_set_scorer(ranked_artifact, tmp_path_factory.mktemp("served") / "model", small_demo_dir)
 
 
 @pytest.fixture(scope="module")

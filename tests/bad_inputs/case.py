@@ -74,3 +74,24 @@ class ApiCase:
     error: type[BaseException]
     words: tuple[str, ...]
     slow: bool = False
+
+
+def write_file(name: str, text: str) -> Callable[[Workspace], None]:
+    """A setup: `text` written to `{tmp}/name`."""
+    def setup(ws: Workspace) -> None:
+        (ws.tmp / name).write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def make_folder(name: str) -> Callable[[Workspace], None]:
+    """A setup: an empty folder `{tmp}/name` (where a file, or nothing, is expected)."""
+    def setup(ws: Workspace) -> None:
+        (ws.tmp / name).mkdir()
+
+    return setup
+
+
+def cli_case(id: str, args: str, exit_code: int, words: tuple[str, ...], setup: Callable[[Workspace], Any] | None = None) -> CliCase:
+    """A CliCase from one argument string (split on spaces)."""
+    return CliCase(id, tuple(args.split()), exit_code, words, setup=setup)
