@@ -20,10 +20,10 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("recs.serving")
+T = TypeVar("T")
 audit_log = logging.getLogger("recs.audit")
 
 EVENT_KINDS = ("view", "click", "cart", "purchase")
@@ -178,20 +179,27 @@ class SqliteEventStore:
         elif row[0] != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: event store schema {row[0]}, this recs reads {SCHEMA_VERSION}")
 
-    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in one write transaction (committed, or rolled back on any error)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.executemany(sql, rows)
-                    seq = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    out = work(self._db)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as err:
                 raise StoreError(f"{self.path}: cannot write the event store: {err}") from None
-        return seq
+        return out
+
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.executemany(sql, rows)
+            return int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+
+        return self._transaction(work)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -214,21 +222,16 @@ class SqliteEventStore:
 
     def forget(self, user_id: str) -> int:
         now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    removed = self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
-                    self._db.execute("INSERT INTO forgets (user_id, at) VALUES (?, ?)", (user_id, now))
-                    self._db.execute("INSERT INTO audit VALUES (?, 'forget a user', ?)", (now, removed))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StoreError(f"{self.path}: cannot write the event store: {err}") from None
+
+        def work(db: sqlite3.Connection) -> int:
+            removed = db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            db.execute("INSERT INTO forgets (user_id, at) VALUES (?, ?)", (user_id, now))
+            db.execute("INSERT INTO audit VALUES (?, 'forget a user', ?)", (now, removed))
+            return int(removed)
+
+        removed = self._transaction(work)
         _audit_row(now, "forget a user", removed)
-        return int(removed)
+        return removed
 
     def forgets(self, after: int = 0) -> list[tuple[int, str]]:
         return [(int(s), str(u)) for s, u in self._read("SELECT seq, user_id FROM forgets WHERE seq > ? ORDER BY seq", (after,))]
