@@ -160,3 +160,30 @@ def test_larger_random_catalogs_hold_constraints() -> None:
             assert check_bundle(b.rows, table, c) == []
         found += bool(result.bundles)
     assert found >= 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems(), st.integers(min_value=1, max_value=4), st.integers(min_value=0, max_value=2))
+def test_bundles_share_at_most_max_shared_non_anchor_items(problem, n: int, max_shared: int) -> None:
+    """Issue 16: bundles a page shows side by side are not near-copies of each other."""
+    table, constraints, pair, candidates = problem
+    result = compose(table, candidates, constraints, pair_scorer(pair), n=n, max_shared=max_shared)
+    anchors = {table.row_of[a] for a in constraints.anchors}
+    others = [set(b.rows) - anchors for b in result.bundles]
+    for a, b in itertools.combinations(others, 2):
+        assert len(a & b) <= max_shared
+
+
+def test_near_copies_give_way_to_fewer_bundles() -> None:
+    """Five items that all go together: without the rule the best bundles are the big set and its
+    near-copies; with the default (1 shared item) they share at most one item."""
+    n = 5
+    table = ItemTable(item_ids=[f"I{i}" for i in range(n)], titles=[f"item {i}" for i in range(n)],
+                      prices=np.full(n, 10.0), in_stock=np.ones(n, bool), leaves=[""] * n)
+    c = BundleConstraints(min_size=2, max_size=4, anchors=("I0",))
+    score = pair_scorer(np.ones((n, n)))
+    loose = compose(table, range(n), c, score, n=3, max_shared=None)
+    assert max(len((set(a.rows) & set(b.rows)) - {0}) for a, b in itertools.combinations(loose.bundles, 2)) >= 2
+    strict = compose(table, range(n), c, score, n=3, max_shared=1)
+    assert strict.bundles
+    assert all(len((set(a.rows) & set(b.rows)) - {0}) <= 1 for a, b in itertools.combinations(strict.bundles, 2))

@@ -419,3 +419,16 @@ def test_recs_serve_runs_the_real_server(onnx_dir: Path, tmp_path: Path) -> None
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_bundles_are_distinct_and_the_overlap_is_an_option(client: TestClient) -> None:
+    """Issue 16, part 3: the bundles of one answer share at most one non-anchor item by default."""
+    user = _user(client)
+    for body in ({"user_id": user, "n": 4, "size": [2, 4]}, {"user_id": user, "n": 4, "size": [2, 4], "max_shared": 0}):
+        answer = client.post("/bundle", json=body)
+        assert answer.status_code == 200, answer.text
+        sets = [{i["item_id"] for i in b["items"]} for b in answer.json()["bundles"]]
+        limit = body.get("max_shared", 1)
+        assert all(len(a & b) <= limit for n, a in enumerate(sets) for b in sets[n + 1:])
+    bad = client.post("/bundle", json={"user_id": user, "max_shared": -1})
+    assert bad.status_code == 400 and "max_shared" in _error(bad)

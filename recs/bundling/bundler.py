@@ -264,11 +264,13 @@ class Bundler:
         unknown_user: UnknownUserPolicy = "fallback",
         relevance_weight: float | None = None,
         beam_width: int | None = None,
+        max_shared: int | None = None,
     ) -> Bundles:
         """Up to `n` distinct bundles for a user and/or around anchor `items`, each satisfying
         every constraint (size range, budget, stock, one item per leaf category unless in
-        `allow_same_leaf` ("*": any), anchors in, `exclude` out). Empty with `.reason` when none
-        is feasible."""
+        `allow_same_leaf` ("*": any), anchors in, `exclude` out), no two sharing more than
+        `max_shared` non-anchor items (default: `[bundling.compose] max_shared_items`, 1).
+        Empty with `.reason` when none is feasible."""
         cfg = self.config.compose
         anchors = list(dict.fromkeys(items))
         anchor_rows = self._rows(anchors)
@@ -300,6 +302,7 @@ class Bundler:
         result = compose(
             self.table, candidates, constraints, score_sets, relevance, weight if relevance is not None else 0.0,
             n=n, beam_width=beam_width or cfg.beam_width, max_overlap=cfg.max_overlap,
+            max_shared=cfg.max_shared_items if max_shared is None else max_shared,
         )
         out = Bundles()
         out.reason = result.reason

@@ -14,7 +14,8 @@ greedy is optimal). So every state in the beam is completable, and the search re
 whenever one exists among the candidates; when none exists the result is empty with a reason.
 States of a valid size are collected; the best distinct ones (objective, then rows, for
 deterministic ties) are returned, at most `max_overlap` Jaccard overlap of non-anchor items
-between any two (relaxed to "different sets" when too few remain).
+between any two (relaxed to "different sets" when too few remain), and never more than
+`max_shared` non-anchor items in common (not relaxed: fewer bundles rather than near-copies).
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ def compose(
     n: int = 3,
     beam_width: int = 10,
     max_overlap: float = 0.5,
+    max_shared: int | None = None,
 ) -> ComposeResult:
     """Up to `n` distinct bundles from anchors + `candidates` (catalog rows) maximising
     set logit + relevance_weight * mean relevance (per-row array, e.g. z-scored user scores)."""
@@ -288,21 +290,25 @@ def compose(
     if not finished:  # unreachable by construction; kept as a guard, never a wrong bundle
         return ComposeResult([], "no bundle satisfies the constraints")
     ranked = sorted(finished.items(), key=lambda kv: (-kv[1].objective, kv[0]))
-    return ComposeResult(_pick_distinct([b for _, b in ranked], set(anchors), n, max_overlap))
+    return ComposeResult(_pick_distinct([b for _, b in ranked], set(anchors), n, max_overlap, max_shared))
 
 
-def _pick_distinct(ranked: list[ComposedBundle], anchors: set[int], n: int, max_overlap: float) -> list[ComposedBundle]:
+def _pick_distinct(
+    ranked: list[ComposedBundle], anchors: set[int], n: int, max_overlap: float, max_shared: int | None = None
+) -> list[ComposedBundle]:
     chosen: list[ComposedBundle] = []
     for strict in (True, False):
         for b in ranked:
             if len(chosen) >= n:
                 return chosen
+            mine = set(b.rows) - anchors
+            others = [set(x.rows) - anchors for x in chosen]
             if any(set(b.rows) == set(x.rows) for x in chosen):
                 continue
-            if strict:
-                mine = set(b.rows) - anchors
-                if any(_jaccard(mine, set(x.rows) - anchors) > max_overlap + _EPS for x in chosen):
-                    continue
+            if max_shared is not None and any(len(mine & o) > max_shared for o in others):
+                continue
+            if strict and any(_jaccard(mine, o) > max_overlap + _EPS for o in others):
+                continue
             chosen.append(b)
     return chosen
 

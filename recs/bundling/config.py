@@ -59,8 +59,12 @@ class ComposeConfig(StrictModel):
     n_complements: int = Field(default=30, ge=0)  # the set scorer's best completions per anchor
     # Objective = set logit + relevance_weight * mean z-scored user relevance of the items.
     relevance_weight: float = Field(default=0.5, ge=0)
-    # Two returned bundles share at most this Jaccard overlap of their non-anchor items.
+    # Two returned bundles share at most this Jaccard overlap of their non-anchor items (relaxed
+    # when too few bundles remain) ...
     max_overlap: float = Field(default=0.5, ge=0, le=1)
+    # ... and never more than this many non-anchor items (not relaxed: fewer bundles rather than
+    # near-copies a page would show side by side).
+    max_shared_items: int = Field(default=1, ge=0)
 
 
 class BundlerConfig(StrictModel):

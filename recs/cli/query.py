@@ -103,6 +103,7 @@ def bundle_command(
     size: Annotated[str, typer.Option("--size", help="Items per bundle, MIN-MAX.")] = "2-4",
     budget: Annotated[float | None, typer.Option("--budget", help="Highest total price.")] = None,
     n: Annotated[int, typer.Option("--n", help="How many distinct bundles.")] = 3,
+    max_shared: Annotated[int | None, typer.Option("--max-shared", help="Non-anchor items two bundles may share (default 1: [bundling.compose] max_shared_items).")] = None,
     exclude: Annotated[str | None, typer.Option("--exclude", help="Item ids to leave out, ID,ID,...")] = None,
     allow_same_leaf: Annotated[str | None, typer.Option("--allow-same-leaf", help="Leaf categories that may repeat (full paths, comma-separated; * = any).")] = None,
     include_out_of_stock: Annotated[bool, typer.Option("--include-out-of-stock", help="Allow items that are out of stock.")] = False,
@@ -137,6 +138,7 @@ def bundle_command(
         user, items=anchors, size=(low, high), budget=budget, n=n, in_stock=not include_out_of_stock,
         exclude=[e.strip() for e in exclude.split(",") if e.strip()] if exclude else None,
         allow_same_leaf=[a.strip() for a in allow_same_leaf.split(",") if a.strip()] if allow_same_leaf else None,
+        max_shared=max_shared,
     )
     if as_json:
         console.print_json(json.dumps({"bundles": [b.to_dict() for b in bundles], "reason": bundles.reason}))

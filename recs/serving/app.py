@@ -209,7 +209,7 @@ def create_app(
         bundles = s.engine.bundle(
             body.user_id, item=body.item, items=body.items, size=body.size, budget=body.budget, n=body.n,
             in_stock=body.in_stock, exclude=body.exclude, allow_same_leaf=body.allow_same_leaf,
-            history=body.history, text=body.text, unknown_user=body.unknown_user,
+            history=body.history, text=body.text, unknown_user=body.unknown_user, max_shared=body.max_shared,
         )
         return BundleResponse(bundles=[b.to_dict() for b in bundles], reason=bundles.reason, model_version=s.version)
 

@@ -25,7 +25,13 @@ from recs.retrieval.filters import Filters
 from recs.retrieval.retriever import Retriever
 from recs.serving.load import read_engine
 from recs.serving.onnx_runtime import RuntimeOptions
-from recs.serving.requests import check_ids, check_pair, check_policy, check_positive_int
+from recs.serving.requests import (
+    check_ids,
+    check_non_negative_int,
+    check_pair,
+    check_policy,
+    check_positive_int,
+)
 
 
 @dataclass
@@ -148,21 +154,26 @@ class Engine:
         history: list[str] | None = None,
         text: str | None = None,
         unknown_user: UnknownUserPolicy = "fallback",
+        max_shared: int | None = None,
     ) -> Bundles:
         """Up to `n` distinct bundles for a user and/or around anchor item(s), each within the
         size range and budget, in stock, at most one item per leaf category (unless listed in
-        `allow_same_leaf`, "*" = any), without `exclude`. Empty with `.reason` when none fits.
+        `allow_same_leaf`, "*" = any), without `exclude`; no two share more than `max_shared`
+        non-anchor items (default 1). Empty with `.reason` when none fits.
         See recs.bundling.bundler.Bundler.compose."""
         # Arguments first: a bad request is reported as such, whatever the artifact holds.
         anchors = check_ids(([item] if item is not None else []) + list(items or []), "items") or []
         low, high = check_pair(size, "size")
         BundleConstraints(min_size=low, max_size=high, budget=budget)
         check_positive_int(n, "n")
+        if max_shared is not None:
+            check_non_negative_int(max_shared, "max_shared")
         policy = check_policy(unknown_user) or "fallback"
         history, exclude = check_ids(history, "history"), check_ids(exclude, "exclude")
         return self._bundler().compose(
             user_id, items=anchors, size=(low, high), budget=budget, n=n, in_stock=in_stock, exclude=exclude or (),
             allow_same_leaf=allow_same_leaf or (), history=history, text=text, unknown_user=policy,
+            max_shared=max_shared,
         )
 
     def rank_bundles(self, user_id: str | None = None, k: int = 10, *, history: list[str] | None = None) -> list[RankedBundle]:

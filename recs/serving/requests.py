@@ -11,7 +11,7 @@ from typing import Any, cast, get_args
 from recs.configmodel import UnknownUserPolicy
 from recs.errors import ConfigError
 
-__all__ = ["POLICIES", "check_ids", "check_pair", "check_policy", "check_positive_int"]
+__all__ = ["POLICIES", "check_ids", "check_non_negative_int", "check_pair", "check_policy", "check_positive_int"]
 
 POLICIES: tuple[str, ...] = get_args(UnknownUserPolicy)
 
@@ -26,6 +26,12 @@ def check_policy(value: Any, name: str = "unknown_user") -> UnknownUserPolicy | 
 def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
     return value
 
 

@@ -104,6 +104,7 @@ class BundleRequest(_Body):
     history: list[str] | None = None
     text: str | None = None
     unknown_user: UnknownUserPolicy = "fallback"
+    max_shared: int | None = Field(default=None, description="Non-anchor items two bundles may share (default 1).")
 
     @model_validator(mode="after")
     def _anchor(self) -> BundleRequest:
