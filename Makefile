@@ -46,7 +46,7 @@ demo: $(STAMP)
 	done
 	$(RECS) query --model $(DEMO)/model --user U0042 --k 5 --novelty --diversity 0.3
 	$(RECS) query --model $(DEMO)/model --text "camping trip this weekend" --k 5
-	$(RECS) bundle --model $(DEMO)/model --item I00108 --size 2-4 --budget 250 --n 3
+	$(RECS) bundle --model $(DEMO)/model --item I00108 --size 2-4 --budget 250 --n 3 --max-shared 1
 	$(RECS) bundle --model $(DEMO)/model --user U0042 --size 2-3 --n 2
 	$(RECS) bundle --model $(DEMO)/model --user U0042 --curated --n 3
 	$(RECS) benchmark --data $(DEMO)/shop --out $(DEMO)/benchmark.json $(DEMO_BENCH_FLAGS)
