@@ -208,9 +208,12 @@ def test_the_page_shows_a_users_history_recommendations_and_bundle(service: str,
     assert _texts(driver, "#history tbody td.kind") == [e["event"] for e in history]
     discover = httpx.post(f"{service}/recommend", json={"user_id": user, "k": 10, "novelty": True}, timeout=30).json()["items"]
     assert _texts(driver, "#discover li .title") == [i["title"] for i in discover]
-    bundles = httpx.post(f"{service}/bundle", json={"user_id": user, "n": 1}, timeout=30).json()["bundles"]
+    bundles = httpx.post(f"{service}/bundle", json={"user_id": user, "n": 3}, timeout=30).json()["bundles"]
     assert bundles, "the set scorer composes a bundle for this user"
-    assert _texts(driver, "#bundle li .title") == [i["title"] for i in bundles[0]["items"]]
+    # Every bundle POST /bundle returns, in order, with its items, reasons and total price.
+    assert _texts(driver, "#bundle li .title") == [i["title"] for b in bundles for i in b["items"]]
+    assert all(_texts(driver, "#bundle li .reason"))
+    assert len(_texts(driver, "#bundle .total")) == len(bundles)
     assert driver.find_element(By.ID, "status").text == ""
 
     shot = REPO / "build" / "page.png"

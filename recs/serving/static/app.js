@@ -127,7 +127,7 @@ async function show(userId, done) {
     call("GET", `/users/${encodeURIComponent(userId)}/history?limit=20`),
     call("POST", "/recommend", ask),
     call("POST", "/recommend", { ...ask, novelty: true }),
-    call("POST", "/bundle", { user_id: userId, n: 1, unknown_user: "fallback" }),
+    call("POST", "/bundle", { user_id: userId, n: 3, unknown_user: "fallback" }),
   ]);
   if (mine !== generation) return;
   let message = "";
