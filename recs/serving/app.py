@@ -238,14 +238,14 @@ def create_app(
     def forget(user_id: str, request: Request) -> ForgetResponse:
         check_admin(request, http.admin_token_env)
         s = model()
+        known = s.engine.retriever.known_user(user_id)
         removed = 0
-        if store is not None:
+        if store is not None and follower is not None:
             removed = store.forget(user_id)
+            follower.sync(s.engine)  # applied here as on every worker: through the store, once
         else:
             log.info("forget a user: no event store, the served state only")
-        known = s.engine.retriever.forget_user(user_id)
-        if follower is not None:
-            follower.sync(s.engine)
+            s.engine.retriever.forget_user(user_id)
         return ForgetResponse(user_id=user_id, events_removed=removed, known=known)
 
     def change_item(item_id: str, fields: dict[str, Any] | None) -> ItemChangeResponse:

@@ -38,6 +38,8 @@ class FoldedLog:
     forgotten_users: int
     forgotten_events: int  # events of forgotten users dropped from the artifact's log
     forget_seq: int  # the last forget request honoured
+    new_events: pl.DataFrame  # the store's events added (catalog items only), basket ids set
+    skipped: int  # store events left out: items the catalog lacks
 
 
 def folded_log(retriever: Retriever, store: EventStore | None, forget: list[str] | None = None) -> FoldedLog:
@@ -46,13 +48,16 @@ def folded_log(retriever: Retriever, store: EventStore | None, forget: list[str]
     marks = dict(retriever.store_marks)
     base = retriever.events
     new = base.clear()
+    skipped = 0
     requests: list[tuple[int, str]] = []
     if store is not None:
         requests = store.forgets()
         fresh = store.read(marks.get("events", 0))
         if fresh.height:
             marks["events"] = int(fresh["seq"].max())  # type: ignore[arg-type]
-            new = _baskets(fresh.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of))))
+            known = fresh.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of)))
+            skipped = fresh.height - known.height
+            new = _baskets(known)
     users = {u for _, u in requests} | set(forget or [])
     forget_seq = max([marks.get("forgets", 0), *(s for s, _ in requests)])
     marks["forgets"] = forget_seq
@@ -60,7 +65,7 @@ def folded_log(retriever: Retriever, store: EventStore | None, forget: list[str]
     # A forgotten user's events in the store were deleted with the request: what is there came after.
     events = pl.concat([base.filter(~gone), new.select(base.columns).cast(base.schema)], how="vertical")
     events = events.sort(["user_id", "timestamp"], maintain_order=True)
-    return FoldedLog(events, marks, new.height, len(users), int(gone.sum()), forget_seq)
+    return FoldedLog(events, marks, new.height, len(users), int(gone.sum()), forget_seq, new, skipped)
 
 
 def _baskets(fresh: pl.DataFrame) -> pl.DataFrame:

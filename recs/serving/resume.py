@@ -130,11 +130,10 @@ def store_log(start: Retriever, store: EventStore) -> NewLog:
     request (`folded_log`, the one owner of that rule)."""
     _log_end(start)
     folded = folded_log(start, store)
-    given = store.read(start.store_marks.get("events", 0))
-    fresh = given.filter(pl.col("item_id").is_in(list(start.catalog.row_of)))  # as folded_log keeps them
+    fresh = folded.new_events
     since = fresh["timestamp"].min() if fresh.height else None
     return NewLog(folded.events, fresh["user_id"].unique().sort().to_list(), fresh.height, since,  # type: ignore[arg-type]
-                  given.height - fresh.height, folded.marks, folded.forget_seq)
+                  folded.skipped, folded.marks, folded.forget_seq)
 
 
 def resume_examples(examples: TrainingExamples, since: datetime, replay: float, seed: int) -> tuple[TrainingExamples, int, int]:
