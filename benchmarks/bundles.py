@@ -339,12 +339,64 @@ def _user_to_bundle(
     return rows
 
 
+# ------------------------------------------------------------------------ composed bundles
+
+
+def composed_bundle_rows(
+    name: str, dataset: Dataset, args: argparse.Namespace, vectors: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Tasks anchor_bundle and user_bundle (recs.evaluation.bundle_tasks) on the leave-last-out
+    split: the engine (zero-shot towers + a set scorer trained on the history before the test
+    baskets) against cooc, item_similarity, tifu_knn, repeat and the untrained composer."""
+    from recs.bundling.bundler import Bundler
+    from recs.bundling.config import BundlerConfig, SetTrainConfig
+    from recs.bundling.scorer import SetScorer, SetScorerNet
+    from recs.evaluation.bundle_tasks import bundle_task_rows
+    from recs.evaluation.stages import split_for_benchmark
+
+    started = time.perf_counter()
+    split = split_for_benchmark(dataset)
+    retriever = zero_shot_retriever(split.fit_events, dataset.items, vectors)
+    config = BundlerConfig(train=SetTrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=SEED))
+    if args.relevance_weight is not None:
+        compose = config.compose.model_copy(update={"relevance_weight": args.relevance_weight})
+        config = config.model_copy(update={"compose": compose})
+    work = CACHE_DIR / f"work-composed-{name.replace('/', '-')}"
+    bundler = Bundler.fit(retriever, split.fit_events, dataset.bundles, config, work_dir=work, show_progress=args.progress)
+    scorer = bundler.scorer
+    net = SetScorerNet(scorer.item_vectors.shape[1], config.scorer)
+    untrained = Bundler(retriever, SetScorer(net, scorer.item_vectors, scorer.cooc, config.train.history_max_items,
+                                             config.train.history_half_life), config, bundler.bundles)
+    rep = scorer.report
+    notes = (f"zero-shot towers (untuned all-MiniLM-L6-v2); set scorer trained on the history: {rep['train_sets']} sets, "
+             f"best epoch {rep['best_epoch']}, {time.perf_counter() - started:.0f}s with encoding")
+    return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, untrained, n=args.n_bundles,
+                            max_queries=args.composed_queries, seed=SEED + 5, notes=notes, show_progress=args.progress,
+                            log=lambda line: print(line, flush=True),
+                            methods=args.composed_methods.split(",") if args.composed_methods else None)
+
+
+def zero_shot_retriever(events: pl.DataFrame, items: pl.DataFrame, vectors: np.ndarray | None = None) -> Any:
+    """The untuned default towers over `items` (cached `vectors` reused when given)."""
+    from recs.encoders.backbone import load_backbone, load_tokenizer
+    from recs.retrieval.config import RetrievalConfig
+    from recs.retrieval.encode import TorchTowers
+    from recs.retrieval.retriever import Retriever
+    from recs.retrieval.towers import TwoTowerModel
+
+    config = RetrievalConfig()
+    model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
+    return Retriever.assemble(TorchTowers(model, load_tokenizer(config.towers.model)), config, items, events, item_vectors=vectors)
+
+
 def run_online_retail(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from recs.bundling.sets import collect_sets, leaf_ids
 
     dataset = load_named(name, root)
     items = dataset.items
     vectors = item_vectors(name, items)
+    if args.composed_only:
+        return composed_bundle_rows(name, dataset, args, vectors)
     row_of = {item: row for row, item in enumerate(items["item_id"].to_list())}
     leaves = leaf_ids([""] * items.height)  # no categories in this shop
     every = collect_sets(row_of, dataset.events, None)
@@ -359,6 +411,7 @@ def run_online_retail(name: str, root: Path, args: argparse.Namespace) -> list[d
              "substitutes = nearest items by vector (no categories); " + scorer_notes(scorer))
     rows = completion_rows(name, "basket_completion", scorer, train.rows, test.rows, vectors, notes)
     rows += auc_rows(name, scorer, train.rows, test.rows, vectors, leaves, notes)
+    rows += composed_bundle_rows(name, dataset, args, vectors)
     return rows
 
 
@@ -370,6 +423,8 @@ def run_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     from recs.data.load import load_dataset
     from recs.retrieval.retriever import Retriever
 
+    if args.composed_only:
+        return demo_composed_rows(args)
     folder = CACHE_DIR / "demo-shop"
     write_demo_shop(folder, seed=SEED)
     dataset, _ = load_dataset(folder)
@@ -436,7 +491,19 @@ def run_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
         "metrics": {k: float(v) for k, v in best.items() if k.startswith(("auc", "ndcg", "recall")) and isinstance(v, float)},
         "notes": f"validation sets of the training run (10% of orders+bundles by id), best epoch {rep['best_epoch']}",
     })
-    return rows
+    return rows + demo_composed_rows(args)
+
+
+def demo_composed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The composed-bundle tasks on a larger demo shop (`--demo-scale`): at scale 1 only ~50
+    held-out baskets hold 3+ items, too few for a paired interval."""
+    from recs.data.demo import write_demo_shop
+    from recs.data.load import load_dataset
+
+    folder = CACHE_DIR / f"demo-shop-x{args.demo_scale:g}"
+    write_demo_shop(folder, seed=SEED, scale=args.demo_scale)
+    dataset, _ = load_dataset(folder)
+    return composed_bundle_rows("demo", dataset, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,6 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30, help="most set scorer epochs (early stopping)")
     parser.add_argument("--max-minutes", type=float, default=8.0, help="set scorer training time cap per dataset")
     parser.add_argument("--max-test", type=int, default=1000, help="online_retail test invoices")
+    parser.add_argument("--composed-queries", type=int, default=1000, help="held-out baskets per composed-bundle task")
+    parser.add_argument("--n-bundles", type=int, default=3, help="bundles per composed-bundle query")
+    parser.add_argument("--relevance-weight", type=float, default=None, help="the composer's user relevance weight (default: the config's)")
+    parser.add_argument("--composed-methods", default=None, help="comma-separated subset of the composed-bundle methods (engine always)")
+    parser.add_argument("--demo-scale", type=float, default=4.0, help="demo shop scale of the composed-bundle tasks")
+    parser.add_argument("--composed-only", action="store_true", help="only the anchor_bundle and user_bundle tasks")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)

@@ -27,6 +27,7 @@ from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.bundling.composer import BundleConstraints, ComposedBundle, ItemTable, compose
 from recs.bundling.config import BundlerConfig
 from recs.bundling.cooc import CoocStats
+from recs.bundling.item_model import ABSENT_RANK, ItemMode, ItemModel, item_features
 from recs.bundling.sets import collect_sets, leaf_ids
 from recs.configmodel import UnknownUserPolicy
 from recs.data import category as category_rule
@@ -34,6 +35,7 @@ from recs.errors import ArtifactError, ConfigError, UnknownItemError
 
 if TYPE_CHECKING:
     from recs.protocols import SetScorer
+    from recs.retrieval.candidates import CandidateSet
     from recs.retrieval.retriever import Retriever, UserContext
 
 __all__ = ["Bundle", "BundleItem", "Bundler", "Bundles", "RankedBundle", "save_bundler"]
@@ -90,6 +92,29 @@ class RankedBundle:
         return asdict(self)
 
 
+@dataclass
+class UserRanking:
+    rows: np.ndarray  # the user's first candidates, best first (empty: no user)
+    scores: np.ndarray | None  # relevance per catalog row (None: no user)
+    found: CandidateSet | None  # the retriever's candidates with their features
+
+
+@dataclass
+class ComposeRequest:
+    anchors: list[int]
+    ctx: UserContext | None
+    user_vector: np.ndarray | None
+    scorer_user: np.ndarray | None
+    has_history: bool
+    user: UserRanking
+    completion: np.ndarray | None  # set logits of the anchors (or the user's first item) + each row
+    sources: dict[int, set[str]]  # candidate row -> the sources that proposed it
+
+    @property
+    def mode(self) -> ItemMode:
+        return "anchor" if self.anchors else "user"
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -101,11 +126,15 @@ class Bundler:
         scorer: SetScorer,
         config: BundlerConfig | None = None,
         bundles: pl.DataFrame | None = None,
+        item_model: ItemModel | None = None,
     ) -> None:
         self.retriever = retriever
         self.scorer = scorer
         self.config = config or BundlerConfig()
         self.bundles = bundles  # curated: bundle_id, item_id, title
+        # How likely an item joins the user's basket with the anchors (item_model.py); None:
+        # the set logit + the user's relevance alone (a bundles-only training, an older artifact).
+        self.item_model = item_model
         self.table = ItemTable.from_items(retriever.items)
         if scorer.n_items != len(self.table):
             raise ArtifactError(f"set scorer covers {scorer.n_items} items, the catalog has {len(self.table)}")
@@ -280,18 +309,26 @@ class Bundler:
             min_size=int(size[0]), max_size=int(size[1]), budget=budget, in_stock_only=in_stock,
             allow_same_leaf=frozenset(allow_same_leaf), anchors=tuple(anchors), exclude=frozenset(exclude),
         )
-        ctx, user_vector = self._context(user_id, history, text, unknown_user)
-        scorer_user, has_history = self._scorer_user(ctx)
-        sources = self._candidates(anchor_rows, ctx, user_vector, in_stock, exclude, scorer_user)
+        req = self._request(user_id, history, text, unknown_user, anchor_rows, in_stock, exclude)
+        ctx, scorer_user, has_history, sources = req.ctx, req.scorer_user, req.has_history, req.sources
         candidates = sorted(sources)
 
-        relevance = None
+        relevance, relevance_of = None, "members"
         weight = cfg.relevance_weight if relevance_weight is None else relevance_weight
-        if user_vector is not None and candidates:
-            raw = self.retriever.item_vectors @ user_vector
-            pool = np.asarray(candidates + anchor_rows)
-            mean, std = float(raw[pool].mean()), float(raw[pool].std())
-            relevance = (raw - mean) / (std if std > 1e-9 else 1.0)  # z-scores: comparable to set logits
+        if self.item_model is not None and candidates:
+            # Mean log-odds of the added items (the item model) + the set logit / item_weight.
+            rows = np.asarray(candidates, np.int64)
+            relevance = np.zeros(len(self.table))
+            relevance[rows] = self.item_model.log_odds(self.item_features(req, rows), req.mode)
+            relevance_of, weight = "added", cfg.item_weight if relevance_weight is None else relevance_weight
+        elif req.user.scores is not None and candidates:
+            scores = req.user.scores
+            if cfg.user_relevance == "two_tower":
+                pool = np.asarray(candidates + anchor_rows)
+                mean, std = float(scores[pool].mean()), float(scores[pool].std())
+                relevance = (scores - mean) / (std if std > 1e-9 else 1.0)  # z-scores: comparable to set logits
+            else:
+                relevance = scores  # -log(1 + rank): a log-probability, in the set logit's units
 
         users = None if scorer_user is None else scorer_user[None, :]
 
@@ -302,7 +339,7 @@ class Bundler:
         result = compose(
             self.table, candidates, constraints, score_sets, relevance, weight if relevance is not None else 0.0,
             n=n, beam_width=beam_width or cfg.beam_width, max_overlap=cfg.max_overlap,
-            max_shared=cfg.max_shared_items if max_shared is None else max_shared,
+            max_shared=cfg.max_shared_items if max_shared is None else max_shared, relevance_of=relevance_of,
         )
         out = Bundles()
         out.reason = result.reason
@@ -314,42 +351,82 @@ class Bundler:
             out.append(self._bundle(rank, composed, set(anchor_rows), sources, ctx, None if prefs is None else float(prefs[rank - 1])))
         return out
 
-    def _candidates(
-        self,
-        anchors: list[int],
-        ctx: UserContext | None,
-        user_vector: np.ndarray | None,
-        in_stock: bool,
-        exclude: Sequence[str],
-        scorer_user: np.ndarray | None,
-    ) -> dict[int, set[str]]:
-        """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement")."""
+    def _request(
+        self, user_id: str | None, history: list[str] | None, text: str | None, policy: UnknownUserPolicy,
+        anchor_rows: list[int], in_stock: bool, exclude: Sequence[str],
+    ) -> ComposeRequest:
+        """The user, the candidates and the anchors' completion of one compose request."""
+        ctx, user_vector = self._context(user_id, history, text, policy)
+        scorer_user, has_history = self._scorer_user(ctx)
+        user = self._user_ranking(ctx, user_vector, in_stock, exclude)
+        seeds = anchor_rows or (user.rows if len(user.rows) else self.retriever.stats.popular_rows)[:3].tolist()
+        completion = self.scorer.complete([np.asarray(anchor_rows or seeds[:1], np.int64)], user=scorer_user)[0] if seeds else None
+        sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock)
+        return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources)
+
+    def item_features(self, req: ComposeRequest, rows: np.ndarray) -> np.ndarray:
+        """The item model's features of candidate `rows` for one request (item_model.py)."""
+        r = self.retriever
+        return item_features(
+            rows, req.anchors, completion=req.completion if req.anchors else None, cooc=self.scorer.cooc,
+            item_vectors=r.item_vectors, user_scores=req.user.scores, user_vector=req.user_vector, found=req.user.found,
+            popularity=r.stats.popularity, rebuy_rate=r.stats.rebuy_rate,
+        )
+
+    def _user_ranking(
+        self, ctx: UserContext | None, user_vector: np.ndarray | None, in_stock: bool, exclude: Sequence[str]
+    ) -> UserRanking:
+        """What the user most likely buys next. `user_relevance = "candidates"`: the retriever's
+        candidates from every source (the user's own purchases first, then two-tower,
+        co-purchase, TIFU-KNN, ALS by reciprocal-rank fusion), scored -log(1 + rank);
+        "two_tower": the two-tower's nearest items, scored by the two-tower."""
         from recs.retrieval.filters import Filters
 
         cfg = self.config.compose
         r = self.retriever
+        if ctx is None or not ctx.known or user_vector is None:
+            return UserRanking(np.zeros(0, np.int64), None, None)
+        filters = Filters(in_stock_only=in_stock, exclude=tuple(exclude))
+        if cfg.user_relevance == "two_tower" and self.item_model is None:
+            rows, _ = r.search(user_vector, cfg.n_user_candidates, filters, ctx.history) if cfg.n_user_candidates else (np.zeros(0, np.int64), None)
+            return UserRanking(rows, r.item_vectors @ user_vector, None)
+        found = r.candidates(ctx, user_vector, filters)
+        rows = found.item_rows[found.order()]
+        scores = np.full(len(self.table), -np.log1p(max(ABSENT_RANK, len(rows))), np.float64)
+        scores[rows] = -np.log1p(np.arange(len(rows)))
+        return UserRanking(rows[: cfg.n_user_candidates], scores, found)
+
+    def _candidates(
+        self,
+        anchors: list[int],
+        seeds: list[int],
+        user_rows: np.ndarray,
+        exclude: Sequence[str],
+        completion: np.ndarray | None,
+        in_stock: bool,
+    ) -> dict[int, set[str]]:
+        """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement");
+        `seeds`: the anchors, or the user's first candidates."""
+        cfg = self.config.compose
+        r = self.retriever
         out: dict[int, set[str]] = {}
+        excluded = set(exclude)
 
         def add(rows: Sequence[int], source: str) -> None:
             for row in rows:
-                if row >= 0:
+                if row >= 0 and self.table.item_ids[int(row)] not in excluded:
                     out.setdefault(int(row), set()).add(source)
 
-        if user_vector is not None and ctx is not None and cfg.n_user_candidates:
-            rows, _ = r.search(user_vector, cfg.n_user_candidates, Filters(in_stock_only=in_stock, exclude=tuple(exclude)), ctx.history)
-            add(rows.tolist(), "user")
+        if len(user_rows):
+            add(user_rows.tolist(), "user")
         elif not anchors:
             add(r.stats.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
-        seeds = anchors or [row for row in list(out)[:3]]
         for seed in seeds:
             add(r.stats.neighbour_rows[seed][: cfg.n_neighbours].tolist(), "copurchase")
-        if seeds and cfg.n_complements:
+        if completion is not None and cfg.n_complements:
             # The set scorer's own best completions of the anchors: complements even where the
             # shop has no co-purchase data yet (new items, a bundles-only training set).
-            user = None if scorer_user is None else scorer_user
-            scores = self.scorer.complete([np.asarray(anchors or seeds[:1], np.int64)], user=user)[0]
-            if in_stock:
-                scores = np.where(self.table.in_stock, scores, -np.inf)
+            scores = np.where(self.table.in_stock, completion, -np.inf) if in_stock else completion
             k = min(cfg.n_complements, int(np.isfinite(scores).sum()))
             if k:
                 top = np.argpartition(-scores, k - 1)[:k]
@@ -393,6 +470,8 @@ class Bundler:
             return f"often bought with {t.titles[partners[int(np.argmax(counts))]]}"
         if "copurchase" in sources and anchors:
             return f"often bought with {t.titles[min(anchors)]}"
+        if ctx is not None and row in set(ctx.history.rows.tolist()):
+            return "you bought it before"
         if "user" in sources and ctx is not None and len(ctx.history.rows):
             history = np.unique(ctx.history.rows)
             sims = self.retriever.item_vectors[history] @ self.retriever.item_vectors[row]

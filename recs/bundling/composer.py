@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -191,9 +192,11 @@ def compose(
     beam_width: int = 10,
     max_overlap: float = 0.5,
     max_shared: int | None = None,
+    relevance_of: Literal["members", "added"] = "members",
 ) -> ComposeResult:
     """Up to `n` distinct bundles from anchors + `candidates` (catalog rows) maximising
-    set logit + relevance_weight * mean relevance (per-row array, e.g. z-scored user scores)."""
+    set logit + relevance_weight * mean relevance (per-row array, e.g. z-scored user scores)
+    over the bundle's members, or over its added items only (`relevance_of="added"`)."""
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if beam_width < 1:
@@ -229,10 +232,14 @@ def compose(
         return ComposeResult([], _shortfall_reason(pool, need, least, budget_left, c, len(eligible), len(anchors)))
 
     rel = np.zeros(len(table)) if relevance is None else np.asarray(relevance, dtype=np.float64)
+    anchor_set = set(anchors)
 
     def objective(states: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         logits = np.asarray(score_sets(states), dtype=np.float64)
-        mean_rel = np.array([rel[list(s)].mean() if s else 0.0 for s in states])
+        if relevance_of == "added":
+            mean_rel = np.array([rel[added].mean() if (added := [r for r in s if r not in anchor_set]) else 0.0 for s in states])
+        else:
+            mean_rel = np.array([rel[list(s)].mean() if s else 0.0 for s in states])
         return logits + relevance_weight * mean_rel, logits, mean_rel
 
     finished: dict[tuple[int, ...], ComposedBundle] = {}

@@ -59,6 +59,14 @@ class ComposeConfig(StrictModel):
     n_complements: int = Field(default=30, ge=0)  # the set scorer's best completions per anchor
     # Objective = set logit + relevance_weight * mean z-scored user relevance of the items.
     relevance_weight: float = Field(default=0.5, ge=0)
+    # What the user relevance is: "candidates" = the retriever's merged candidates from every
+    # source (own purchases first, then two-tower, co-purchase, TIFU-KNN, ALS), by rank;
+    # "two_tower" = the two-tower score alone.
+    user_relevance: Literal["candidates", "two_tower"] = "candidates"
+    # With an item model (item_model.py): objective = set logit + item_weight * the mean
+    # log-odds of the added items joining the basket, so the item model leads and the set
+    # logit says how the added items go together.
+    item_weight: float = Field(default=10.0, ge=0)
     # Two returned bundles share at most this Jaccard overlap of their non-anchor items (relaxed
     # when too few bundles remain) ...
     max_overlap: float = Field(default=0.5, ge=0, le=1)
@@ -67,7 +75,16 @@ class ComposeConfig(StrictModel):
     max_shared_items: int = Field(default=1, ge=0)
 
 
+class ItemModelConfig(StrictModel):
+    """The bundle item model (recs/bundling/item_model.py), fitted on held-out last baskets."""
+
+    enabled: bool = True
+    max_baskets: int = Field(default=2000, ge=10)  # held-out last baskets (a seeded sample of users)
+    l2: float = Field(default=1.0, ge=0)
+
+
 class BundlerConfig(StrictModel):
     scorer: SetScorerConfig = SetScorerConfig()
     train: SetTrainConfig = SetTrainConfig()
     compose: ComposeConfig = ComposeConfig()
+    item_model: ItemModelConfig = ItemModelConfig()

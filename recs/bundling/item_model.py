@@ -1,0 +1,172 @@
+"""The bundle item model: how likely an item joins this basket, given the user and the anchors.
+
+Two logistic regressions ("anchor": with anchor items, "user": for the user alone) over features
+of each candidate item:
+- the anchors' side: the set scorer's completion of the anchors as a log-probability over the
+  catalog, the co-purchase count and the mean vector cosine with the anchors;
+- the user's side: the item's place in the retriever's merged candidates (own purchases first,
+  then two-tower, co-purchase, TIFU-KNN, ALS), and the retriever's per-candidate signals (times
+  bought, recency, share of baskets, TIFU-KNN, co-purchase with the history, two-tower score);
+- the item's popularity and re-buy rate.
+`Bundler.fit` fits it on held-out last baskets (each user's, from the history before it), so its
+weights are what this shop's baskets reward: how far to trust the user's habits against the
+anchor's complements. A bundle's objective is then the mean log-odds of its added items (plus a
+small set-logit term for how the added items go together): bundles hold the items most likely
+bought with the anchor by this user. numpy + scipy; saved as JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from recs.bundling.cooc import CoocStats
+from recs.errors import ArtifactError
+from recs.retrieval.candidates import NEVER_DAYS
+
+if TYPE_CHECKING:
+    from recs.retrieval.candidates import CandidateSet
+
+ItemMode = Literal["anchor", "user"]
+MODES: tuple[ItemMode, ...] = ("anchor", "user")
+ITEM_FEATURES: tuple[str, ...] = (
+    "anchor_logp",
+    "anchor_cooc",
+    "anchor_cosine",
+    "user_logp",
+    "times_bought",
+    "recent_buys",
+    "basket_share",
+    "log_days_since_bought",
+    "tifu_score",
+    "cooc_score",
+    "two_tower_score",
+    "item_rebuy_rate",
+    "popularity",
+)
+ABSENT_RANK = 1000  # an item outside the user's candidates ranks here (its user_logp)
+ITEM_MODEL_FORMAT = 1
+
+
+@dataclass
+class ItemModel:
+    """Standardised features -> log-odds, one weight vector (features + bias) per mode."""
+
+    mean: np.ndarray  # (F,)
+    std: np.ndarray  # (F,)
+    weights: dict[str, np.ndarray]  # mode -> (F + 1,), the bias last
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def log_odds(self, features: np.ndarray, mode: ItemMode) -> np.ndarray:
+        w = self.weights[mode]
+        z = (np.asarray(features, np.float64) - self.mean) / self.std
+        return np.nan_to_num(z @ w[:-1] + w[-1], nan=0.0, posinf=0.0, neginf=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": ITEM_MODEL_FORMAT, "features": list(ITEM_FEATURES), "mean": self.mean.tolist(), "std": self.std.tolist(),
+            "weights": {m: w.tolist() for m, w in self.weights.items()}, "report": self.report,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str) -> ItemModel:
+        if data.get("format") != ITEM_MODEL_FORMAT or list(data.get("features", [])) != list(ITEM_FEATURES):
+            raise ArtifactError(f"{source}: bundle item model format {data.get('format')!r} with other features; retrain the bundler")
+        n = len(ITEM_FEATURES)
+        mean, std = np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64)
+        weights = {m: np.asarray(w, np.float64) for m, w in data["weights"].items()}
+        if mean.shape != (n,) or std.shape != (n,) or set(weights) != set(MODES) or any(w.shape != (n + 1,) for w in weights.values()):
+            raise ArtifactError(f"{source}: bundle item model arrays do not match its {n} features")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)
+                and all(np.all(np.isfinite(w)) for w in weights.values())):
+            raise ArtifactError(f"{source}: bundle item model holds non-finite numbers")
+        return cls(mean, std, weights, dict(data.get("report") or {}))
+
+
+def fit_item_model(data: Mapping[ItemMode, tuple[np.ndarray, np.ndarray]], l2: float = 1.0) -> ItemModel:
+    """L2-regularised logistic regression per mode on (features (N, F), labels (N,)); features
+    standardised with the statistics of all modes together. A mode without both labels gets
+    the other mode's weights (or zero weights)."""
+    from scipy.optimize import minimize
+
+    every = np.concatenate([x for x, _ in data.values()]) if data else np.zeros((0, len(ITEM_FEATURES)))
+    mean = every.mean(axis=0) if len(every) else np.zeros(len(ITEM_FEATURES))
+    std = every.std(axis=0) if len(every) else np.ones(len(ITEM_FEATURES))
+    std = np.where(std > 1e-9, std, 1.0)
+    weights: dict[str, np.ndarray] = {}
+    report: dict[str, Any] = {}
+    for mode, (x, y) in data.items():
+        y = np.asarray(y, np.float64)
+        if not len(y) or y.min() == y.max():
+            continue
+        z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+
+        def loss(w: np.ndarray, z: np.ndarray = z, y: np.ndarray = y) -> tuple[float, np.ndarray]:
+            s = z @ w
+            # log(1 + e^s) - y s, stably; the bias is not regularised.
+            value = float(np.sum(np.logaddexp(0.0, s) - y * s)) + 0.5 * l2 * float(w[:-1] @ w[:-1])
+            grad = z.T @ (1.0 / (1.0 + np.exp(-s)) - y)
+            grad[:-1] += l2 * w[:-1]
+            return value, grad
+
+        start = np.zeros(z.shape[1])
+        start[-1] = float(np.log(y.mean() / (1.0 - y.mean())))
+        result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+        w = np.nan_to_num(result.x, nan=0.0, posinf=0.0, neginf=0.0)
+        weights[mode] = w
+        report[mode] = {"rows": len(y), "positives": int(y.sum()),
+                        "weights": {f: round(float(v), 4) for f, v in zip((*ITEM_FEATURES, "bias"), w, strict=True)}}
+    for mode in MODES:
+        if mode not in weights:
+            other = next(iter(weights.values()), None)
+            weights[mode] = other.copy() if other is not None else np.zeros(len(ITEM_FEATURES) + 1)
+    return ItemModel(mean, std, weights, report)
+
+
+def item_features(
+    rows: np.ndarray,
+    anchors: Sequence[int],
+    *,
+    completion: np.ndarray | None,
+    cooc: CoocStats,
+    item_vectors: np.ndarray,
+    user_scores: np.ndarray | None,
+    user_vector: np.ndarray | None,
+    found: CandidateSet | None,
+    popularity: np.ndarray,
+    rebuy_rate: np.ndarray | None,
+) -> np.ndarray:
+    """(len(rows), len(ITEM_FEATURES)) float64, finite. `completion`: the set scorer's logits of
+    anchors + each catalog row (None: no anchors); `user_scores`: -log(1 + rank) in the user's
+    merged candidates per catalog row (None: no user); `found`: those candidates with the
+    retriever's per-candidate features."""
+    rows = np.asarray(rows, np.int64)
+    out = np.zeros((len(rows), len(ITEM_FEATURES)), np.float64)
+    col = {name: j for j, name in enumerate(ITEM_FEATURES)}
+    anchors = [int(a) for a in anchors]
+    if anchors and completion is not None:
+        finite = completion[np.isfinite(completion)]
+        norm = float(np.logaddexp.reduce(finite)) if len(finite) else 0.0
+        out[:, col["anchor_logp"]] = np.maximum(np.where(np.isfinite(completion[rows]), completion[rows] - norm, -50.0), -50.0)
+    if anchors:
+        counts = sum(cooc.pair_counts(np.full(len(rows), a), rows) for a in anchors)
+        out[:, col["anchor_cooc"]] = np.log1p(counts)
+        out[:, col["anchor_cosine"]] = (item_vectors[rows] @ item_vectors[anchors].T).mean(axis=1)
+    out[:, col["user_logp"]] = user_scores[rows] if user_scores is not None else -np.log1p(ABSENT_RANK)
+    if user_vector is not None:
+        out[:, col["two_tower_score"]] = item_vectors[rows] @ user_vector
+    out[:, col["log_days_since_bought"]] = np.log1p(NEVER_DAYS)
+    if found is not None and len(found):
+        position = {int(r): j for j, r in enumerate(found.item_rows.tolist())}
+        here = np.array([position.get(int(r), -1) for r in rows], np.int64)
+        hit = here >= 0
+        for name in ("times_bought", "recent_buys", "basket_share", "tifu_score", "cooc_score"):
+            out[hit, col[name]] = found.features[name][here[hit]]
+        out[hit, col["log_days_since_bought"]] = np.log1p(found.features["days_since_bought"][here[hit]])
+    out[:, col["popularity"]] = np.log1p(np.asarray(popularity, np.float64)[rows])
+    if rebuy_rate is not None:
+        out[:, col["item_rebuy_rate"]] = np.asarray(rebuy_rate, np.float64)[rows]
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
