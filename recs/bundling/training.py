@@ -303,6 +303,8 @@ def _select_gate(
     by_epoch = {h["epoch"]: h for h in report.history}
     best: tuple[float, int, float, dict[str, float]] = (report.prior_metrics[key], candidates[0][0], 0.0, report.prior_metrics)
     for epoch, state in candidates:
+        if epoch == 0:  # untrained: the residual is zero, every gate is the prior
+            continue
         load_model_state(scorer.net, state)
         scorer.net.eval()
         for gate in GATES:
