@@ -124,7 +124,7 @@ def fit_prior(
     except ValueError as err:
         w, b = np.zeros(0), float("nan")
         report["error"] = str(err)
-    fitted = len(w) == N_PRIOR_FEATURES and bool(np.isfinite(w).all()) and np.isfinite(b)
+    fitted = bool(len(w) == N_PRIOR_FEATURES and np.isfinite(w).all() and np.isfinite(b))
     if not fitted:
         w, b = np.asarray(DEFAULT_PRIOR_WEIGHT, np.float64), 0.0
     scorer.net.set_prior(w, b)
