@@ -7,7 +7,7 @@ corruptions (0: one of each kind in sets.CORRUPTIONS), balanced, before the net 
 weights become buffers of `SetScorerNet` that the optimizer never moves (the scale of the
 logit is folded into w). Training sets get leave-self-out features ("own", as training uses),
 corrupted sets only for their untouched members. Seeded; double precision LBFGS on a (N, 4)
-matrix, a second or two.
+matrix (features included, about 4 s on online_retail).
 """
 
 from __future__ import annotations
