@@ -12,13 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from recs.bundling import training
 from recs.bundling.bundler import Bundler, save_bundler
 from recs.bundling.composer import BundleConstraints, check_bundle
 from recs.bundling.config import BundlerConfig, SetScorerConfig, SetTrainConfig
 from recs.bundling.cooc import CoocStats
-from recs.bundling.scorer import SetScorer, SetScorerNet
+from recs.bundling.prior import fit_logistic, fit_prior, prior_features
+from recs.bundling.scorer import SetScorer, SetScorerNet, upgrade_state
 from recs.bundling.sets import NegativeSampler, collect_sets, leaf_ids, nearest_items
-from recs.bundling.training import fit_set_scorer, roc_auc
+from recs.bundling.training import clears_prior, fit_set_scorer, roc_auc
 from recs.cli import app
 from recs.data import load_dataset
 from recs.errors import DataError, NotFittedError, UnknownItemError
@@ -125,11 +127,27 @@ def test_roc_auc() -> None:
 # ------------------------------------------------------------------------------ the set scorer
 
 
-def test_completion_equals_scoring_the_completed_set() -> None:
+def randomised(net: SetScorerNet, seed: int = 1, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Every tensor of the net's state (less `skip`) drawn at random, seeded: a 'trained' net."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: 0.3 * torch.randn(v.shape, generator=gen) for k, v in sorted(net.state_dict().items()) if k not in skip}
+
+
+NEW_BUFFERS = ("prior_bias", "prior_weight", "residual_gate")
+TINY_SETS = [np.array([0, 1, 2]), np.array([1, 3]), np.array([2, 3, 4])]
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_completion_equals_scoring_the_completed_set(trained: bool) -> None:
     torch.manual_seed(0)
     vectors = random_vectors(12)
-    cooc = CoocStats.from_sets([np.array([0, 1, 2]), np.array([1, 3]), np.array([2, 3, 4])], 12)
-    scorer = SetScorer(SetScorerNet(16, SMALL), vectors, cooc)
+    cooc = CoocStats.from_sets(TINY_SETS, 12)
+    net = SetScorerNet(16, SMALL)
+    if trained:  # a residual that is not zero, a fitted prior, a gate < 1
+        net.load_state_dict(randomised(net, skip=NEW_BUFFERS), strict=False)
+        net.set_prior([3.0, 1.5, -0.5, 2.0], -1.25)
+        net.set_gate(0.5)
+    scorer = SetScorer(net, vectors, cooc)
     rests = [np.array([0, 1]), np.array([3]), np.array([2, 3, 4])]
     user, _ = scorer.user_vectors([[5, 6]])
     for u in (None, user[0]):
@@ -142,6 +160,92 @@ def test_completion_equals_scoring_the_completed_set() -> None:
                 users = None if u is None else u[None, :]
                 slow = scorer.score([np.append(rest, c)], users, None if u is None else np.array([True]))[0][0]
                 assert fast[b, c] == pytest.approx(slow, abs=1e-4)
+
+
+def test_untrained_scorer_is_the_prior() -> None:
+    vectors = random_vectors(12)
+    scorer = SetScorer(SetScorerNet(16, SMALL), vectors, CoocStats.from_sets(TINY_SETS, 12))
+    sets = [[0, 1, 2], [1, 3], [2, 3, 4, 5], [6, 7], [8]]
+    x, _, pair, mask = scorer.set_features(collect_pad(sets))
+    for weight, bias in (([10.0, 10.0, 10.0, 5.0], 0.0), ([2.5, 0.7, -1.0, 3.0], -0.8)):
+        scorer.net.set_prior(weight, bias)
+        want = prior_features(x, pair, mask).numpy() @ np.asarray(weight, np.float32) + bias
+        np.testing.assert_allclose(scorer.score(sets)[0], want, rtol=1e-5, atol=1e-5)
+        # The gate scales a residual that is zero: it changes nothing.
+        scorer.net.set_gate(0.25)
+        np.testing.assert_allclose(scorer.score(sets)[0], want, rtol=1e-5, atol=1e-5)
+        scorer.net.set_gate(1.0)
+    assert {"prior_weight", "prior_bias", "residual_gate"}.isdisjoint(n for n, _ in scorer.net.named_parameters())
+
+
+def collect_pad(sets: list[list[int]]) -> np.ndarray:
+    from recs.bundling.sets import pad
+
+    return pad([np.asarray(s, np.int64) for s in sets])
+
+
+def test_prior_fit_is_seeded_finite_and_separates(demo) -> None:
+    items = demo.items
+    row_of = {item: row for row, item in enumerate(items["item_id"].to_list())}
+    sets = collect_sets(row_of, demo.events, demo.bundles)
+    vectors = random_vectors(items.height, 24)
+    cooc = CoocStats.from_sets(sets.rows, items.height)
+    sampler = NegativeSampler(items.height, leaf_ids(items["category"].to_list()), nearest_items(vectors, np.arange(items.height)), cooc)
+    fits = []
+    for _ in range(2):
+        scorer = SetScorer(SetScorerNet(24, SMALL), vectors, cooc)
+        fits.append(fit_prior(scorer, sampler, sets.rows, seed=3))
+    assert fits[0] == fits[1] and fits[0]["fitted"]
+    assert all(np.isfinite(v) for v in [*fits[0]["weights"].values(), fits[0]["bias"]])
+    np.testing.assert_allclose(scorer.net.prior_weight.numpy(), list(fits[0]["weights"].values()), rtol=1e-6)
+    assert fits[0]["weights"]["log1p_count"] > 0  # real sets were bought together, corruptions rarely
+    # Separable, constant and one-class inputs stay finite or are refused.
+    w, b = fit_logistic(np.array([[0.0, 1, 0, 0], [1.0, 1, 0, 0]]), np.array([0.0, 1.0]))
+    assert np.isfinite(w).all() and np.isfinite(b) and w[0] > 0 and w[1:].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        fit_logistic(np.zeros((3, 4)), np.ones(3))
+
+
+def test_training_keeps_the_prior_and_never_ends_below_it(demo) -> None:
+    items = demo.items
+    row_of = {item: row for row, item in enumerate(items["item_id"].to_list())}
+    sets = collect_sets(row_of, demo.events, demo.bundles)
+    scorer = fit_set_scorer(random_vectors(items.height, 24), leaf_ids(items["category"].to_list()), sets, SMALL, FAST)
+    report = scorer.report
+    np.testing.assert_allclose(scorer.net.prior_weight.numpy(), list(report["prior"]["weights"].values()), rtol=1e-6)
+    assert float(scorer.net.prior_bias) == pytest.approx(report["prior"]["bias"], rel=1e-6)
+    assert float(scorer.net.residual_gate) == report["residual_gate"] in (1.0, 0.75, 0.5, 0.25, 0.0)
+    assert report["history"][0] == {"epoch": 0, "step": 0, **report["prior_metrics"]}
+    assert clears_prior(report["valid_metrics"], report["prior_metrics"])
+    assert report["best_metric"] == report["valid_metrics"]["ndcg@10"]
+    assert report["best_metric"] >= report["prior_metrics"]["ndcg@10"]
+    assert all(g["qualifies"] == clears_prior(g, report["prior_metrics"]) for g in report["gates"])
+
+
+@pytest.mark.parametrize(("hurt_below", "want_gate"), [(0.0, 0.0), (0.5, 0.5)])
+def test_gate_selection_keeps_the_prior_when_the_residual_hurts_auc(demo, monkeypatch: pytest.MonkeyPatch, hurt_below: float, want_gate: float) -> None:
+    """The residual helps completion (ndcg grows with the gate) but costs substitute AUC above
+    `hurt_below`: the chosen gate is the largest that keeps every AUC at the prior's."""
+
+    def fake_validate(scorer: SetScorer, data, own: bool) -> dict[str, float]:
+        net = scorer.net
+        trained = bool(net.readout.abs().sum() > 0)
+        gate = float(net.residual_gate) if trained else 0.0
+        return {
+            "auc_substitute": 0.8 - 0.1 * max(0.0, gate - hurt_below), "auc_random": 0.9 + 0.01 * gate,
+            "auc_popular": 0.9, "auc": 0.0, "recall@10": 0.0, "ndcg@10": 0.1 + 0.2 * gate,
+        }
+
+    monkeypatch.setattr(training, "_validate", fake_validate)
+    items = demo.items
+    row_of = {item: row for row, item in enumerate(items["item_id"].to_list())}
+    sets = collect_sets(row_of, demo.events, demo.bundles)
+    scorer = fit_set_scorer(random_vectors(items.height, 24), leaf_ids(items["category"].to_list()), sets, SMALL, FAST)
+    report = scorer.report
+    assert report["residual_gate"] == want_gate == float(scorer.net.residual_gate)
+    assert report["best_epoch"] >= 1  # the trained weights (and preference head) are kept
+    assert report["valid_metrics"]["auc_substitute"] >= report["prior_metrics"]["auc_substitute"]
+    assert [g["gate"] for g in report["gates"] if not g["qualifies"]] == [g for g in (1.0, 0.75, 0.5, 0.25) if g > hurt_below]
 
 
 def test_training_from_bundles_alone_and_baskets_alone(demo) -> None:
@@ -176,7 +280,57 @@ def test_training_is_seeded_and_keeps_the_best_checkpoint(demo, tmp_path: Path) 
     assert [x["epoch"] for x in lines] == list(range(len(lines)))
     key = a.report["selected_on"]
     best = max(lines, key=lambda x: x[key])  # the first of equals: later epochs must improve
-    assert a.report["best_epoch"] == best["epoch"]
+    # The kept weights: the best epoch, or the best whose corruption AUCs all clear the prior's.
+    assert best["epoch"] == a.report["gates"][0]["epoch"]
+    assert a.report["best_epoch"] in {g["epoch"] for g in a.report["gates"]}
+
+
+# Format 1 (before the fitted prior): `randomised(net)` with these keys scored these logits.
+FORMAT1_SETS = [[0, 1, 2], [1, 3], [2, 3, 4, 5], [6, 7]]
+FORMAT1_SET_LOGITS = [-0.023353, -0.071426, -0.042786, 0.212016]
+FORMAT1_PREFERENCE = [-0.690171, -0.246308, 0.0, -0.75229]
+FORMAT1_COMPLETION = [-0.023353, -0.030955, 0.0366]  # rest [0, 1] + items 2, 3, 8
+
+
+def test_format1_weights_load_and_score_as_before() -> None:
+    net = SetScorerNet(16, SMALL)
+    old = randomised(net, skip=NEW_BUFFERS)  # the old layout: no prior buffers, no gate
+    assert set(net.state_dict()) - set(old) == set(NEW_BUFFERS)
+    from recs.retrieval.checkpoint import load_model_state
+
+    load_model_state(net, upgrade_state(old, 1))
+    assert float(net.residual_gate) == 1.0 and not net.prior_weight.any() and float(net.prior_bias) == 0.0
+    scorer = SetScorer(net, random_vectors(12), CoocStats.from_sets(TINY_SETS, 12))
+    np.testing.assert_allclose(scorer.score(FORMAT1_SETS)[0], FORMAT1_SET_LOGITS, atol=2e-6)
+    users, has = scorer.user_vectors([[5, 6], [0], [], [1, 2]])
+    np.testing.assert_allclose(scorer.score(FORMAT1_SETS, users, has)[1], FORMAT1_PREFERENCE, atol=2e-6)
+    np.testing.assert_allclose(scorer.complete([[0, 1]], np.array([2, 3, 8]))[0], FORMAT1_COMPLETION, atol=2e-6)
+    with pytest.raises(Exception, match="missing"):
+        load_model_state(SetScorerNet(16, SMALL), upgrade_state(old, 2))
+
+
+def test_format1_artifact_loads(bundled_artifact: Path, retriever: Retriever, tmp_path: Path) -> None:
+    """An artifact written before the fitted prior (format 1) loads through `Bundler.load`, and
+    scores as its weights did (a zero prior, gate 1)."""
+    from recs.artifacts import ArtifactWriter
+    from recs.bundling import bundler as bundler_module
+    from recs.retrieval.checkpoint import load_model_state
+
+    target = Path(shutil.copytree(bundled_artifact, tmp_path / "model"))
+    current = Bundler.load(target, retriever)
+    old = randomised(current.scorer.net, seed=4, skip=NEW_BUFFERS)
+    meta = json.loads((target / "set_scorer" / "config.json").read_text())
+    with ArtifactWriter(target, base=target) as writer:
+        current.write(writer)
+        writer.write_safetensors("set_scorer/weights.safetensors", old)
+        writer.write_json("set_scorer/config.json", {**meta, "format": 1})
+    loaded = Bundler.load(target, retriever)
+    assert bundler_module.BUNDLER_FORMAT == 2 and 1 in bundler_module.READABLE_FORMATS
+    assert float(loaded.scorer.net.residual_gate) == 1.0 and not loaded.scorer.net.prior_weight.any()
+    want = SetScorerNet(current.scorer.net.item_dim, current.config.scorer)
+    load_model_state(want, upgrade_state(old, 1))
+    sets = [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
+    np.testing.assert_array_equal(loaded.scorer.score(sets)[0], SetScorer(want, loaded.scorer.item_vectors, loaded.scorer.cooc).score(sets)[0])
 
 
 # ------------------------------------------------------------------------------ bundler

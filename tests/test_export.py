@@ -363,11 +363,15 @@ def test_set_scorer_exports_and_bundles_identically(ranked_artifact: Path, small
     anchor = [retriever.catalog.item_ids[0]]
 
     def outputs(b) -> tuple[list, list]:
-        composed = [(x.item_ids, round(x.score, 4)) for x in b.compose(user_id=user, items=anchor, size=(2, 4), n=3)]
-        return composed, [(x.bundle_id, round(x.score, 4)) for x in b.rank_bundles(user_id=user, k=3)]
+        composed = [(x.item_ids, x.score) for x in b.compose(user_id=user, items=anchor, size=(2, 4), n=3)]
+        return composed, [(x.bundle_id, x.score) for x in b.rank_bundles(user_id=user, k=3)]
 
+    # Same bundles in the same order; scores within float error (rounding them to 4 places
+    # fails whenever a score sits on a rounding boundary).
     want, got = outputs(torch_bundler), outputs(onnx_bundler)
-    assert got == want and got[0]
+    assert [[i for i, _ in part] for part in got] == [[i for i, _ in part] for part in want] and got[0]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose([s for _, s in g], [s for _, s in w], atol=1e-4)
     want = [b.item_ids for b in torch_bundler.compose(user, items=anchor, n=2)]
     assert [b.item_ids for b in engine.bundle(user, item=anchor[0], n=2)] == want
     served = _without_torch(f"result = [b.item_ids for b in Engine.load({str(result.path)!r}).bundle({user!r}, item={anchor[0]!r}, n=2)]")

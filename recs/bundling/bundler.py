@@ -42,7 +42,10 @@ __all__ = ["Bundle", "BundleItem", "Bundler", "Bundles", "RankedBundle", "save_b
 
 COMPONENT = "set_scorer"
 FOLDER = "set_scorer"
-BUNDLER_FORMAT = 1
+# 2: the prior is fitted and fixed (buffers prior_weight, prior_bias) and the learned residual
+# gated (residual_gate); 1: a trainable prior inside the pair term, no gate (still read).
+BUNDLER_FORMAT = 2
+READABLE_FORMATS: tuple[int, ...] = (1, 2)
 
 
 @dataclass
@@ -181,21 +184,22 @@ class Bundler:
     @classmethod
     def load(cls, path: str | Path | Artifact, retriever: Retriever) -> Bundler:
         """The set scorer component of an artifact (a path, or an already opened Artifact)."""
-        from recs.bundling.scorer import SetScorer, SetScorerNet
+        from recs.bundling.scorer import SetScorer, SetScorerNet, upgrade_state
         from recs.retrieval.checkpoint import load_model_state
 
         artifact = path if isinstance(path, Artifact) else open_artifact(path)
         path = artifact.path
         component = artifact.component(COMPONENT)
         meta = artifact.read_json(f"{FOLDER}/config.json")
-        if meta.get("format") != BUNDLER_FORMAT:
-            raise ArtifactError(f"{path}: set scorer format {meta.get('format')!r}, this recs reads {BUNDLER_FORMAT}")
+        fmt = meta.get("format")
+        if fmt not in READABLE_FORMATS:
+            raise ArtifactError(f"{path}: set scorer format {fmt!r}, this recs reads {', '.join(map(str, READABLE_FORMATS))}")
         config = BundlerConfig.parse_dict(meta["config"], source=f"{path}/{FOLDER}/config.json")
         dim = int(meta["item_dim"])
         if retriever.item_vectors.shape[1] != dim:
             raise ArtifactError(f"{path}: set scorer reads {dim}-d item vectors, the catalog has {retriever.item_vectors.shape[1]}-d")
         net = SetScorerNet(dim, config.scorer)
-        load_model_state(net, artifact.read_safetensors(f"{FOLDER}/weights.safetensors", framework="pt"))
+        load_model_state(net, upgrade_state(artifact.read_safetensors(f"{FOLDER}/weights.safetensors", framework="pt"), fmt))
         saved_ids = artifact.read_json(f"{FOLDER}/item_ids.json")
         cooc = CoocStats.from_arrays(artifact.read_safetensors(f"{FOLDER}/cooc.safetensors"), len(saved_ids))
         row_of = retriever.catalog.row_of

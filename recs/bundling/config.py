@@ -41,7 +41,8 @@ class SetTrainConfig(StrictModel):
     negatives: dict[str, int] = Field(default_factory=lambda: {"substitute": 4, "random": 4, "popular": 4})
     user_dropout: float = Field(default=0.5, ge=0, le=1)
     # Early stopping and the kept checkpoint follow this validation metric: "ndcg@10" (completing
-    # held-out sets against the whole catalog, what bundles need) or "auc" (real vs corrupted).
+    # held-out sets against the whole catalog, what bundles need) or "auc" (real vs corrupted),
+    # then the residual gate, under the rule that no corruption AUC ends below the prior's.
     select_on: Literal["ndcg@10", "auc"] = "ndcg@10"
     preference_weight: float = Field(default=1.0, ge=0)
     max_sets: int | None = Field(default=None, ge=2)  # seeded sample of the training sets

@@ -4,21 +4,29 @@ Inputs per item: its frozen item-tower vector x and (optionally) its frequency i
 sets; per pair: co-occurrence features g (cooc.py); per set: optionally a user vector u (the
 recency-weighted mean of the item vectors the user bought before).
 
-    h_i   = MLP(x_i)                                          item token
-    s_ij  = gamma cos(x_i, x_j)                               similar items
-          + (a_i . b_j + a_j . b_i) / (2 sqrt r)              learned complementarity, a = A h, b = B h
-          + w . g_ij + w0                                     bought together before
-    z     = sum_i softmax_i(k_i . q / sqrt m) v_i             attention pooling, q = q0 + Q U, U = P u
-    set   = scale (mean_{i != j} s_ij + (c + U * c_u) . z + w_pop mean_i pop_i) + bias
-    pref  = alpha cos(u, mean_i x_i) + MLP_pref([z, U, z * U])
+    set     = prior + gate * learned
+    prior   = w_sim mean_{i != j} cos(x_i, x_j) + w_g . mean_{i != j} g_ij + b_0
+    h_i     = MLP(x_i)                                        item token
+    r_ij    = (a_i . b_j + a_j . b_i) / (2 sqrt r)            learned complementarity, a = A h, b = B h
+            + gamma cos(x_i, x_j) + w . g_ij + w0             residual on the prior's pair signals
+    z       = sum_i softmax_i(k_i . q / sqrt m) v_i           attention pooling, q = q0 + Q U, U = P u
+    learned = scale (mean_{i != j} r_ij + (c + U * c_u) . z + w_pop mean_i pop_i) + bias
+    pref    = alpha cos(u, mean_i x_i) + MLP_pref([z, U, z * U])
+
+The prior ("similar items, often bought together": the two baselines' signals) is a logistic
+regression fitted before training (prior.py) and held in buffers the optimizer never moves.
+Everything trainable is in `learned`, which starts at exactly zero: an untrained scorer IS the
+prior. `gate` (a buffer in [0, 1], default 1) is chosen after training on validation sets
+(training.py): the largest share of the residual that keeps every corruption AUC at least the
+prior's. Artifacts of format 1 (a trainable prior inside the pair term) load with a zero prior
+and gate 1, which is exactly their old score (`upgrade_state`).
 
 `set` is a logit: a real basket/bundle vs a corrupted one. `pref` is a logit: this user buys this
-set (trained with user-swapped negatives). The pair term is bilinear, the pooling a softmax-weighted
-mean and the read-out of z linear, so the score of `rest + c` for every item c of the catalog
-follows from sums over `rest` and one pass over the catalog (`complete`): completing a set
-against 10k items costs a few matrix products, which also makes training against the whole
+set (trained with user-swapped negatives). The pair terms are bilinear, the pooling a
+softmax-weighted mean and the read-out of z linear, so the score of `rest + c` for every item c of
+the catalog follows from sums over `rest` and one pass over the catalog (`complete`): completing a
+set against 10k items costs a few matrix products, which also makes training against the whole
 catalog (a full softmax) cheap. `complete(rest, c)` equals `forward(rest + [c])` (tested).
-An untrained scorer is "similar items, often bought together" (the learned terms start at zero).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from torch import nn
 
 from recs.bundling.config import SetScorerConfig
 from recs.bundling.cooc import N_PAIR_FEATURES, CoocStats
+from recs.bundling.prior import DEFAULT_PRIOR_WEIGHT, N_PRIOR_FEATURES
 from recs.bundling.sets import pad
 from recs.retrieval.history import history_means
 
@@ -50,7 +59,7 @@ class SetScorerNet(nn.Module):
         self.pair_a = nn.Linear(m, r, bias=False)
         self.pair_b = nn.Linear(m, r, bias=False)
         self.pair_feat = nn.Linear(N_PAIR_FEATURES, 1)
-        self.sim_weight = nn.Parameter(torch.tensor(1.0))
+        self.sim_weight = nn.Parameter(torch.tensor(0.0))
         self.pop_weight = nn.Parameter(torch.tensor(0.0))
         self.query = nn.Parameter(torch.zeros(m))
         self.key = nn.Linear(m, m, bias=False)
@@ -66,18 +75,38 @@ class SetScorerNet(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.pref_mlp = nn.Sequential(nn.Linear(3 * m, m), nn.GELU(), nn.Linear(m, 1))
         self.pref_alpha = nn.Parameter(torch.tensor(5.0))
+        # The prior (fitted by prior.fit_prior, never trained): [w_sim, w_g] and b_0. Before a fit,
+        # the hand-set one. The gate scales the learned residual (chosen after training).
+        self.register_buffer("prior_weight", torch.tensor(DEFAULT_PRIOR_WEIGHT, dtype=torch.float32))
+        self.register_buffer("prior_bias", torch.tensor(0.0))
+        self.register_buffer("residual_gate", torch.tensor(1.0))
         with torch.no_grad():
-            # The prior: similar items, often bought together (the two baselines' signals).
-            self.pair_feat.weight.copy_(torch.tensor([[1.0, 1.0, 0.5]]))
-            self.pair_feat.bias.zero_()
-            # Learned terms start at zero: training moves away from the prior only as far as
-            # validation rewards it (early stopping keeps the best epoch, epoch 0 included).
+            # Learned terms start at zero, so an untrained scorer is the prior: training moves
+            # away from it only as far as validation rewards it (early stopping keeps the best
+            # epoch, epoch 0 included; the gate can scale the residual back).
+            nn.init.zeros_(self.pair_feat.weight)
+            nn.init.zeros_(self.pair_feat.bias)
             nn.init.zeros_(self.pair_b.weight)
             # Untrained, the preference head is the cosine of user and set.
             nn.init.zeros_(self.pref_mlp[-1].weight)
             nn.init.zeros_(self.pref_mlp[-1].bias)
         self._pair_scale = 1.0 / (2.0 * math.sqrt(r))
         self._attn_scale = 1.0 / math.sqrt(m)
+
+    # -- the prior and the gate ------------------------------------------------------------------
+
+    def set_prior(self, weight: Sequence[float] | np.ndarray, bias: float) -> None:
+        """Fix the prior: weight = [w_sim, w_g (3)], bias = b_0."""
+        w = torch.as_tensor(np.asarray(weight, np.float32).reshape(N_PRIOR_FEATURES))
+        with torch.no_grad():
+            self.prior_weight.copy_(w)
+            self.prior_bias.fill_(float(bias))
+
+    def set_gate(self, gate: float) -> None:
+        if not 0.0 <= gate <= 1.0:
+            raise ValueError(f"residual gate must be in [0, 1], got {gate}")
+        with torch.no_grad():
+            self.residual_gate.fill_(float(gate))
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -98,14 +127,18 @@ class SetScorerNet(nn.Module):
         return self.user_proj(user) * flag.unsqueeze(-1)
 
     def _rest_pairs(self, x: torch.Tensor, h: torch.Tensor, pair: torch.Tensor, fm: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Sum of s_ij over ordered pairs of members, and the a/b projections."""
+        """Sums of r_ij (learned) and p_ij (prior) over ordered pairs of members, and the a/b
+        projections."""
         a, b = self.pair_a(h), self.pair_b(h)
+        g = self._g(pair)
+        dots = torch.einsum("bid,bjd->bij", x, x)
         bil = torch.einsum("bir,bjr->bij", a, b)
-        s = (bil + bil.transpose(1, 2)) * self._pair_scale + self.pair_feat(self._g(pair)).squeeze(-1)
-        s = s + self.sim_weight * torch.einsum("bid,bjd->bij", x, x)
+        s = (bil + bil.transpose(1, 2)) * self._pair_scale + self.pair_feat(g).squeeze(-1)
+        s = s + self.sim_weight * dots
+        p = self.prior_weight[0] * dots + g @ self.prior_weight[1:]
         eye = torch.eye(x.shape[1], device=x.device, dtype=torch.bool).unsqueeze(0)
         pm = (fm.unsqueeze(2) * fm.unsqueeze(1)).masked_fill(eye, 0.0)
-        return (s * pm).sum((1, 2)), a, b
+        return (s * pm).sum((1, 2)), (p * pm).sum((1, 2)), a, b
 
     # -- whole sets ----------------------------------------------------------------------------
 
@@ -121,9 +154,11 @@ class SetScorerNet(nn.Module):
         """(set logits (B,), preference logits (B,); 0 without a user)."""
         fm = mask.float()
         h = self.tokens(x)
-        pair_sum, _, _ = self._rest_pairs(x, h, pair, fm)
+        pair_sum, prior_sum, _, _ = self._rest_pairs(x, h, pair, fm)
         n = fm.sum(1)
-        pair_term = pair_sum / torch.clamp(n * (n - 1), min=1.0)
+        n_pairs = torch.clamp(n * (n - 1), min=1.0)
+        pair_term = pair_sum / n_pairs
+        prior = prior_sum / n_pairs + self.prior_bias
         u = self._user(user, has_user, x.shape[0])
         q = self.query + self.user_query(u)
         logits = torch.einsum("blm,bm->bl", self.key(h), q) * self._attn_scale
@@ -131,7 +166,7 @@ class SetScorerNet(nn.Module):
         z = torch.einsum("bl,blm->bm", weights, self.value(h))
         pop_term = self.pop_weight * (self._pop(pop) * fm).sum(1) / torch.clamp(n, min=1.0)
         raw = pair_term + (z * (self.readout + u * self.user_readout)).sum(-1) + pop_term
-        set_logit = self.log_scale.exp() * raw + self.bias
+        set_logit = prior + self.residual_gate * (self.log_scale.exp() * raw + self.bias)
         if user is None:
             return set_logit, torch.zeros_like(set_logit)
         mean_x = (x * fm.unsqueeze(-1)).sum(1) / torch.clamp(fm.sum(1, keepdim=True), min=1.0)
@@ -160,16 +195,21 @@ class SetScorerNet(nn.Module):
         fm = mask_rest.float()
         h = self.tokens(x_rest)
         hc = self.tokens(x_cand)  # (K, m)
-        rest_pairs, a, b = self._rest_pairs(x_rest, h, pair_rest, fm)
+        rest_pairs, rest_prior, a, b = self._rest_pairs(x_rest, h, pair_rest, fm)
         n_rest = fm.sum(1)
         sum_a = (a * fm.unsqueeze(-1)).sum(1)
         sum_b = (b * fm.unsqueeze(-1)).sum(1)
         sum_x = (x_rest * fm.unsqueeze(-1)).sum(1)
         cross = (sum_a @ self.pair_b(hc).T + sum_b @ self.pair_a(hc).T) * self._pair_scale  # (B, K)
-        cross = cross + self.sim_weight * (sum_x @ x_cand.T)
-        cross = cross + self._g(pair_cross) @ self.pair_feat.weight.squeeze(0) + self.pair_feat.bias * n_rest.unsqueeze(1)
+        sims = sum_x @ x_cand.T  # (B, K)
+        g_cross = self._g(pair_cross)
+        cross = cross + self.sim_weight * sims
+        cross = cross + g_cross @ self.pair_feat.weight.squeeze(0) + self.pair_feat.bias * n_rest.unsqueeze(1)
+        prior_cross = self.prior_weight[0] * sims + g_cross @ self.prior_weight[1:]
         n = (n_rest + 1).unsqueeze(1)
-        pair_term = (rest_pairs.unsqueeze(1) + 2.0 * cross) / torch.clamp(n * (n - 1), min=1.0)
+        n_pairs = torch.clamp(n * (n - 1), min=1.0)
+        pair_term = (rest_pairs.unsqueeze(1) + 2.0 * cross) / n_pairs
+        prior = (rest_prior.unsqueeze(1) + 2.0 * prior_cross) / n_pairs + self.prior_bias
 
         u = self._user(user, has_user, x_rest.shape[0])
         q = self.query + self.user_query(u)  # (B, m)
@@ -188,7 +228,21 @@ class SetScorerNet(nn.Module):
 
         pop_sum = (self._pop(pop_rest) * fm).sum(1, keepdim=True)
         pop_term = self.pop_weight * (pop_sum + self._pop(pop_cand)) / n
-        return self.log_scale.exp() * (pair_term + ctx + pop_term) + self.bias
+        return prior + self.residual_gate * (self.log_scale.exp() * (pair_term + ctx + pop_term) + self.bias)
+
+
+def upgrade_state(state: dict[str, torch.Tensor], fmt: int) -> dict[str, torch.Tensor]:
+    """A saved state dict in the current layout. Format 1 had no separate prior (its trained
+    sim_weight/pair_feat were the whole pair term) and no gate: a zero prior and gate 1 give
+    exactly its scores."""
+    if fmt >= 2:
+        return state
+    return {
+        **state,
+        "prior_weight": state.get("prior_weight", torch.zeros(N_PRIOR_FEATURES)),
+        "prior_bias": state.get("prior_bias", torch.tensor(0.0)),
+        "residual_gate": state.get("residual_gate", torch.tensor(1.0)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

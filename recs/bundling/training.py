@@ -10,12 +10,21 @@ scores `rest + c` for every item c of the catalog (cheap: see scorer.py). The lo
 - preference (when sets have users with earlier purchases): BCE of (user, their set) vs (another
   user, the same set).
 
+Before training, the scorer's prior (scorer.py: "similar items, often bought together") is
+fitted on the training sets and their corruptions (prior.py) and fixed; training moves only the
+learned residual, which starts at zero, so epoch 0 (untrained) IS the prior.
+
 Validation every epoch: ROC AUC of real validation sets against one corruption of each kind
 (substitute, random, popular), and of the preference head on (user, set) vs (other user, set).
-Early stopping on validation completion NDCG@10 (or the mean corruption AUC, `select_on`);
-the best weights are kept (and written to
-`work_dir/best.safetensors`), metrics appended to `work_dir/metrics.jsonl`. Seeded. CPU: the
-model reads frozen item vectors, so an epoch over tens of thousands of sets takes seconds.
+Early stopping on validation completion NDCG@10 (or the mean corruption AUC, `select_on`).
+Selection never ends below the prior on validation: the candidate weights are the best epoch by
+`select_on` and the best epoch whose corruption AUCs of every kind are all at least the prior's;
+for each, the residual gate is tried at GATES, and the final scorer is the (epoch, gate) with the
+best `select_on` among those whose AUC of every kind is at least the prior's (gate 0, the prior
+itself, always qualifies; the preference head keeps its trained weights whatever the gate). The
+kept weights are written to `work_dir/best.safetensors`, metrics appended to
+`work_dir/metrics.jsonl`. Seeded. CPU: the model reads frozen item vectors, so an epoch over tens
+of thousands of sets takes seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from torch import nn
 
 from recs.bundling.config import SetScorerConfig, SetTrainConfig
 from recs.bundling.cooc import CoocStats
+from recs.bundling.prior import fit_prior
 from recs.bundling.scorer import NEG, SetScorer, SetScorerNet
 from recs.bundling.sets import (
     CORRUPTIONS,
@@ -47,6 +57,7 @@ from recs.progress import progress_bar
 from recs.retrieval.checkpoint import load_model_state, model_state
 
 VALID_COMPLETIONS = 256  # validation sets completed against the whole catalog each epoch
+GATES: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)  # residual gates tried after training (0: the prior)
 
 
 @dataclass
@@ -57,9 +68,14 @@ class SetTrainReport:
     valid_is_train: bool = False  # too few sets to hold any out
     preference_pairs: int = 0  # training sets with a user and earlier purchases
     epochs_run: int = 0
-    best_epoch: int = 0
-    best_metric: float = -1.0  # validation `selected_on` of the best epoch
+    best_epoch: int = 0  # the epoch whose weights are kept
+    best_metric: float = -1.0  # validation `selected_on` of the final scorer (at its gate)
     selected_on: str = "ndcg@10"
+    prior: dict = field(default_factory=dict)  # the fitted prior (prior.fit_prior's report)
+    prior_metrics: dict = field(default_factory=dict)  # validation metrics of the prior (epoch 0)
+    residual_gate: float = 1.0
+    valid_metrics: dict = field(default_factory=dict)  # validation metrics of the final scorer
+    gates: list[dict] = field(default_factory=list)  # every (epoch, gate) tried, and whether it qualified
     steps: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
@@ -189,13 +205,14 @@ def fit_set_scorer(
     sampler = NegativeSampler(n_items, leaves, near, cooc_train)
     net = SetScorerNet(dim, scorer_config)
     scorer = SetScorer(net, item_vectors, cooc_train, config.history_max_items, config.history_half_life)
+    prior = fit_prior(scorer, sampler, train.rows, config.seed, config.max_set_size, scorer_config.use_cooc)
     users, has_user = scorer.user_vectors(train.histories)
     user_ids = np.array([u or "" for u in train.users], dtype=object)
     vdata = _validation_data(valid, sampler, scorer, config)
 
     report = SetTrainReport(
         sets=all_sets.counts(), train_sets=len(train), valid_sets=len(valid), valid_is_train=valid_is_train,
-        preference_pairs=int(has_user.sum()),
+        preference_pairs=int(has_user.sum()), prior=prior,
     )
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:
@@ -212,7 +229,10 @@ def fit_set_scorer(
     key = config.select_on if config.select_on in metrics else "auc"
     report.selected_on = key
     report.best_metric = metrics[key]
+    report.prior_metrics = dict(metrics)
     best_state = model_state(net)
+    # The best epoch whose corruption AUCs all clear the prior's (epoch 0 does, trivially).
+    best_clear: tuple[int, float, dict] = (0, metrics[key], best_state)
     _log(work, report, {"epoch": 0, "step": 0, **metrics})
     bad_epochs = 0
     out_of_time = False
@@ -244,20 +264,64 @@ def fit_set_scorer(
         if metrics[key] > report.best_metric + 1e-6:
             report.best_metric, report.best_epoch, bad_epochs = metrics[key], epoch, 0
             best_state = model_state(net)
-            if work is not None:
-                from safetensors.torch import save_file
-
-                atomic_write_file(work / "best.safetensors", lambda tmp, state=best_state: save_file(state, str(tmp)))
         else:
             bad_epochs += 1
+        if clears_prior(metrics, report.prior_metrics) and metrics[key] > best_clear[1] + 1e-6:
+            best_clear = (epoch, metrics[key], best_state if report.best_epoch == epoch else model_state(net))
         if bad_epochs >= config.patience or out_of_time:
             break
-    load_model_state(net, best_state)
+    candidates = [(report.best_epoch, best_state)]
+    if best_clear[0] not in (0, report.best_epoch):
+        candidates.append((best_clear[0], best_clear[2]))
+    _select_gate(scorer, vdata, valid_is_train, report, candidates, key)
     net.eval()
+    if work is not None:
+        from safetensors.torch import save_file
+
+        atomic_write_file(work / "best.safetensors", lambda tmp, state=model_state(net): save_file(state, str(tmp)))
     report.seconds = time.monotonic() - began
     # Served with the statistics of every set: validation sets are real data too.
     cooc_all = CoocStats.from_sets(all_sets.rows, n_items) if len(valid) and not valid_is_train else cooc_train
     return SetScorer(net, item_vectors, cooc_all, config.history_max_items, config.history_half_life, report.to_dict())
+
+
+def clears_prior(metrics: dict[str, float], prior: dict[str, float], margin: float = 0.0) -> bool:
+    """Whether the validation corruption AUC of every kind is at least the prior's (+ margin)."""
+    return all(metrics[f"auc_{kind}"] >= prior[f"auc_{kind}"] + margin for kind in CORRUPTIONS if f"auc_{kind}" in prior)
+
+
+def _select_gate(
+    scorer: SetScorer,
+    data: _Validation,
+    own: bool,
+    report: SetTrainReport,
+    candidates: list[tuple[int, dict[str, torch.Tensor]]],
+    key: str,
+) -> None:
+    """Load the candidate (epoch, gate) with the best validation `key` among those whose
+    corruption AUCs all clear the prior's; the prior (gate 0) wins ties and always qualifies."""
+    by_epoch = {h["epoch"]: h for h in report.history}
+    best: tuple[float, int, float, dict[str, float]] = (report.prior_metrics[key], candidates[0][0], 0.0, report.prior_metrics)
+    for epoch, state in candidates:
+        if epoch == 0:  # untrained: the residual is zero, every gate is the prior
+            continue
+        load_model_state(scorer.net, state)
+        scorer.net.eval()
+        for gate in GATES:
+            if gate == 1.0:
+                metrics = {k: v for k, v in by_epoch[epoch].items() if k not in ("epoch", "step", "loss")}
+            else:
+                scorer.net.set_gate(gate)
+                metrics = _validate(scorer, data, own)
+            ok = clears_prior(metrics, report.prior_metrics)
+            report.gates.append({"epoch": epoch, "gate": gate, "qualifies": ok, **metrics})
+            if ok and metrics[key] > best[0] + 1e-6:
+                best = (metrics[key], epoch, gate, metrics)
+        scorer.net.set_gate(1.0)
+    report.gates.append({"epoch": candidates[0][0], "gate": 0.0, "qualifies": True, **report.prior_metrics})
+    report.best_metric, report.best_epoch, report.residual_gate, report.valid_metrics = best[0], best[1], best[2], dict(best[3])
+    load_model_state(scorer.net, dict(candidates)[best[1]])
+    scorer.net.set_gate(best[2])
 
 
 def _step(

@@ -202,9 +202,16 @@ def train_bundler_command(
     bundler = train_bundler_step(retriever, dataset, settings, model)
     rep = bundler.report
     sets = ", ".join(f"{n} {kind}s" for kind, n in sorted(rep.get("sets", {}).items()))
-    best = next((h for h in rep.get("history", []) if h.get("epoch") == rep.get("best_epoch")), {})
-    aucs = ", ".join(f"{k.removeprefix('auc_')} {v:.3f}" for k, v in best.items() if k.startswith("auc_") and isinstance(v, float))
-    console.print(f"set scorer trained on {sets} in {rep.get('seconds', 0):.0f}s; best epoch {rep.get('best_epoch')}: validation AUC vs {aucs}", highlight=False)
+    # The final scorer's validation metrics (at its residual gate); older reports: the best epoch's.
+    best = rep.get("valid_metrics") or next((h for h in rep.get("history", []) if h.get("epoch") == rep.get("best_epoch")), {})
+
+    def aucs(metrics: dict) -> str:
+        return ", ".join(f"{k.removeprefix('auc_')} {v:.3f}" for k, v in metrics.items() if k.startswith("auc_") and isinstance(v, float))
+
+    gate = f", residual gate {rep['residual_gate']:g}" if "residual_gate" in rep else ""
+    prior = f" (prior alone: {aucs(rep['prior_metrics'])})" if rep.get("prior_metrics") else ""
+    console.print(f"set scorer trained on {sets} in {rep.get('seconds', 0):.0f}s; best epoch {rep.get('best_epoch')}{gate}: "
+                  f"validation AUC vs {aucs(best)}{prior}", highlight=False)
     console.print(f"saved set scorer into {model}", highlight=False)
 
 

@@ -401,7 +401,7 @@ class OnnxSetScorer:
 def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options: RuntimeOptions | None = None) -> Any:
     """`recs.bundling.bundler.Bundler` over the exported set scorer (as `Bundler.load` does for
     the torch one: same files under `set_scorer/`, the net replaced by its graphs)."""
-    from recs.bundling.bundler import BUNDLER_FORMAT, FOLDER, Bundler
+    from recs.bundling.bundler import FOLDER, READABLE_FORMATS, Bundler
     from recs.bundling.config import BundlerConfig
     from recs.bundling.cooc import CoocStats
 
@@ -411,8 +411,9 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
     if "set_scorer" not in spec["graphs"]:
         raise ArtifactError(f"{artifact.path}: no exported set scorer (was `recs export` run on an artifact with one?)")
     meta = artifact.read_json(f"{FOLDER}/config.json")
-    if meta.get("format") != BUNDLER_FORMAT:
-        raise ArtifactError(f"{artifact.path}: set scorer format {meta.get('format')!r}, this recs reads {BUNDLER_FORMAT}")
+    if meta.get("format") not in READABLE_FORMATS:
+        # The graphs hold the whole net (format 1 or 2 alike): the files beside them are the same.
+        raise ArtifactError(f"{artifact.path}: set scorer format {meta.get('format')!r}, this recs reads {', '.join(map(str, READABLE_FORMATS))}")
     config = BundlerConfig.parse_dict(meta["config"], source=f"{artifact.path}/{FOLDER}/config.json")
     saved_ids = artifact.read_json(f"{FOLDER}/item_ids.json")
     cooc = CoocStats.from_arrays(artifact.read_safetensors(f"{FOLDER}/cooc.safetensors"), len(saved_ids))
