@@ -350,7 +350,6 @@ def composed_bundle_rows(
     baskets) against cooc, item_similarity, tifu_knn, repeat and the untrained composer."""
     from recs.bundling.bundler import Bundler
     from recs.bundling.config import BundlerConfig, SetTrainConfig
-    from recs.bundling.scorer import SetScorer, SetScorerNet
     from recs.evaluation.bundle_tasks import bundle_task_rows
     from recs.evaluation.stages import split_for_benchmark
 
@@ -363,14 +362,10 @@ def composed_bundle_rows(
         config = config.model_copy(update={"compose": compose})
     work = CACHE_DIR / f"work-composed-{name.replace('/', '-')}"
     bundler = Bundler.fit(retriever, split.fit_events, dataset.bundles, config, work_dir=work, show_progress=args.progress)
-    scorer = bundler.scorer
-    net = SetScorerNet(scorer.item_vectors.shape[1], config.scorer)
-    untrained = Bundler(retriever, SetScorer(net, scorer.item_vectors, scorer.cooc, config.train.history_max_items,
-                                             config.train.history_half_life), config, bundler.bundles)
-    rep = scorer.report
+    rep = bundler.report
     notes = (f"zero-shot towers (untuned all-MiniLM-L6-v2); set scorer trained on the history: {rep['train_sets']} sets, "
              f"best epoch {rep['best_epoch']}, {time.perf_counter() - started:.0f}s with encoding")
-    return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, untrained, n=args.n_bundles,
+    return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, n=args.n_bundles,
                             max_queries=args.composed_queries, seed=SEED + 5, notes=notes, show_progress=args.progress,
                             log=lambda line: print(line, flush=True),
                             methods=args.composed_methods.split(",") if args.composed_methods else None)

@@ -12,6 +12,7 @@ from recs.cli import app
 from recs.config import RecsConfig
 from recs.errors import ConfigError
 from recs.evaluation.baselines import BASELINES
+from recs.evaluation.bundle_tasks import BUNDLE_TASKS
 from recs.evaluation.stages import budgeted_config
 
 runner = CliRunner()
@@ -27,6 +28,10 @@ valid_users = 40
 epochs = 1
 max_queries = 30
 max_tokens = 32
+[bundling.train]
+epochs = 1
+[bundling.item_model]
+max_baskets = 30
 """
 
 
@@ -37,14 +42,19 @@ def test_benchmark_writes_results_with_engine_baselines_and_paired(
     config.write_text(SMALL_CONFIG, encoding="utf-8")
     out = tmp_path / "results" / "bench.json"
     result = runner.invoke(app, ["benchmark", "--data", str(small_demo_dir), "--out", str(out), "--model", str(tiny_model_dir),
-                                 "--config", str(config), "--max-minutes", "0.5", "--max-test-users", "60", "--no-progress"])
+                                 "--config", str(config), "--max-minutes", "0.5", "--max-test-users", "60", "--no-progress",
+                                 "--bundles"])
     assert result.exit_code == 0, result.output
     assert "| engine | all |" in result.output and "engine vs repeat:" in result.output
+    assert "| engine | anchor_bundle |" in result.output and "precision" in result.output
     document = json.loads(out.read_text(encoding="utf-8"))
     rows = document["rows"]
     methods = {r["method"] for r in rows}
     assert {"engine", "two_tower", *BASELINES} <= methods
-    assert {r["slice"] for r in rows if r["method"] == "engine"} == {"all", "new_to_user", "cold_items", "discover"}
+    assert {r["slice"] for r in rows if r["method"] == "engine"} == {"all", "new_to_user", "cold_items", "discover", *BUNDLE_TASKS}
+    bundle_rows = [r for r in rows if r["slice"] in BUNDLE_TASKS]
+    assert {r["method"] for r in bundle_rows} == {"engine", "cooc", "item_similarity", "tifu_knn", "repeat", "untrained"}
+    assert all(r["metrics"]["constraint_satisfaction"] == 1.0 for r in bundle_rows)
     assert all(r["metrics"]["users"] <= 60 for r in rows)
     assert {p["reference"] for p in document["paired"]} == set(BASELINES)
     for paired in document["paired"]:

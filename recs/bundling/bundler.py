@@ -46,6 +46,7 @@ FOLDER = "set_scorer"
 # gated (residual_gate); 1: a trainable prior inside the pair term, no gate (still read).
 BUNDLER_FORMAT = 2
 READABLE_FORMATS: tuple[int, ...] = (1, 2)
+ITEM_MODEL_FILE = f"{FOLDER}/item_model.json"
 
 
 @dataclass
@@ -164,16 +165,31 @@ class Bundler:
     ) -> Bundler:
         """Train the set scorer on the baskets of `events` and/or the curated `bundles`
         (either may be None: a bundles file alone, or baskets alone, are enough)."""
+        from recs.bundling.item_training import fit_bundle_item_model, holdout_last_baskets
+        from recs.bundling.scorer import SetScorer
         from recs.bundling.training import fit_set_scorer
 
         config = config or BundlerConfig()
-        sets = collect_sets(retriever.catalog.row_of, events, bundles, max_history=config.train.history_max_items)
+        row_of = retriever.catalog.row_of
+        known = bundles.filter(pl.col("item_id").is_in(list(row_of))) if bundles is not None and bundles.height else None
+        held = None
+        if events is not None and events.height and config.item_model.enabled:
+            held = holdout_last_baskets(events, retriever.catalog.item_ids, config.item_model.max_baskets, config.train.seed)
+        history = events if held is None else held[1]
+        sets = collect_sets(row_of, history, bundles, max_history=config.train.history_max_items)
         scorer = fit_set_scorer(
             retriever.item_vectors, leaf_ids(retriever.categories), sets, config.scorer, config.train,
             work_dir=work_dir, show_progress=show_progress,
         )
-        known = bundles.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of))) if bundles is not None and bundles.height else None
-        return cls(retriever, scorer, config, known)
+        if held is None:
+            return cls(retriever, scorer, config, known)
+        past = cls(retriever.with_events(history), scorer, config, known)
+        item_model = fit_bundle_item_model(past, held[0], config.item_model, config.train.seed, show_progress)
+        # Served with the co-occurrences of every basket, the held-out ones included.
+        every = collect_sets(row_of, events, bundles, max_history=config.train.history_max_items)
+        scorer = SetScorer(scorer.net, scorer.item_vectors, CoocStats.from_sets(every.rows, len(row_of)),
+                           scorer.history_max_items, scorer.history_half_life, scorer.report)
+        return cls(retriever, scorer, config, known, item_model)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -215,7 +231,7 @@ class Bundler:
             net, retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life,
             meta.get("report") or {},
         )
-        return cls(retriever, scorer, config, bundles)
+        return cls(retriever, scorer, config, bundles, read_item_model(artifact, component.files))
 
     def write(self, writer: ArtifactWriter) -> None:
         """Add the component to an open ArtifactWriter (replacing an older one)."""
@@ -238,6 +254,9 @@ class Bundler:
         if self.bundles is not None and self.bundles.height:
             self.bundles.write_parquet(writer.file(f"{FOLDER}/bundles.parquet"))
             files.append(f"{FOLDER}/bundles.parquet")
+        if self.item_model is not None:
+            writer.write_json(ITEM_MODEL_FILE, self.item_model.to_json())
+            files.append(ITEM_MODEL_FILE)
         writer.add_component(COMPONENT, "set_scorer", files=files, config={
             "format": BUNDLER_FORMAT, "sets": report.get("sets", {}), "best_epoch": report.get("best_epoch"),
             "valid_auc": report.get("best_metric"),
@@ -320,10 +339,14 @@ class Bundler:
         relevance, relevance_of = None, "members"
         weight = cfg.relevance_weight if relevance_weight is None else relevance_weight
         if self.item_model is not None and candidates:
-            # Mean log-odds of the added items (the item model) + the set logit / item_weight.
+            # Mean log-odds of the added items (the item model) + the set logit / item_weight,
+            # over the item model's best candidates.
             rows = np.asarray(candidates, np.int64)
+            log_odds = self.item_model.log_odds(self.item_features(req, rows), req.mode)
             relevance = np.zeros(len(self.table))
-            relevance[rows] = self.item_model.log_odds(self.item_features(req, rows), req.mode)
+            relevance[rows] = log_odds
+            keep = np.lexsort((rows, -log_odds))[: cfg.n_item_candidates]
+            candidates = sorted(rows[keep].tolist())
             relevance_of, weight = "added", cfg.item_weight if relevance_weight is None else relevance_weight
         elif req.user.scores is not None and candidates:
             scores = req.user.scores
@@ -398,7 +421,8 @@ class Bundler:
         rows = found.item_rows[found.order()]
         scores = np.full(len(self.table), -np.log1p(max(ABSENT_RANK, len(rows))), np.float64)
         scores[rows] = -np.log1p(np.arange(len(rows)))
-        return UserRanking(rows[: cfg.n_user_candidates], scores, found)
+        # With an item model every candidate is a bundle candidate: the model ranks them all.
+        return UserRanking(rows if self.item_model is not None else rows[: cfg.n_user_candidates], scores, found)
 
     def _candidates(
         self,
@@ -530,6 +554,13 @@ class Bundler:
             if len(out) >= k:
                 break
         return out
+
+
+def read_item_model(artifact: Artifact, files: Sequence[str]) -> ItemModel | None:
+    """The bundle item model of an artifact's set scorer component (None: it has none)."""
+    if ITEM_MODEL_FILE not in files:
+        return None
+    return ItemModel.from_json(artifact.read_json(ITEM_MODEL_FILE), source=f"{artifact.path}/{ITEM_MODEL_FILE}")
 
 
 def save_bundler(path: str | Path, bundler: Bundler) -> Path:

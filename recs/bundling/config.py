@@ -68,6 +68,7 @@ class ComposeConfig(StrictModel):
     # log-odds of the added items joining the basket, so the item model leads and the set
     # logit says how the added items go together.
     item_weight: float = Field(default=10.0, ge=0)
+    n_item_candidates: int = Field(default=60, ge=1)  # the item model's best candidates the search sees
     # Two returned bundles share at most this Jaccard overlap of their non-anchor items (relaxed
     # when too few bundles remain) ...
     max_overlap: float = Field(default=0.5, ge=0, le=1)

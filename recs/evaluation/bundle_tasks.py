@@ -277,6 +277,18 @@ def baseline_methods(data: BaselineData, n: int, config: ComposeConfig) -> dict[
     }
 
 
+def untrained_bundler(bundler: Bundler) -> Bundler:
+    """The `untrained` method: the same retriever, statistics and composer, an untrained set
+    scorer (the hand-set prior of scorer.py) and no item model."""
+    from recs.bundling.bundler import Bundler
+    from recs.bundling.scorer import SetScorer, SetScorerNet
+
+    scorer, config = bundler.scorer, bundler.config
+    net = SetScorerNet(scorer.item_vectors.shape[1], config.scorer)
+    return Bundler(bundler.retriever, SetScorer(net, scorer.item_vectors, scorer.cooc, config.train.history_max_items,
+                                                config.train.history_half_life), config, bundler.bundles)
+
+
 def bundler_method(bundler: Bundler, n: int) -> BundleMethod:
     """The engine's composer (`Bundler.compose`) for a query: the user, their history, the anchor."""
     table = bundler.table
@@ -298,7 +310,7 @@ def bundle_task_rows(
     fit_events: pl.DataFrame,
     items: pl.DataFrame,
     bundler: Bundler,
-    untrained: Bundler,
+    untrained: Bundler | None = None,
     *,
     n: int = 3,
     max_queries: int | None = 1000,
@@ -308,8 +320,8 @@ def bundle_task_rows(
     log: Callable[[str], None] = lambda _line: None,
     methods: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Both tasks on held-out `targets` (a Split's `test`), `bundler` trained on `fit_events`:
-    result rows (dataset, method, slice = task, metrics, notes) for engine, cooc,
+    """Both tasks on held-out `targets` (a Split's `test`), `bundler` trained on `fit_events`
+    (`untrained`: default `untrained_bundler(bundler)`): result rows (dataset, method, slice = task, metrics, notes) for engine, cooc,
     item_similarity, tifu_knn, repeat, untrained. The engine row also holds its precision ratio
     to the best baseline and the paired 95% CI of the per-query difference (`ratio_vs_best`,
     `delta_ci_low`, `delta_ci_high`); its notes give the paired line against every method."""
@@ -334,7 +346,7 @@ def bundle_task_rows(
             user_scores=fit_user_baselines(fit_events, items, users, table.row_of),
         )
         every = {"engine": bundler_method(bundler, n), **baseline_methods(data, n, bundler.config.compose),
-                 "untrained": bundler_method(untrained, n)}
+                 "untrained": bundler_method(untrained or untrained_bundler(bundler), n)}
         chosen = {m: fn for m, fn in every.items() if methods is None or m in methods or m == "engine"}
         results: dict[str, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
         for method, fn in chosen.items():

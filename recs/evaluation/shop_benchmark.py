@@ -7,6 +7,8 @@ then every method on the test baskets: the registered baselines (ALS tuned on va
 R = 0 is the learned ranker's order). Slices `all`, `new_to_user`, `cold_items` and `discover` (each
 method's shelf without the items the user bought). The engine's per-user NDCG@10 on `all` is
 compared with each baseline's, paired on the same users (mean difference and its 95% CI).
+With `bundles`, the composed-bundle tasks too (`anchor_bundle`, `user_bundle`:
+recs.evaluation.bundle_tasks).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from recs.config import RecsConfig
 from recs.data.schema import Dataset
+from recs.data.splits import Split
 from recs.errors import ConfigError
 from recs.evaluation.adapters import EngineRecommender, TwoTowerRecommender
 from recs.evaluation.baselines import BASELINES
@@ -27,6 +30,7 @@ from recs.evaluation.protocol import SLICES
 from recs.evaluation.runner import evaluate_baselines
 from recs.evaluation.stages import budgeted_config, fit_stages, method_rows, split_for_benchmark
 from recs.progress import progress_bar
+from recs.retrieval.retriever import Retriever
 
 __all__ = ["KS", "PAIRED_METRIC", "TABLE_METRICS", "BenchmarkResult", "run_shop_benchmark"]
 
@@ -65,6 +69,7 @@ def run_shop_benchmark(
     name: str = "shop",
     max_test_users: int | None = None,
     log: Callable[[str], None] = lambda _line: None,
+    bundles: bool = False,
 ) -> BenchmarkResult:
     """The protocol of the module docstring on `dataset`. `max_minutes` is the overall budget: half
     for the towers, a quarter for the cross-encoder, the rest for the rankers, the baselines and
@@ -106,6 +111,9 @@ def run_shop_benchmark(
     log(_summary("two_tower", rows))
     log(_summary("engine", rows))
 
+    if bundles:
+        rows += composed_bundle_rows(dataset, split, stages.retriever, config, work, name, max_test_users, show_progress, log)
+
     for (method, slice_name), users in baseline_users.items():
         per_user.setdefault(method, {})[slice_name] = users
     paired = []
@@ -113,6 +121,23 @@ def run_shop_benchmark(
         difference = paired_difference(per_user["engine"].get("all", {}), per_user.get(method, {}).get("all", {}))
         paired.append({"method": "engine", "reference": method, "slice": "all", "metric": PAIRED_METRIC, **difference})
     return BenchmarkResult(rows, paired, r, time.perf_counter() - started, split.describe())
+
+
+def composed_bundle_rows(
+    dataset: Dataset, split: Split, retriever: Retriever, config: RecsConfig, work: Path, name: str,
+    max_queries: int | None, show_progress: bool, log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The composed-bundle tasks (recs.evaluation.bundle_tasks): a set scorer and item model
+    trained on the history before the test baskets, over the benchmark's towers."""
+    from recs.bundling.bundler import Bundler
+    from recs.evaluation.bundle_tasks import bundle_task_rows
+
+    started = time.perf_counter()
+    served = retriever.with_events(split.fit_events)
+    bundler = Bundler.fit(served, split.fit_events, dataset.bundles, config.bundling, Path(work) / "bundler", show_progress)
+    notes = f"the benchmark's towers; set scorer and item model trained on the history in {time.perf_counter() - started:.0f}s"
+    return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, max_queries=max_queries or 1000,
+                            notes=notes, show_progress=show_progress, log=log)
 
 
 def _summary(method: str, rows: Sequence[dict[str, Any]]) -> str:

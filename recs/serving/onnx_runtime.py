@@ -401,7 +401,7 @@ class OnnxSetScorer:
 def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options: RuntimeOptions | None = None) -> Any:
     """`recs.bundling.bundler.Bundler` over the exported set scorer (as `Bundler.load` does for
     the torch one: same files under `set_scorer/`, the net replaced by its graphs)."""
-    from recs.bundling.bundler import FOLDER, READABLE_FORMATS, Bundler
+    from recs.bundling.bundler import FOLDER, READABLE_FORMATS, Bundler, read_item_model
     from recs.bundling.config import BundlerConfig
     from recs.bundling.cooc import CoocStats
 
@@ -427,7 +427,7 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
         graph(artifact, spec, "set_scorer", options), graph(artifact, spec, "set_completion", options),
         retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life, meta.get("report") or {},
     )
-    return Bundler(retriever, scorer, config, bundles)
+    return Bundler(retriever, scorer, config, bundles, read_item_model(artifact, artifact.files))
 
 
 def is_onnx_export(path: str | Path | Artifact) -> bool:

@@ -1,0 +1,88 @@
+"""Fitting the bundle item model (item_model.py) on held-out baskets.
+
+A seeded sample of users' last baskets is held out (`recs.data.splits.leave_last_out`: the
+history is cut where the session of that basket starts). The set scorer trains on everything
+else; a retriever serving only that history composes the requests a shop would have sent just
+before each basket: with one of the basket's items as the anchor ("anchor" mode) and for the
+user alone ("user" mode). Every candidate the composer would consider is a row, labelled by
+whether the user bought it in that basket.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from recs.bundling.config import ItemModelConfig
+from recs.bundling.item_model import ItemMode, ItemModel, fit_item_model
+from recs.errors import DataError
+from recs.progress import progress_bar
+
+if TYPE_CHECKING:
+    from recs.bundling.bundler import Bundler
+
+
+def holdout_last_baskets(
+    events: pl.DataFrame, item_ids: list[str], max_baskets: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(held-out targets: user_id, item_id, basket_id rows of at most `max_baskets` users' last
+    baskets; the events without them and their sessions), or None when no user has a basket
+    before their last (nothing to learn from)."""
+    from recs.data.splits import leave_last_out
+
+    if "basket_id" not in events.columns:
+        return None
+    try:
+        split = leave_last_out(events, pl.Series(item_ids))
+    except DataError:
+        return None
+    users = split.test["user_id"].unique().sort()
+    if users.len() == 0:
+        return None
+    if users.len() > max_baskets:
+        users = users.sample(max_baskets, seed=seed).sort()
+    chosen = users.implode()
+    held = split.test.filter(pl.col("user_id").is_in(chosen))
+    kept = pl.concat([
+        split.fit_events.filter(pl.col("user_id").is_in(chosen)),
+        events.filter(~pl.col("user_id").is_in(chosen)),
+    ]).sort(["user_id", "timestamp"])
+    return held, kept
+
+
+def fit_bundle_item_model(
+    past: Bundler, held: pl.DataFrame, config: ItemModelConfig, seed: int, show_progress: bool = False
+) -> ItemModel | None:
+    """The item model from `past` (a bundler whose retriever and set scorer know only the events
+    before `held`'s baskets). None when no basket gave both labels."""
+    rng = np.random.default_rng(seed)
+    row_of = past.table.row_of
+    grouped = (
+        held.filter(pl.col("item_id").is_in(list(row_of)))
+        .group_by("user_id", "basket_id").agg(pl.col("item_id").unique().sort())
+        .sort("user_id", "basket_id")
+    )
+    data: dict[ItemMode, tuple[list[np.ndarray], list[np.ndarray]]] = {"anchor": ([], []), "user": ([], [])}
+    with progress_bar("bundle item model", total=grouped.height, enabled=show_progress) as advance:
+        for user, _basket, items in grouped.iter_rows():
+            basket = {row_of[i] for i in items}
+            anchors: list[list[int]] = [[]]
+            if len(basket) >= 2:
+                anchors.append([int(sorted(basket)[int(rng.integers(len(basket)))])])
+            for anchor in anchors:
+                req = past._request(str(user), None, None, "fallback", anchor, False, ())
+                rows = np.asarray(sorted(set(req.sources) - set(anchor)), np.int64)
+                if not len(rows):
+                    continue
+                x, y = data[req.mode]
+                x.append(past.item_features(req, rows))
+                y.append(np.isin(rows, list(basket - set(anchor))).astype(np.float64))
+            advance(1)
+    stacked = {m: (np.concatenate(x), np.concatenate(y)) for m, (x, y) in data.items() if x}
+    if not any(y.min() < y.max() for _, y in stacked.values()):
+        return None
+    model = fit_item_model(stacked, config.l2)
+    model.report["baskets"] = grouped.height
+    return model

@@ -1,0 +1,187 @@
+"""Composed bundles against real baskets (recs.evaluation.bundle_tasks) and the bundle item model
+(recs.bundling.item_model) that lets the engine's bundles hold what a user buys with the anchor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recs.bundling.bundler import ITEM_MODEL_FILE, Bundler
+from recs.bundling.composer import BundleConstraints, ItemTable, check_bundle, compose
+from recs.bundling.cooc import CoocStats
+from recs.bundling.item_model import (
+    ABSENT_RANK,
+    ITEM_FEATURES,
+    ItemModel,
+    fit_item_model,
+    item_features,
+)
+from recs.data import load_dataset
+from recs.errors import ArtifactError
+from recs.evaluation.bundle_tasks import (
+    BundleQuery,
+    bundle_queries,
+    bundle_task_rows,
+    composed_with_scores,
+    evaluate_bundle_method,
+    score_bundles,
+)
+from recs.evaluation.stages import split_for_benchmark
+from recs.serving import Engine
+
+
+def small_table(n: int = 12) -> ItemTable:
+    return ItemTable(
+        item_ids=[f"I{i}" for i in range(n)], titles=[f"item {i}" for i in range(n)],
+        prices=np.arange(1.0, n + 1.0), in_stock=np.array([i != n - 1 for i in range(n)]),
+        leaves=["" if i % 3 else f"Cat > {i % 2}" for i in range(n)],
+    )
+
+
+# ------------------------------------------------------------------------------------ queries
+
+
+def test_queries_keep_baskets_of_three_catalog_items_and_draw_the_anchor_from_them() -> None:
+    table = small_table()
+    targets = pl.DataFrame({
+        "user_id": ["u1"] * 3 + ["u2"] * 2 + ["u3"] * 3,
+        "item_id": ["I0", "I1", "I2", "I3", "I4", "I5", "I6", "NOPE"],
+        "basket_id": ["b1"] * 3 + ["b2"] * 2 + ["b3"] * 3,
+    })
+    anchored = bundle_queries(targets, table, "anchor_bundle", seed=3)
+    assert [q.user_id for q in anchored] == ["u1"]  # u2: two items, u3: two known items
+    q = anchored[0]
+    assert q.basket == frozenset({0, 1, 2}) and q.anchor in q.basket
+    median = float(np.median(table.prices[table.in_stock]))
+    assert q.budget == pytest.approx(table.prices[q.anchor] + 3 * median)
+    assert bundle_queries(targets, table, "anchor_bundle", seed=3) == anchored  # seeded
+    (user,) = bundle_queries(targets, table, "user_bundle")
+    assert user.anchor is None and user.budget == pytest.approx(4 * median)
+    many = pl.DataFrame({"user_id": [f"u{i // 3}" for i in range(60)], "item_id": [f"I{i % 3}" for i in range(60)],
+                         "basket_id": [f"b{i // 3}" for i in range(60)]})
+    assert len(bundle_queries(many, table, "user_bundle", max_queries=5)) == 5
+
+
+def test_scores_of_ranked_bundles_by_hand() -> None:
+    query = BundleQuery("u|b", "u", frozenset({0, 1, 2}), 0, None)
+    got = score_bundles([(0, 1), (0, 3), (0, 1, 2)], query, n=3)
+    assert got["precision"] == pytest.approx((1 + 0 + 1) / 3)
+    assert got["hit_rate"] == pytest.approx(2 / 3)
+    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert got["pair_ndcg"] == pytest.approx((1 + 0 + 1 / np.log2(4)) / ideal)
+    assert score_bundles([], query, n=3) == {"precision": 0.0, "hit_rate": 0.0, "pair_ndcg": 0.0}
+
+
+def test_baseline_bundles_follow_the_scores_under_every_constraint() -> None:
+    table = small_table()
+    query = BundleQuery("u|b", "u", frozenset({0, 4, 5}), 0, 20.0)
+    scores = np.zeros(len(table))
+    scores[[4, 5, 7, 11]] = [5.0, 4.0, 3.0, 9.0]  # 11 is out of stock
+    bundles = composed_with_scores(table, query, scores, np.ones(len(table)), n=3)
+    assert 1 <= len(bundles) <= 3 and 4 in bundles[0]
+    for b in bundles:
+        assert b[0] == 0 and check_bundle(b, table, query.constraints(table)) == []
+    added = [set(b) - {0} for b in bundles]
+    assert all(len(a & b) <= 1 for i, a in enumerate(added) for b in added[i + 1:])
+    metrics, per_query = evaluate_bundle_method(lambda q: bundles, [query], table, n=3)
+    assert metrics["constraint_satisfaction"] == 1.0 and per_query["u|b"] == score_bundles(bundles, query, 3)
+    over_budget, _ = evaluate_bundle_method(lambda q: [(0, 9, 10)], [query], table, n=3)
+    assert over_budget["constraint_satisfaction"] == 0.0
+
+
+def test_composer_can_average_relevance_over_the_added_items_only() -> None:
+    table = small_table(6)
+    constraints = BundleConstraints(min_size=2, max_size=4, anchors=("I0",), allow_same_leaf=frozenset({"*"}))
+    relevance = np.array([-100.0, 1.0, 0.5, 0.0, 0.0, 0.0])
+    flat = lambda states: np.zeros(len(states))  # noqa: E731
+    added = compose(table, [1, 2, 3], constraints, flat, relevance, 1.0, n=1, relevance_of="added").bundles[0]
+    members = compose(table, [1, 2, 3], constraints, flat, relevance, 1.0, n=1).bundles[0]
+    assert added.rows == (0, 1) and added.objective == pytest.approx(1.0)
+    # Over members the anchor's -100 is diluted by size: the largest bundle wins instead.
+    assert len(members.rows) == 4
+
+
+# --------------------------------------------------------------------------------- item model
+
+
+def test_item_model_learns_the_signal_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, len(ITEM_FEATURES)))
+    y = (x[:, 0] - x[:, 3] + 0.3 * rng.normal(size=600) > 0).astype(float)
+    model = fit_item_model({"anchor": (x, y), "user": (x[:300], 1.0 - y[:300])})
+    assert model.weights["anchor"][0] > 0 > model.weights["anchor"][3]
+    assert model.weights["user"][0] < 0  # fitted per mode
+    again = ItemModel.from_json(json.loads(json.dumps(model.to_json())), "test")
+    np.testing.assert_allclose(again.log_odds(x, "anchor"), model.log_odds(x, "anchor"))
+    bad = model.to_json()
+    bad["weights"]["anchor"][0] = float("nan")
+    with pytest.raises(ArtifactError, match="non-finite"):
+        ItemModel.from_json(json.loads(json.dumps(bad)), "m.json")
+    with pytest.raises(ArtifactError, match="retrain"):
+        ItemModel.from_json({**model.to_json(), "features": ["x"]}, "m.json")
+    # One class only in a mode: it borrows the other mode's weights (never NaN).
+    lone = fit_item_model({"anchor": (x, y), "user": (x[:10], np.zeros(10))})
+    np.testing.assert_array_equal(lone.weights["user"], lone.weights["anchor"])
+
+
+def test_item_features_without_anchor_or_user_are_finite_constants() -> None:
+    n = 8
+    vectors = np.eye(n, dtype=np.float32)
+    cooc = CoocStats.from_sets([np.array([0, 1]), np.array([0, 1, 2])], n)
+    rows = np.array([1, 2, 5])
+    bare = item_features(rows, [], completion=None, cooc=cooc, item_vectors=vectors, user_scores=None, user_vector=None,
+                         found=None, popularity=np.arange(n, dtype=float), rebuy_rate=None)
+    col = {f: j for j, f in enumerate(ITEM_FEATURES)}
+    assert bare.shape == (3, len(ITEM_FEATURES)) and np.all(np.isfinite(bare))
+    assert np.all(bare[:, col["anchor_logp"]] == 0) and np.all(bare[:, col["user_logp"]] == -np.log1p(ABSENT_RANK))
+    completion = np.linspace(0, 1, n)
+    completion[0] = -np.inf  # the anchor itself
+    anchored = item_features(rows, [0], completion=completion, cooc=cooc, item_vectors=vectors, user_scores=None,
+                             user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None)
+    assert anchored[:, col["anchor_cooc"]].tolist() == pytest.approx(np.log1p([2, 1, 0]).tolist())
+    assert np.all(anchored[:, col["anchor_logp"]] < 0)
+
+
+# ------------------------------------------------------------------------------ on a tiny shop
+
+
+@pytest.fixture(scope="module")
+def bundled(trained_artifact: Path, small_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import copy_with_set_scorer
+
+    return copy_with_set_scorer(trained_artifact, tmp_path_factory.mktemp("tasks") / "model", small_demo_dir)
+
+
+def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path) -> None:
+    engine = Engine.load(bundled)
+    bundler = engine.bundler
+    assert bundler is not None and bundler.item_model is not None
+    assert ITEM_MODEL_FILE in json.loads((bundled / "manifest.json").read_text())["components"]["set_scorer"]["files"]
+    report = bundler.item_model.report
+    assert report["baskets"] > 0 and report["anchor"]["positives"] > 0
+    again = Bundler.load(bundled, bundler.retriever)
+    np.testing.assert_array_equal(again.item_model.weights["anchor"], bundler.item_model.weights["anchor"])
+
+
+def test_composed_bundle_tasks_on_a_tiny_shop(bundled: Path, small_demo_dir: Path) -> None:
+    dataset, _ = load_dataset(small_demo_dir)
+    split = split_for_benchmark(dataset)
+    bundler = Engine.load(bundled).bundler
+    untrained = Bundler(bundler.retriever, bundler.scorer, bundler.config, bundler.bundles)  # no item model
+    lines: list[str] = []
+    rows = bundle_task_rows("demo", split.test, split.fit_events, dataset.items, bundler, untrained,
+                            max_queries=8, log=lines.append)
+    by = {(r["slice"], r["method"]): r for r in rows}
+    assert {s for s, _ in by} == {"anchor_bundle", "user_bundle"}
+    assert {m for _, m in by} == {"engine", "cooc", "item_similarity", "tifu_knn", "repeat", "untrained"}
+    for row in rows:
+        m = row["metrics"]
+        assert m["constraint_satisfaction"] == 1.0 and 0 < m["users"] <= 8
+        assert all(0.0 <= m[k] <= 1.0 for k in ("precision", "hit_rate", "pair_ndcg"))
+    engine = by[("anchor_bundle", "engine")]
+    assert {"ratio_vs_best", "delta_ci_low", "delta_ci_high"} <= set(engine["metrics"])
+    assert "best baseline by precision" in engine["notes"] and any("engine vs cooc" in line for line in lines)
