@@ -359,6 +359,8 @@ def test_set_scorer_exports_and_bundles_identically(ranked_artifact: Path, small
     engine = Engine.load(result.path)
     onnx_bundler = engine.bundler
     torch_bundler = bundler_module.Bundler.load(source, Retriever.load(source))
+    # The bundle item model travels with the export (plain JSON) and is served by both runtimes.
+    assert onnx_bundler.item_model is not None and torch_bundler.item_model is not None
     user = str(retriever.events["user_id"][0])
     anchor = [retriever.catalog.item_ids[0]]
 

@@ -332,7 +332,7 @@ class Bundler:
             min_size=int(size[0]), max_size=int(size[1]), budget=budget, in_stock_only=in_stock,
             allow_same_leaf=frozenset(allow_same_leaf), anchors=tuple(anchors), exclude=frozenset(exclude),
         )
-        req = self._request(user_id, history, text, unknown_user, anchor_rows, in_stock, exclude)
+        req = self.request(user_id, history, text, unknown_user, anchor_rows, in_stock, exclude)
         ctx, scorer_user, has_history, sources = req.ctx, req.scorer_user, req.has_history, req.sources
         candidates = sorted(sources)
 
@@ -378,7 +378,7 @@ class Bundler:
             out.append(self._bundle(rank, composed, set(anchor_rows), sources, ctx, None if prefs is None else float(prefs[rank - 1])))
         return out
 
-    def _request(
+    def request(
         self, user_id: str | None, history: list[str] | None, text: str | None, policy: UnknownUserPolicy,
         anchor_rows: list[int], in_stock: bool, exclude: Sequence[str],
     ) -> ComposeRequest:

@@ -10,18 +10,28 @@ whether the user bought it in that basket.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 
+from recs.bundling.composer import ItemTable
 from recs.bundling.config import ItemModelConfig
 from recs.bundling.item_model import ItemMode, ItemModel, fit_item_model
 from recs.errors import DataError
 from recs.progress import progress_bar
 
-if TYPE_CHECKING:
-    from recs.bundling.bundler import Bundler
+
+class RequestFeatures(Protocol):
+    """What the fit reads of a `recs.bundling.bundler.Bundler` (kept apart: the bundler imports this)."""
+
+    table: ItemTable
+
+    def request(self, user_id: str | None, history: list[str] | None, text: str | None, policy: Any,
+                anchor_rows: list[int], in_stock: bool, exclude: Sequence[str]) -> Any: ...
+
+    def item_features(self, req: Any, rows: np.ndarray) -> np.ndarray: ...
 
 
 def holdout_last_baskets(
@@ -53,7 +63,7 @@ def holdout_last_baskets(
 
 
 def fit_bundle_item_model(
-    past: Bundler, held: pl.DataFrame, config: ItemModelConfig, seed: int, show_progress: bool = False
+    past: RequestFeatures, held: pl.DataFrame, config: ItemModelConfig, seed: int, show_progress: bool = False
 ) -> ItemModel | None:
     """The item model from `past` (a bundler whose retriever and set scorer know only the events
     before `held`'s baskets). None when no basket gave both labels."""
@@ -72,7 +82,7 @@ def fit_bundle_item_model(
             if len(basket) >= 2:
                 anchors.append([int(sorted(basket)[int(rng.integers(len(basket)))])])
             for anchor in anchors:
-                req = past._request(str(user), None, None, "fallback", anchor, False, ())
+                req = past.request(str(user), None, None, "fallback", anchor, False, ())
                 rows = np.asarray(sorted(set(req.sources) - set(anchor)), np.int64)
                 if not len(rows):
                     continue

@@ -13,20 +13,13 @@ matrix (features included, about 4 s on online_retail).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from recs.bundling.cooc import N_PAIR_FEATURES
+from recs.bundling.scorer import DEFAULT_PRIOR_WEIGHT, N_PRIOR_FEATURES, SetScorer
 from recs.bundling.sets import CORRUPTIONS, NegativeSampler, pad
 
-if TYPE_CHECKING:
-    from recs.bundling.scorer import SetScorer
-
-N_PRIOR_FEATURES = 1 + N_PAIR_FEATURES  # mean cosine, mean of each pair feature
-# Before a fit: the hand-set prior (scale 10 x [similarity 1, co-occurrence 1, 1, 0.5]).
-DEFAULT_PRIOR_WEIGHT: tuple[float, ...] = (10.0, 10.0, 10.0, 5.0)
 PRIOR_SETS = 5000  # real training sets sampled for the fit (each with one corruption per kind)
 FEATURE_NAMES: tuple[str, ...] = ("cos", "log1p_count", "cooc_cosine", "cooc_any")
 

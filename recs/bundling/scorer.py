@@ -41,11 +41,13 @@ from torch import nn
 
 from recs.bundling.config import SetScorerConfig
 from recs.bundling.cooc import N_PAIR_FEATURES, CoocStats
-from recs.bundling.prior import DEFAULT_PRIOR_WEIGHT, N_PRIOR_FEATURES
 from recs.bundling.sets import pad
 from recs.retrieval.history import history_means
 
 NEG = -1e9
+N_PRIOR_FEATURES = 1 + N_PAIR_FEATURES  # mean cosine, mean of each pair feature (prior.py)
+# Before a fit: the hand-set prior (scale 10 x [similarity 1, co-occurrence 1, 1, 0.5]).
+DEFAULT_PRIOR_WEIGHT: tuple[float, ...] = (10.0, 10.0, 10.0, 5.0)
 
 
 class SetScorerNet(nn.Module):
