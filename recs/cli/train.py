@@ -212,6 +212,8 @@ def train_bundler_command(
     prior = f" (prior alone: {aucs(rep['prior_metrics'])})" if rep.get("prior_metrics") else ""
     console.print(f"set scorer trained on {sets} in {rep.get('seconds', 0):.0f}s; best epoch {rep.get('best_epoch')}{gate}: "
                   f"validation AUC vs {aucs(best)}{prior}", highlight=False)
+    if bundler.item_model is not None:
+        console.print(f"bundle item model fitted on {bundler.item_model.report.get('baskets', 0)} held-out last baskets", highlight=False)
     console.print(f"saved set scorer into {model}", highlight=False)
 
 
