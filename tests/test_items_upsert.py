@@ -81,6 +81,7 @@ def _check_aligned(engine: Engine) -> None:
         assert bundler.retriever is r
         assert bundler.scorer.n_items == len(bundler.table) == n
         assert bundler.scorer.cooc.n_items == n
+        assert bundler.item_model is not None  # carried over the catalog change
 
 
 # -- the per-item arrays --------------------------------------------------------------------------

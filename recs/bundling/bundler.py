@@ -149,7 +149,8 @@ class Bundler:
         bundles = self.bundles
         if bundles is not None:
             bundles = bundles.filter(pl.col("item_id").is_in(list(retriever.catalog.row_of)))
-        return Bundler(retriever, self.scorer.rebased(retriever.item_vectors, new_row_of_old), self.config, bundles)
+        return Bundler(retriever, self.scorer.rebased(retriever.item_vectors, new_row_of_old), self.config, bundles,
+                       self.item_model)  # the item model reads per-request features: nothing to remap
 
     # -- training ------------------------------------------------------------------------------
 
