@@ -360,14 +360,12 @@ def composed_bundle_rows(
     from recs.bundling.config import BundlerConfig, SetTrainConfig
     from recs.evaluation.bundle_tasks import bundle_task_rows
     from recs.evaluation.stages import split_for_benchmark
+    from recs.retrieval.retriever import Retriever
 
     started = time.perf_counter()
     split = split_for_benchmark(dataset)
-    retriever = zero_shot_retriever(split.fit_events, dataset.items, vectors)
+    retriever = Retriever.zero_shot(split.fit_events, dataset.items, item_vectors=vectors)
     config = BundlerConfig(train=SetTrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=SEED))
-    if args.relevance_weight is not None:
-        compose = config.compose.model_copy(update={"relevance_weight": args.relevance_weight})
-        config = config.model_copy(update={"compose": compose})
     work = CACHE_DIR / f"work-composed-{name.replace('/', '-')}"
     bundler = Bundler.fit(retriever, split.fit_events, dataset.bundles, config, work_dir=work, show_progress=args.progress)
     rep = bundler.report
@@ -379,19 +377,6 @@ def composed_bundle_rows(
                             max_queries=args.composed_queries, seed=SEED + 5, notes=notes, show_progress=args.progress,
                             log=lambda line: print(line, flush=True),
                             methods=args.composed_methods.split(",") if args.composed_methods else None)
-
-
-def zero_shot_retriever(events: pl.DataFrame, items: pl.DataFrame, vectors: np.ndarray | None = None) -> Any:
-    """The untuned default towers over `items` (cached `vectors` reused when given)."""
-    from recs.encoders.backbone import load_backbone, load_tokenizer
-    from recs.retrieval.config import RetrievalConfig
-    from recs.retrieval.encode import TorchTowers
-    from recs.retrieval.retriever import Retriever
-    from recs.retrieval.towers import TwoTowerModel
-
-    config = RetrievalConfig()
-    model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
-    return Retriever.assemble(TorchTowers(model, load_tokenizer(config.towers.model)), config, items, events, item_vectors=vectors)
 
 
 def run_online_retail(name: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -519,7 +504,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-test", type=int, default=1000, help="online_retail test invoices")
     parser.add_argument("--composed-queries", type=int, default=1000, help="held-out baskets per composed-bundle task")
     parser.add_argument("--n-bundles", type=int, default=3, help="bundles per composed-bundle query")
-    parser.add_argument("--relevance-weight", type=float, default=None, help="the composer's user relevance weight (default: the config's)")
     parser.add_argument("--composed-methods", default=None, help="comma-separated subset of the composed-bundle methods (engine always)")
     parser.add_argument("--demo-scale", type=float, default=4.0, help="demo shop scale of the composed-bundle tasks")
     parser.add_argument("--composed-only", action="store_true", help="only the anchor_bundle and user_bundle tasks")

@@ -323,7 +323,10 @@ class Bundler:
         every constraint (size range, budget, stock, one item per leaf category unless in
         `allow_same_leaf` ("*": any), anchors in, `exclude` out), no two sharing more than
         `max_shared` non-anchor items (default: `[bundling.compose] max_shared_items`, 1).
-        Empty with `.reason` when none is feasible."""
+        The objective is the set logit + `relevance_weight` x the mean log-odds of the added items
+        (the item model; default `item_weight`), or x the mean user relevance of the members
+        without an item model (default `relevance_weight`). Empty with `.reason` when none is
+        feasible."""
         cfg = self.config.compose
         anchors = list(dict.fromkeys(items))
         anchor_rows = self._rows(anchors)

@@ -331,23 +331,27 @@ def bundle_task_rows(
     table = bundler.table
     retriever = bundler.retriever
     rows: list[dict[str, Any]] = []
-    for task in BUNDLE_TASKS:
-        queries = bundle_queries(targets, table, task, seed=seed, max_queries=max_queries)
+    by_task = {task: bundle_queries(targets, table, task, seed=seed, max_queries=max_queries) for task in BUNDLE_TASKS}
+    users = sorted({q.user_id for queries in by_task.values() for q in queries})
+    if not users:
+        log(f"[{name}] no held-out basket of 3+ catalog items")
+        return rows
+    # What the baselines read, once for both tasks.
+    data = BaselineData(
+        table=table,
+        baskets=CoocStats.from_sets(collect_sets(table.row_of, fit_events, None).rows, len(table)),
+        popularity=np.asarray(retriever.stats.popularity, np.float64),
+        item_vectors=retriever.item_vectors,
+        histories={u: retriever.context(user_id=u, policy="fallback").history.rows for u in users},
+        user_scores=fit_user_baselines(fit_events, items, users, table.row_of),
+    )
+    every = {"engine": bundler_method(bundler, n), **baseline_methods(data, n, bundler.config.compose),
+             "untrained": bundler_method(untrained or untrained_bundler(bundler), n)}
+    chosen = {m: fn for m, fn in every.items() if methods is None or m in methods or m == "engine"}
+    for task, queries in by_task.items():
         if not queries:
             log(f"[{name}] {task}: no held-out basket of 3+ catalog items")
             continue
-        users = sorted({q.user_id for q in queries})
-        data = BaselineData(
-            table=table,
-            baskets=CoocStats.from_sets(collect_sets(table.row_of, fit_events, None).rows, len(table)),
-            popularity=np.asarray(retriever.stats.popularity, np.float64),
-            item_vectors=retriever.item_vectors,
-            histories={u: retriever.context(user_id=u, policy="fallback").history.rows for u in users},
-            user_scores=fit_user_baselines(fit_events, items, users, table.row_of),
-        )
-        every = {"engine": bundler_method(bundler, n), **baseline_methods(data, n, bundler.config.compose),
-                 "untrained": bundler_method(untrained or untrained_bundler(bundler), n)}
-        chosen = {m: fn for m, fn in every.items() if methods is None or m in methods or m == "engine"}
         results: dict[str, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
         for method, fn in chosen.items():
             started = time.perf_counter()

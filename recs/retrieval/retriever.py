@@ -269,15 +269,20 @@ class Retriever:
         return cls.assemble(TorchTowers(model, towers.tokenizer), config, items, events, report=report)
 
     @classmethod
-    def zero_shot(cls, events: pl.DataFrame, items: pl.DataFrame, config: RetrievalConfig | None = None) -> Retriever:
-        """The untuned backbone (identity heads): the zero-shot baseline."""
+    def zero_shot(
+        cls, events: pl.DataFrame, items: pl.DataFrame, config: RetrievalConfig | None = None,
+        item_vectors: np.ndarray | None = None,
+    ) -> Retriever:
+        """The untuned backbone (identity heads): the zero-shot baseline. `item_vectors`: the
+        catalog already encoded by that backbone (e.g. cached), so it is not encoded again."""
         from recs.encoders.backbone import load_backbone, load_tokenizer
         from recs.retrieval.encode import TorchTowers
         from recs.retrieval.towers import TwoTowerModel
 
         config = config or RetrievalConfig()
         model = TwoTowerModel(load_backbone(config.towers.model), config.towers)
-        return cls.assemble(TorchTowers(model, load_tokenizer(config.towers.model)), config, items, events)
+        return cls.assemble(TorchTowers(model, load_tokenizer(config.towers.model)), config, items, events,
+                            item_vectors=item_vectors)
 
     def encode_texts(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         """Item-tower vectors of item texts."""
