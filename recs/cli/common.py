@@ -79,9 +79,12 @@ def writes_artifact(option: str, create: bool = False) -> Callable[[F], F]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from recs.artifacts import artifact_lock
+            from recs.distributed import is_main
 
             if create:  # a bad target is a bad option (exit 2), refused before the lock and any work
                 check_output(kwargs[option], f"--{option}", "artifact")
+            if not is_main():  # torchrun's other ranks train beside rank 0, which locks and writes
+                return func(*args, **kwargs)
             with artifact_lock(kwargs[option], create=create):
                 return func(*args, **kwargs)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,13 +28,56 @@ from recs.cli.common import (
     writes_artifact,
 )
 from recs.config import load_config
+from recs.distributed import distributed_session, world
 from recs.errors import ConfigError
+
+
+def _torchrun_command(ctx: typer.Context, nproc: int) -> list[str]:
+    """This `recs train` call as a `torchrun --nproc_per_node N` command, without --nproc: the
+    options are read back from the parsed parameters (so it works however recs was called)."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name == "nproc" or value is None or value == param.default or param.param_type_name != "option":
+            continue
+        if param.is_flag:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "recs.cli", "train", *args]
+
+
+def _launches_ranks(func):  # type: ignore[no-untyped-def]
+    """`--nproc N`: run this command under torchrun (N processes) instead, before any lock is taken
+    (rank 0 takes it) and before any data is read; its exit code is the command's."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nproc = kwargs.get("nproc")
+        if nproc is None or nproc == 1:
+            return func(*args, **kwargs)
+        if nproc < 1:
+            raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+        if world().distributed:
+            raise ConfigError("--nproc: this is already one of torchrun's processes; leave --nproc out")
+        if kwargs.get("resume_from") is not None:
+            raise ConfigError("--nproc: --resume-from trains in one process; leave --nproc out")
+        check_output(kwargs["out"], "--out", "artifact")
+        code = subprocess.call(_torchrun_command(kwargs["ctx"], nproc))
+        if code:
+            raise typer.Exit(code)
+        return None
+
+    return wrapper
 
 
 @app.command("train")
 @handle_errors
+@_launches_ranks
 @writes_artifact("out", create=True)
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (an artifact there is replaced atomically; a file or a folder of other files is refused before training).")],
     data: Annotated[Path | None, typer.Option("--data", help="Shop folder (items.*, events.*); with --resume-from, its events after the model's log are the new ones.")] = None,
     resume_from: Annotated[Path | None, typer.Option("--resume-from", help="Continue this torch artifact's fine-tuning on the events after its log (from --data or --events) and write a full new artifact to --out (may be the same folder).")] = None,
@@ -45,6 +91,7 @@ def train(
     lora: Annotated[bool, typer.Option("--lora", help="Fine-tune with LoRA adapters (peft).")] = False,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of the backbone layers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, 0).")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Train data-parallel on N processes (one per GPU; gloo on CPU) through torchrun; batch_size stays the global batch.")] = None,
     on_bad_rows: OnBadRowsOption = None,
     skip_report: SkipReportOption = None,
     config: ConfigOption = None,
@@ -52,7 +99,8 @@ def train(
     """Fine-tune the user and item towers on a shop and save the artifact (towers, vectors, index).
     Flags override the [retrieval] section of --config. The options and --out are checked before
     the data is read; an artifact already at --out is replaced atomically at the end.
-    With --resume-from ART: continue ART's fine-tuning on the new events (see README)."""
+    With --resume-from ART: continue ART's fine-tuning on the new events (see README).
+    Under torchrun (or with --nproc N) the towers train data-parallel; rank 0 writes the artifact."""
     from recs.data.requirements import require_items
     from recs.serving.fit import train_towers_step
 
@@ -69,6 +117,8 @@ def train(
         train_updates["train_layers"] = None if train_layers < 0 else train_layers
     if lora:
         train_updates["lora"] = True
+    if resume_from is not None and world().distributed:
+        raise ConfigError("--resume-from trains in one process: run it without torchrun")
     if resume_from is not None:
         if model is not None:
             raise ConfigError("--model: with --resume-from the towers are the artifact's; leave --model out")
@@ -86,10 +136,15 @@ def train(
     check_output(out, "--out", "artifact")
     dataset = load_shop(data, settings.data)
     require_items(dataset.items, "recs train")
-    console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model {retrieval.towers.model}", highlight=False)
-    retriever = train_towers_step(dataset, settings, out)
-    _print_train_report(retriever)
-    console.print(f"saved {out}", highlight=False)
+    with distributed_session() as ranks:
+        processes = f" on {ranks.size} processes" if ranks.distributed else ""
+        if ranks.is_main:
+            console.print(f"training on {dataset.events.height} events, {dataset.items.height} items, model "
+                          f"{retrieval.towers.model}{processes}", highlight=False)
+        retriever = train_towers_step(dataset, settings, out)
+    if ranks.is_main:
+        _print_train_report(retriever)
+        console.print(f"saved {out}", highlight=False)
 
 
 def _print_train_report(retriever: Any) -> None:

@@ -60,3 +60,16 @@ class TwoTowerModel(nn.Module):
         if self.config.user_input == "text+history" and history_mean is not None:
             vector = vector + self.history_weight() * history_mean
         return l2_normalize(vector)
+
+    def forward(
+        self,
+        users: dict[str, torch.Tensor],
+        items: dict[str, torch.Tensor],
+        history_mean: torch.Tensor | None = None,
+        hard_negatives: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One training step's encodings (user vectors, item vectors, hard-negative vectors):
+        the call that DistributedDataParallel wraps, so that its gradient sync sees the step."""
+        user_vecs = self.encode_users(**users, history_mean=history_mean)
+        item_vecs = self.encode_items(**items)
+        return user_vecs, item_vecs, None if hard_negatives is None else self.encode_items(**hard_negatives)

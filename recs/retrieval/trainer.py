@@ -3,6 +3,14 @@
 AdamW with warm-up and linear decay, gradient clipping, weight decay, bf16 autocast on CUDA,
 validation Recall@K / NDCG@K every epoch with full ranking over the catalog, early stopping, best
 weights kept, resumable from the last epoch, seeded, progress bar, metrics appended as JSONL.
+
+Data-parallel under `torchrun` (recs/distributed.py): every rank draws the same seeded global batch
+of `batch_size` pairs and encodes its contiguous slice; item vectors are gathered across ranks so
+each rank's rows see the whole global batch's negatives, and DDP averages the gradients: a step
+equals the single-process step on the same global batch. Hard negatives are mined by every rank
+from the same item vectors with the same rng (so they are the same items) and encoded on each rank.
+Rank 0 alone validates, logs, saves checkpoints and best weights; its item vectors and its
+best-epoch / stop decisions are broadcast so that all ranks act together.
 """
 
 from __future__ import annotations
@@ -19,6 +27,15 @@ import polars as pl
 import torch
 
 from recs.device import torch_device
+from recs.distributed import (
+    broadcast_array,
+    broadcast_flags,
+    data_parallel,
+    gather_with_grad,
+    init_process_group,
+    reduce_step,
+)
+from recs.errors import ConfigError
 from recs.io import atomic_write_file
 from recs.progress import progress_bar
 from recs.retrieval.checkpoint import (
@@ -125,7 +142,12 @@ def train_towers(
     resume: bool = False,
     show_progress: bool = True,
 ) -> TrainReport:
-    """Fine-tune in place; on return `model` holds the best validation weights."""
+    """Fine-tune in place; on return `model` holds the best validation weights (on every rank)."""
+    ranks = init_process_group()
+    if config.batch_size % ranks.size:
+        raise ConfigError(f"batch_size {config.batch_size} is the global batch: it must divide among {ranks.size} processes")
+    main = ranks.is_main
+    show_progress = show_progress and main
     device = torch_device()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -134,7 +156,8 @@ def train_towers(
     else:
         _freeze(model, config.train_layers)
     model.to(device)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        work_dir.mkdir(parents=True, exist_ok=True)
     metrics_log = work_dir / "metrics.jsonl"
 
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(("item_backbone", "user_backbone"))]
@@ -162,7 +185,9 @@ def train_towers(
     best_state = model_state(model)
     bad_epochs = 0
     checkpoint = work_dir / "checkpoint"
-    if resume and has_training_state(checkpoint):
+    # Rank 0 looks first (and restores an interrupted save); the others then read the same files.
+    (resuming,) = broadcast_flags(main and resume and has_training_state(checkpoint))
+    if resuming:
         meta = load_training_state(checkpoint, model, optimizer)
         start_epoch = report.epochs_run = meta["epoch"]
         report.steps, report.best_metric, report.best_epoch = meta["steps"], meta["best_metric"], meta["best_epoch"]
@@ -174,10 +199,21 @@ def train_towers(
 
             best_state = load_file(work_dir / "best.safetensors")
 
-    metrics, item_vecs = validate(model, tokenizer, catalog, valid, config.valid_ks, device)
+    def validated() -> tuple[dict[str, float], np.ndarray]:
+        """Rank 0's metrics; every rank gets its item vectors (history means, hard negatives)."""
+        metrics, vecs = validate(model, tokenizer, catalog, valid, config.valid_ks, device) if main else ({}, None)
+        return metrics, broadcast_array(vecs)
+
+    if ranks.distributed:
+        # Each rank its own dropout masks (one seed would give every rank's slice the same ones),
+        # still a function of (seed, rank, step), so a resumed run draws the same.
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, ranks.rank, report.steps]).generate_state(1)[0]))
+    net = data_parallel(model)
+    metrics, item_vecs = validated()
     if start_epoch == 0:
         report.best_metric = metrics.get(f"ndcg@{config.valid_ks[0]}", -1.0)
-        _log(metrics_log, {"epoch": 0, "step": 0, **metrics})
+        if main:
+            _log(metrics_log, {"epoch": 0, "step": 0, **metrics})
         report.history.append({"epoch": 0, **metrics})
     began = time.monotonic()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _nullcontext()
@@ -189,43 +225,50 @@ def train_towers(
         with progress_bar(f"epoch {epoch}/{config.epochs}", total=steps_per_epoch, enabled=show_progress) as advance:
             for step in range(steps_per_epoch):
                 rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-                loss = _step(model, tokenizer, catalog, examples, rows, item_vecs, log_q, config, device, autocast, rng)
+                loss = _step(net, model, tokenizer, catalog, examples, rows, item_vecs, log_q, config, device, autocast, rng,
+                             ranks.rank, ranks.size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 report.steps += 1
-                losses.append(float(loss.detach()))
+                late = config.max_minutes is not None and (time.monotonic() - began) > config.max_minutes * 60
+                step_loss, out_of_time = reduce_step(float(loss.detach()), late)
+                losses.append(step_loss)
                 advance(1, loss=float(np.mean(losses[-20:])))
-                if config.max_minutes is not None and (time.monotonic() - began) > config.max_minutes * 60:
-                    out_of_time = True
+                if out_of_time:
                     break
-        metrics, item_vecs = validate(model, tokenizer, catalog, valid, config.valid_ks, device)
+        metrics, item_vecs = validated()
         key = f"ndcg@{config.valid_ks[0]}"
         record = {"epoch": epoch, "step": report.steps, "loss": float(np.mean(losses)), **metrics,
                   "history_weight": float(model.history_weight().detach())}
-        _log(metrics_log, record)
         report.history.append(record)
         report.epochs_run = epoch
         # No validation users (no user with a basket after an earlier one): nothing to stop
         # early on, so every epoch counts as the best and the last one is kept.
         score = metrics.get(key)
-        if score is None or score > report.best_metric:
+        (improved,) = broadcast_flags(main and (score is None or score > report.best_metric))
+        if improved:
             report.best_epoch, bad_epochs = epoch, 0
             report.best_metric = report.best_metric if score is None else score
             best_state = model_state(model)
-            from safetensors.torch import save_file
-
-            atomic_write_file(work_dir / "best.safetensors", lambda tmp, state=best_state: save_file(state, tmp))
         else:
             bad_epochs += 1
-        save_training_state(
-            checkpoint, model, optimizer,
-            {"epoch": epoch, "steps": report.steps, "best_metric": report.best_metric,
-             "best_epoch": report.best_epoch, "bad_epochs": bad_epochs},
-        )
-        if bad_epochs >= config.patience or out_of_time:
+        if main:
+            _log(metrics_log, record)
+            if improved:
+                from safetensors.torch import save_file
+
+                atomic_write_file(work_dir / "best.safetensors", lambda tmp, state=best_state: save_file(state, tmp))
+            save_training_state(
+                checkpoint, model, optimizer,
+                {"epoch": epoch, "steps": report.steps, "best_metric": report.best_metric,
+                 "best_epoch": report.best_epoch, "bad_epochs": bad_epochs},
+            )
+        # Rank 0's checkpoint is complete before any rank goes on (a crash after this resumes here).
+        (stop,) = broadcast_flags(main and (bad_epochs >= config.patience or out_of_time))
+        if stop:
             break
     load_model_state(model, best_state)
     model.eval()
@@ -233,12 +276,15 @@ def train_towers(
     return report
 
 
-def _step(model, tokenizer, catalog, examples, rows, item_vecs, log_q, config, device, autocast, rng):
-    state_rows = examples.pair_state[rows]
-    item_rows = examples.pair_item[rows]
+def _step(net, model, tokenizer, catalog, examples, rows, item_vecs, log_q, config, device, autocast, rng, rank=0, ranks=1):
+    """The loss of this rank's slice of the global batch `rows` (the whole batch in one process).
+    `net` is `model` or its DDP wrapper (the forward that syncs gradients)."""
+    item_rows = examples.pair_item[rows]  # the global batch's positives: every rank's columns
+    local = slice(rank * (len(rows) // ranks), (rank + 1) * (len(rows) // ranks))
+    state_rows = examples.pair_state[rows][local]
     states = [examples.states[s] for s in state_rows]
     user_batch = tokenize(tokenizer, [s.text or " " for s in states], model.config.max_user_tokens, device)
-    item_batch = tokenize(tokenizer, [catalog.texts[i] for i in item_rows], model.config.max_item_tokens, device)
+    item_batch = tokenize(tokenizer, [catalog.texts[i] for i in item_rows[local]], model.config.max_item_tokens, device)
     means = torch.from_numpy(
         history_means([s.history_rows for s in states], item_vecs, model.config.history_max_items, model.config.history_half_life)
     ).to(device)
@@ -246,20 +292,17 @@ def _step(model, tokenizer, catalog, examples, rows, item_vecs, log_q, config, d
     if config.mask_also_bought:
         baskets = [examples.basket_items[s] for s in state_rows]
         also_bought = torch.tensor([[int(i) in b for i in item_rows] for b in baskets], dtype=torch.bool, device=device)
-    hard_vecs = hard_ids = None
+    hard_ids = hard_batch = None
     if config.hard_negatives:
         hard_rows = _mine_hard_negatives(item_vecs, item_rows, config.hard_negatives, rng)
         hard_ids = torch.from_numpy(hard_rows).to(device)
         hard_batch = tokenize(tokenizer, [catalog.texts[i] for i in hard_rows], model.config.max_item_tokens, device)
     with autocast:
-        users = model.encode_users(**user_batch, history_mean=means)
-        items = model.encode_items(**item_batch)
-        if config.hard_negatives:
-            hard_vecs = model.encode_items(**hard_batch)
+        users, items, hard_vecs = net(user_batch, item_batch, means, hard_batch)
         loss = in_batch_softmax_loss(
-            users.float(), items.float(), torch.from_numpy(item_rows).to(device), config.temperature,
+            users.float(), gather_with_grad(items.float()), torch.from_numpy(item_rows).to(device), config.temperature,
             torch.from_numpy(log_q[item_rows]).to(device) if config.logq_correction else None,
-            also_bought, None if hard_vecs is None else hard_vecs.float(), hard_ids,
+            also_bought, None if hard_vecs is None else hard_vecs.float(), hard_ids, row_offset=local.start,
         )
     return loss
 

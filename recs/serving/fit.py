@@ -26,6 +26,7 @@ from recs.config import RecsConfig
 from recs.data.requirements import require_held_out, require_items
 from recs.data.schema import Dataset
 from recs.data.splits import Split, leave_last_out
+from recs.distributed import is_main
 from recs.io import remove_tree, work_dir_of
 from recs.ranking.artifact import save_ranking
 from recs.ranking.fit import RankingModels, fit_ranking
@@ -69,6 +70,10 @@ def read_config(artifact: Artifact) -> RecsConfig | None:
 
 
 def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
+    if not is_main():
+        # Under torchrun the other ranks train beside rank 0 (recs/distributed.py) and write
+        # nothing: rank 0 holds the lock, logs in the work folder and saves the artifact.
+        return Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work_dir_of(out), show_progress=False)
     with artifact_step(out, create=True) as work:
         retriever = Retriever.fit(dataset.events, dataset.items, config.retrieval, work_dir=work, show_progress=show_progress)
         retriever.save(out)

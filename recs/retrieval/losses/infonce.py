@@ -17,6 +17,7 @@ def in_batch_softmax_loss(
     also_bought: torch.Tensor | None = None,
     hard_negative_vecs: torch.Tensor | None = None,
     hard_negative_ids: torch.Tensor | None = None,
+    row_offset: int = 0,
 ) -> torch.Tensor:
     """Row i's positive is item i; the other in-batch items (and optional hard negatives) are negatives.
 
@@ -27,12 +28,20 @@ def in_batch_softmax_loss(
       or when `also_bought[i, j]` says user i also bought item j (it is no negative for them).
     - `hard_negative_vecs` (H, d) are appended as extra columns shared by every row; a hard negative
       equal to a row's positive is masked.
+    - Data-parallel training: `user_vecs` (b, d) are this rank's rows, `item_vecs` (B, d) the
+      items of every rank's rows (`item_ids`, `item_log_q` likewise global; `also_bought` (b, B)),
+      and row i's positive is column `row_offset + i`. The loss is the mean over the local rows,
+      so DDP's average over ranks is the global batch's mean loss.
     """
+    rows = len(user_vecs)
     logits = user_vecs @ item_vecs.T / temperature
     if item_log_q is not None:
         logits = logits - item_log_q.unsqueeze(0)
-    same_item = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
-    eye = torch.eye(len(item_ids), dtype=torch.bool, device=logits.device)
+    targets = torch.arange(row_offset, row_offset + rows, device=logits.device)
+    row_ids = item_ids[row_offset : row_offset + rows]
+    same_item = row_ids.unsqueeze(1) == item_ids.unsqueeze(0)
+    eye = torch.zeros((rows, len(item_ids)), dtype=torch.bool, device=logits.device)
+    eye[torch.arange(rows, device=logits.device), targets] = True
     accidental = same_item & ~eye
     if also_bought is not None:
         accidental = accidental | (also_bought & ~eye)
@@ -40,7 +49,6 @@ def in_batch_softmax_loss(
     if hard_negative_vecs is not None and len(hard_negative_vecs):
         hard = user_vecs @ hard_negative_vecs.T / temperature
         if hard_negative_ids is not None:
-            hard = hard.masked_fill(item_ids.unsqueeze(1) == hard_negative_ids.unsqueeze(0), _MASKED)
+            hard = hard.masked_fill(row_ids.unsqueeze(1) == hard_negative_ids.unsqueeze(0), _MASKED)
         logits = torch.cat([logits, hard], dim=1)
-    targets = torch.arange(len(item_ids), device=logits.device)
     return F.cross_entropy(logits, targets)
