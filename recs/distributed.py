@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "World",
+    "average_gradients",
     "broadcast_array",
     "broadcast_flags",
     "data_parallel",
@@ -224,3 +225,30 @@ def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     # under mean pooling, the history weight of a text-only user tower): DDP learns which in the
     # first step instead of searching the graph each step. Buffers are constant: not re-synced.
     return DistributedDataParallel(model, device_ids=devices, static_graph=True, forward_sync_buffers=False)
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Every parameter's gradient averaged over ranks, after backward: what DDP does, for a loop
+    that calls its model several times before one backward (the cross-encoder scores one list per
+    call), which DDP's reducer does not allow. A parameter no rank has a gradient for keeps None
+    (as in one process). No-op in a single process."""
+    import torch
+    import torch.distributed as dist
+
+    if not _active() or not params:
+        return
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(used, op=dist.ReduceOp.SUM)  # a rank without queries this step has no gradients
+    with_grad = [p for p, n in zip(params, used.tolist(), strict=True) if n]
+    if not with_grad:
+        return
+    for param in with_grad:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])  # one collective, not one per tensor
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for param in with_grad:
+        param.grad.copy_(flat[offset : offset + param.numel()].view_as(param.grad))
+        offset += param.numel()

@@ -1,5 +1,6 @@
 """Data-parallel training (recs/distributed.py): 2 processes with gloo on CPU train the towers
-exactly as one process does on the same global batch, and the gather keeps its gradients."""
+(and the cross-encoder) as one process does on the same global batch, and the gather keeps its
+gradients."""
 
 from __future__ import annotations
 
@@ -222,3 +223,55 @@ def test_recs_train_nproc_2_writes_one_artifact(tiny_model_dir: Path, small_demo
     assert "on 2 processes" in done.stdout and done.stdout.count("saved ") == 1
     assert len(Retriever.load(out).item_vectors) > 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model.work")) == []
+
+
+def _fit_cross_encoder(model_dir: Path, work: Path) -> list[float]:
+    """A tiny cross-encoder (no dropout) fitted for 2 epochs of 3 steps of 3 queries: 2 ranks
+    share each step's queries unevenly (1 and 2)."""
+    from recs.encoders import load_tokenizer
+    from recs.ranking.cross_encoder import (
+        CrossEncoderConfig,
+        CrossEncoderModel,
+        CrossEncoderReranker,
+        RerankQuery,
+    )
+
+    torch.manual_seed(0)
+    backbone = _setup(model_dir)[0].item_backbone
+    rng = np.random.default_rng(3)
+    words = ["tent", "lantern", "coffee", "mug", "phone", "case", "charger", "boots"]
+    queries = [RerankQuery(f"purchase: {words[q % 8]} ; view: {words[(q * 3) % 8]}",
+                           [f"{words[(q + i) % 8]} item {i}" for i in range(4)],
+                           np.eye(4, dtype=np.float32)[q % 4], rng.normal(size=4).astype(np.float32))
+               for q in range(13)]
+    config = CrossEncoderConfig(epochs=2, queries_per_step=3, lr=1e-4, head_lr=1e-2, train_layers=None, patience=5,
+                                max_tokens=32)
+    reranker = CrossEncoderReranker(CrossEncoderModel(backbone), load_tokenizer(model_dir), config)
+    report = reranker.fit(queries, work, show_progress=False)
+    return [h["loss"] for h in report.history if h.get("loss") is not None]
+
+
+def _ce_worker(rank: int, port: int, model_dir: str, out: str) -> None:
+    from recs.distributed import distributed_session
+
+    _join(rank, port)
+    with distributed_session():
+        losses = _fit_cross_encoder(Path(model_dir), Path(out) / "work")
+    if rank == 0:
+        (Path(out) / "losses.json").write_text(json.dumps(losses))
+
+
+def test_cross_encoder_trains_on_two_processes_like_on_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    torch.multiprocessing.spawn(_ce_worker, args=(_free_port(), str(tiny_model_dir), str(tmp_path / "ddp")), nprocs=RANKS, join=True)
+    single = _fit_cross_encoder(tiny_model_dir, tmp_path / "single")
+    assert len(single) == 2
+    np.testing.assert_allclose(json.loads((tmp_path / "ddp" / "losses.json").read_text()), single, atol=1e-5)
+    # The last epoch's weights (the checkpoint; the best-epoch rule may keep the zero residual).
+    last = "ce_checkpoint/model.safetensors"
+    ddp, one = (load_file(tmp_path / run / last) for run in ("ddp/work", "single"))
+    # The head's bias shifts a whole list's logits: the listwise softmax ignores it, its gradient
+    # is rounding noise, which Adam scales to full steps in both runs alike: not comparable.
+    del ddp["head.bias"], one["head.bias"]
+    _assert_same_weights(ddp, one, atol=1e-4)

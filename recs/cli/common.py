@@ -229,6 +229,23 @@ def fmt_value(value: Any) -> str:
     return json.dumps(value, default=str).strip('"') if not isinstance(value, str) else value
 
 
+# The commands that run under torchrun, one process per rank (recs/distributed.py): any other
+# would run N times over the same files.
+DISTRIBUTED_COMMANDS = frozenset({"train"})
+
+
 def main() -> None:
+    from recs.distributed import world
+
+    try:
+        distributed = world().distributed
+    except ConfigError as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if distributed and command not in DISTRIBUTED_COMMANDS:
+        err_console.print(f"[red]error:[/red] `recs {command}` runs in one process; under torchrun only "
+                          f"{', '.join(f'`recs {c}`' for c in sorted(DISTRIBUTED_COMMANDS))} does", highlight=False, soft_wrap=True)
+        sys.exit(ConfigError.exit_code)
     app()
 

@@ -5,6 +5,10 @@ plus the cross-encoder's (unsquashed) logit. Initialised from the towers' backbo
 (so it starts as the ranker alone); trained listwise on the lists it serves (softmax cross-entropy of
 ranker logit + CE logit against the normalised labels) with the towers' trainer habits: validation
 every epoch, early stopping, best weights kept, resumable, seeded, progress bar, metrics as JSONL.
+
+Under torchrun (recs/distributed.py) each step's queries are shared among the ranks (contiguous
+slices), the gradients averaged over ranks so that a step is the one-process step on the same
+queries; rank 0 alone validates, logs and checkpoints, and its decisions are broadcast.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from recs.device import torch_device
+from recs.distributed import average_gradients, broadcast_flags, init_process_group, reduce_step
 from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
@@ -101,6 +106,9 @@ class CrossEncoderReranker:
         """Listwise training: each step takes `queries_per_step` queries (the served top R plus a
         few others); loss = softmax cross-entropy of base + CE logit against the normalised labels."""
         config = self.config
+        ranks = init_process_group()
+        main = ranks.is_main
+        show_progress = show_progress and main
         device = torch_device()
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
@@ -122,23 +130,28 @@ class CrossEncoderReranker:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / max(1, total))
         )
-        work_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            work_dir.mkdir(parents=True, exist_ok=True)
         report = CrossEncoderReport()
         best_state = model_state(self.model)
         bad, start_epoch = 0, 0
         checkpoint = work_dir / "ce_checkpoint"
-        if resume and has_training_state(checkpoint):
+        (resuming,) = broadcast_flags(main and resume and has_training_state(checkpoint))
+        if resuming:
             meta = load_training_state(checkpoint, self.model, optimizer)
             start_epoch = report.epochs_run = meta["epoch"]
             report.steps, report.best_metric, report.best_epoch, bad = meta["steps"], meta["best_metric"], meta["best_epoch"], meta["bad_epochs"]
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scheduler.lr_lambdas[0], last_epoch=report.steps - 1)
             rng = np.random.default_rng([config.seed, start_epoch])
         if start_epoch == 0:
-            report.best_metric = self.validate(valid)
+            report.best_metric = self.validate(valid) if main else 0.0
             # Epoch 0 is the zero residual: the first stage's own NDCG@10 on these lists.
             record = {"epoch": 0, "valid_ndcg@10": report.best_metric}
-            self._log(work_dir, record)
+            if main:
+                self._log(work_dir, record)
             report.history.append(record)
+        if ranks.distributed:  # each rank its own dropout masks, a function of (seed, rank, step)
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, ranks.rank, report.steps]).generate_state(1)[0]))
         began = time.monotonic()
         for epoch in range(start_epoch + 1, config.epochs + 1):
             self.model.train()
@@ -148,32 +161,43 @@ class CrossEncoderReranker:
             with progress_bar(f"cross-encoder epoch {epoch}/{config.epochs}", total=steps_per_epoch, enabled=show_progress) as advance:
                 for step in range(steps_per_epoch):
                     batch = [train[i] for i in perm[step * config.queries_per_step : (step + 1) * config.queries_per_step]]
-                    loss = self._listwise_loss(batch, rng, device)
+                    # This rank's contiguous share of the step's queries (all of them in one process).
+                    share = batch[len(batch) * ranks.rank // ranks.size : len(batch) * (ranks.rank + 1) // ranks.size]
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if share:
+                        loss = self._listwise_loss(share, rng, device)
+                        if ranks.distributed:  # averaged over ranks below: the mean over the whole step
+                            loss = loss * (len(share) * ranks.size / len(batch))
+                        loss.backward()
+                    average_gradients(body + head)
                     torch.nn.utils.clip_grad_norm_(body + head, config.grad_clip)
                     optimizer.step()
                     scheduler.step()
                     report.steps += 1
-                    losses.append(loss.item())
+                    late = bool(config.max_minutes) and time.monotonic() - began > config.max_minutes * 60  # type: ignore[operator]
+                    step_loss, out_of_time = reduce_step(loss.item() if share else 0.0, late)
+                    losses.append(step_loss)
                     advance(1, loss=float(np.mean(losses[-20:])))
-                    if config.max_minutes and time.monotonic() - began > config.max_minutes * 60:
-                        out_of_time = True
+                    if out_of_time:
                         break
-            metric = self.validate(valid)
+            metric = self.validate(valid) if main else 0.0
             record = {"epoch": epoch, "step": report.steps, "loss": float(np.mean(losses)) if losses else None, "valid_ndcg@10": metric}
-            self._log(work_dir, record)
             report.history.append(record)
             report.epochs_run = epoch
-            if metric > report.best_metric:
+            (improved,) = broadcast_flags(main and metric > report.best_metric)
+            if improved:
                 report.best_metric, report.best_epoch, bad = metric, epoch, 0
                 best_state = model_state(self.model)
             else:
                 bad += 1
-            save_training_state(checkpoint, self.model, optimizer, {
-                "epoch": epoch, "steps": report.steps, "best_metric": report.best_metric,
-                "best_epoch": report.best_epoch, "bad_epochs": bad})
-            if bad >= config.patience or out_of_time:
+            if main:
+                self._log(work_dir, record)
+                save_training_state(checkpoint, self.model, optimizer, {
+                    "epoch": epoch, "steps": report.steps, "best_metric": report.best_metric,
+                    "best_epoch": report.best_epoch, "bad_epochs": bad})
+            # Rank 0's checkpoint is complete before any rank goes on; all ranks stop together.
+            (stop,) = broadcast_flags(main and (bad >= config.patience or out_of_time))
+            if stop:
                 break
         load_model_state(self.model, best_state)
         self.model.eval()
