@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from recs.errors import ConfigError
@@ -101,7 +102,9 @@ def init_process_group() -> World:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend, rank=current.rank, world_size=current.size)
+    # The other ranks wait in a collective while rank 0 alone validates (encodes the catalog): a
+    # large catalog can take longer than nccl's default 10 minutes.
+    dist.init_process_group(backend=backend, rank=current.rank, world_size=current.size, timeout=timedelta(hours=1))
     return current
 
 

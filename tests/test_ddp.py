@@ -275,3 +275,16 @@ def test_cross_encoder_trains_on_two_processes_like_on_one(tiny_model_dir: Path,
     # is rounding noise, which Adam scales to full steps in both runs alike: not comparable.
     del ddp["head.bias"], one["head.bias"]
     _assert_same_weights(ddp, one, atol=1e-4)
+
+
+def test_other_commands_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from recs.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(sys, "argv", ["recs", "train-ranker", "--model", "m", "--data", "d"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2 and "runs in one process" in capsys.readouterr().err
