@@ -288,3 +288,11 @@ def test_other_commands_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and "runs in one process" in capsys.readouterr().err
+    # The library's one-process steps too: each rank would take the artifact's lock in turn.
+    from recs.errors import ConfigError
+    from recs.serving.fit import fit_all, train_ranking_step
+
+    with pytest.raises(ConfigError, match="runs in one process"):
+        fit_all(None, None, Path("unused"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="runs in one process"):
+        train_ranking_step(None, None, None, Path("unused"))  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ from recs.config import RecsConfig
 from recs.data.requirements import require_held_out, require_items
 from recs.data.schema import Dataset
 from recs.data.splits import Split, leave_last_out
-from recs.distributed import is_main
+from recs.distributed import is_main, world
+from recs.errors import ConfigError
 from recs.io import remove_tree, work_dir_of
 from recs.ranking.artifact import save_ranking
 from recs.ranking.fit import RankingModels, fit_ranking
@@ -69,6 +70,13 @@ def read_config(artifact: Artifact) -> RecsConfig | None:
     return RecsConfig.parse_dict(artifact.read_json(CONFIG_FILE), source=f"{artifact.path}/{CONFIG_FILE}")
 
 
+def _one_process(what: str) -> None:
+    """Refuse a step that only runs in one process when started under torchrun: every rank would
+    take the artifact's lock in turn (and wait on the others' collectives: a deadlock)."""
+    if world().distributed:
+        raise ConfigError(f"{what} runs in one process; under torchrun only the towers train (`recs train`)")
+
+
 def train_towers_step(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Retriever:
     if not is_main():
         # Under torchrun the other ranks train beside rank 0 (recs/distributed.py) and write
@@ -98,6 +106,7 @@ def train_ranking_step(
     """Rankers on each user's last basket (held out from the towers); the default R chosen on
     held-out users unless `rerank_top` is given. Returns the models and the saved options;
     `models.report["removed"]` names the ranking components the artifact had and no longer has."""
+    _one_process("training the ranking stage")
     split = require_ranking_data(dataset, config)
     options = config.serving.options
     if rerank_top is not None:
@@ -115,6 +124,7 @@ def train_ranking_step(
 
 
 def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Bundler:
+    _one_process("training the set scorer")
     require_items(dataset.items, "recs train-bundler")
     with artifact_step(out, "bundler") as work:
         bundler = Bundler.fit(retriever, events=dataset.events, bundles=dataset.bundles, config=config.bundling,
@@ -127,6 +137,7 @@ def train_bundler_step(retriever: Retriever, dataset: Dataset, config: RecsConfi
 def fit_all(dataset: Dataset, config: RecsConfig, out: Path, show_progress: bool = True) -> Path:
     """Every step in order into `out`. The set scorer is trained when there are baskets or
     curated bundles to learn from. The artifact stays locked throughout."""
+    _one_process("fitting every step (Engine.fit)")
     require_ranking_data(dataset, config)  # before the towers train, not after
     with artifact_lock(out):
         retriever = train_towers_step(dataset, config, out, show_progress)
