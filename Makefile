@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch pinned first so that pip takes the CPU wheel on this disk, not a CUDA build
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,distributed]"
 	touch $(STAMP)
 
 # GPU machines: replace the CPU twins (same module names) with the GPU builds.
@@ -63,6 +63,8 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check recs tests benchmarks
 	$(PY) -m pytest -q
+	# The local Ray tests (marked `ray`, kept out of the default suite: Ray takes a while to start).
+	$(PY) -m pytest -q -m ray
 
 # The page's test (tests/test_page.py) drives Debian's headless Chromium: installed here when
 # missing (as root, or through sudo when it needs no password); otherwise that test is skipped.

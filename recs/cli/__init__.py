@@ -9,7 +9,7 @@ import importlib
 from recs.cli.common import app, main
 
 # Registered in the order `recs --help` lists them: the pipeline's.
-for _module in ("data", "train", "query", "serving", "export", "evaluate"):
+for _module in ("data", "train", "batch", "query", "serving", "export", "evaluate"):
     importlib.import_module(f"recs.cli.{_module}")
 
 __all__ = ["app", "main"]

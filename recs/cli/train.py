@@ -216,6 +216,9 @@ def build_index(
     model: Annotated[Path, typer.Option("--model", help="Artifact folder from `recs train`.")],
     items: Annotated[Path | None, typer.Option("--items", help="A new catalog file to encode (default: the trained one).")] = None,
     kind: Annotated[str, typer.Option("--kind", help="auto | flat | hnsw | ivfpq")] = "auto",
+    from_shards: Annotated[Path | None, typer.Option("--from-shards", help="Vector shards from `recs encode` (of this catalog, or of --items): indexed shard by shard, not encoded again.")] = None,
+    sample: Annotated[int, typer.Option("--sample", help="--from-shards: vectors (seeded sample) the ivfpq quantiser is trained on.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="--from-shards: seed of that sample.")] = 0,
 ) -> None:
     """Encode the catalog with the item tower and (re)build the FAISS index inside the artifact."""
     from recs.data.load import load_catalog
@@ -224,8 +227,27 @@ def build_index(
     if kind not in ("auto", "flat", "hnsw", "ivfpq"):
         raise ConfigError(f"--kind must be auto, flat, hnsw or ivfpq, got '{kind}'")
     catalog = None if items is None else load_catalog(items)  # a bad file fails before the model loads
+    manifest = None
+    if from_shards is not None:
+        from recs.batch.shards import read_manifest
+
+        manifest = read_manifest(from_shards)
     retriever = Retriever.load(model)
-    retriever = retriever.with_catalog(items=catalog, kind=kind, show_progress=True)
+    if manifest is None:
+        retriever = retriever.with_catalog(items=catalog, kind=kind, show_progress=True)
+    else:
+        from recs.artifacts import open_artifact
+        from recs.batch.encode import model_identity
+        from recs.batch.index import index_from_shards
+
+        made_by = manifest.model
+        if not made_by.get("onnx") and made_by.get("towers_sha256") != model_identity(open_artifact(model))["towers_sha256"]:
+            print_warning(f"--from-shards: the shards were encoded by other towers ({made_by.get('artifact')}) than {model}'s")
+        if manifest.dim != retriever.towers.dim:
+            raise ConfigError(f"--from-shards: vectors of dim {manifest.dim}, the model's towers make {retriever.towers.dim}")
+        index, vectors = index_from_shards(manifest, retriever.items if catalog is None else catalog, kind, sample, seed,
+                                           show_progress=True)
+        retriever = retriever.with_catalog(items=catalog, kind=kind, item_vectors=vectors, index=index)
     retriever.save(model)
     console.print(f"indexed {len(retriever.catalog)} items ({retriever.index!r}) into {model}", highlight=False)
 

@@ -25,7 +25,9 @@ import scipy.sparse as sp
 __all__ = [
     "NORMALISATIONS",
     "cooccurrence",
+    "cooccurrence_from_grams",
     "cosine",
+    "gram",
     "incidence",
     "incidence_matrix",
     "item_frequency",
@@ -131,16 +133,37 @@ def cooccurrence(
       float32). Serving's co-purchase neighbours are computed this way and keep their scores and
       tie order bit for bit.
     """
-    if normalise not in NORMALISATIONS:
-        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
     n_items = incidence.shape[1]
-    counts = (incidence.T @ incidence).tocsr()
-    for other, weight in also:
+    for other, _ in also:
         if other.shape[1] != n_items:
             raise ValueError(f"incidences differ in items ({other.shape[1]} != {n_items})")
-        if other.shape[0]:
-            counts = counts + weight * (other.T @ other).tocsr()
-    counts = sp.csr_matrix(counts, dtype=incidence.dtype)
+    grams = [(gram(other), weight) for other, weight in also if other.shape[0]]
+    return cooccurrence_from_grams(gram(incidence), normalise, also=grams, floor=floor, shrink=shrink)
+
+
+def gram(incidence: sp.spmatrix) -> sp.csr_matrix:
+    """X'X (items x items, the incidence's dtype): a sum over groups, so the grams of disjoint
+    sets of groups add up to the whole one's (`recs.batch.statistics` sums them per partition)."""
+    return (incidence.T @ incidence).tocsr()
+
+
+def cooccurrence_from_grams(
+    counts: sp.spmatrix,
+    normalise: Normalisation = "count",
+    *,
+    also: Sequence[tuple[sp.spmatrix, float]] = (),
+    floor: float = 0.0,
+    shrink: float = 0.0,
+) -> sp.csr_matrix:
+    """`cooccurrence` from the grams of its incidences (`gram`): X'X and (Y'Y, weight) pairs."""
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
+    n_items = counts.shape[1]
+    dtype = counts.dtype
+    counts = sp.csr_matrix(counts)
+    for other, weight in also:
+        counts = counts + weight * sp.csr_matrix(other)
+    counts = sp.csr_matrix(counts, dtype=dtype)
     diag = counts.diagonal()
     counts.setdiag(0)
     counts.eliminate_zeros()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from recs.retrieval.cooccurrence import cooccurrence, incidence, top_neighbours
+from recs.retrieval.cooccurrence import cooccurrence_from_grams, gram, incidence, top_neighbours
 
 USER_LEVEL_WEIGHT = 0.3  # same user, different baskets: a weaker sign of going together than one basket
 
@@ -21,10 +22,20 @@ def copurchase_neighbours(
 
     Returns (rows (n_items, top_m) int32 with -1 where an item has fewer neighbours, scores float32
     with 0 there). -1 stays internal: callers mask it."""
+    return neighbours_from_grams(*copurchase_grams(events, row_of, n_items), top_m)
+
+
+def copurchase_grams(events: pl.DataFrame, row_of: dict[str, int], n_items: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The co-purchase counts before weighting: (basket gram, user gram), items x items. Both
+    are sums over baskets / users, so those of a log split by user add up to the whole log's."""
     purchases = events.filter(pl.col("event") == "purchase")
-    baskets = incidence(purchases, "basket_id", row_of, n_items)
-    users = incidence(purchases, "user_id", row_of, n_items)
-    similar = cooccurrence(baskets, "scaled_cosine", also=[(users, USER_LEVEL_WEIGHT)], floor=1.0)
+    return gram(incidence(purchases, "basket_id", row_of, n_items)), gram(incidence(purchases, "user_id", row_of, n_items))
+
+
+def neighbours_from_grams(baskets: sp.csr_matrix, users: sp.csr_matrix, top_m: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """`copurchase_neighbours` from `copurchase_grams` (summed over the parts of a log)."""
+    similar = cooccurrence_from_grams(baskets, "scaled_cosine", also=[(users, USER_LEVEL_WEIGHT)] if users.nnz else [],
+                                      floor=1.0)
     rows, scores = top_neighbours(similar, top_m)
     return rows, np.nan_to_num(scores)
 

@@ -86,19 +86,24 @@ class TorchTowers:
     """The towers as a `recs.protocols.TowerEncoders` (and `WritableTowers`): the trained
     TwoTowerModel and its Hugging Face tokenizer."""
 
-    def __init__(self, model: TwoTowerModel, tokenizer) -> None:
-        self.model = model.eval()
+    def __init__(self, model: TwoTowerModel, tokenizer, device: str = "cpu") -> None:
+        self.model = model.eval().to(device)
         self.tokenizer = tokenizer
+        self.device = device
+
+    def to(self, device: str) -> TorchTowers:
+        """The same towers encoding on `device` (a batch worker with a GPU: "cuda")."""
+        return TorchTowers(self.model, self.tokenizer, device)
 
     @property
     def dim(self) -> int:
         return int(self.model.dim)
 
     def encode_items(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        return encode_items(self.model, self.tokenizer, texts, show_progress=show_progress)
+        return encode_items(self.model, self.tokenizer, texts, device=self.device, show_progress=show_progress)
 
     def encode_users(self, texts: list[str], history_means: np.ndarray) -> np.ndarray:
-        return encode_users(self.model, self.tokenizer, texts, history_means)
+        return encode_users(self.model, self.tokenizer, texts, history_means, device=self.device)
 
     def write(self, writer) -> list[str]:
         """Tokenizer, backbone config and weights into an `ArtifactWriter`; the files written."""

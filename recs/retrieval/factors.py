@@ -158,21 +158,37 @@ def fit_factors(
 ) -> UserItemFactors:
     """ALS (Hu, Koren & Volinsky) on event-weighted counts, confidence by `weighting` and `alpha`
     (`recs.retrieval.als.confidence`); `tune_factors` chooses them on a held-out basket."""
-    import scipy.sparse as sp
+    user_ids, matrix = factor_matrix(events, row_of, n_items)
+    return fit_factor_matrix(user_ids, matrix, factors, iterations, regularization, seed, alpha, weighting, serving_index)
 
-    from recs.retrieval.als import fit_als
+
+def factor_matrix(events: pl.DataFrame, row_of: dict[str, int], n_items: int) -> tuple[np.ndarray, Any]:
+    """What ALS is fitted on: (user ids sorted, users x items CSR of event-weighted counts). One
+    row per user: the rows of a log split by user, stacked in user order, are the whole log's."""
+    import scipy.sparse as sp
 
     weighted = events.filter(pl.col("item_id").is_in(list(row_of))).with_columns(
         pl.col("event").replace_strict(EVENT_WEIGHT, default=0.0, return_dtype=pl.Float64).alias("_v")
     ).filter(pl.col("_v") > 0)
     user_ids = np.array(sorted(set(weighted["user_id"].cast(pl.Utf8).to_list())), dtype=str)
-    if len(user_ids) == 0:
-        return UserItemFactors(user_ids, np.zeros((0, factors), np.float32), np.zeros((n_items, factors), np.float32))
     user_row = {u: i for i, u in enumerate(user_ids.tolist())}
     rows = np.array([user_row[u] for u in weighted["user_id"].cast(pl.Utf8).to_list()], dtype=np.int64)
     cols = np.array([row_of[i] for i in weighted["item_id"].to_list()], dtype=np.int64)
     matrix = sp.csr_matrix((weighted["_v"].to_numpy(), (rows, cols)), shape=(len(user_ids), n_items))
     matrix.sum_duplicates()
+    return user_ids, matrix
+
+
+def fit_factor_matrix(
+    user_ids: np.ndarray, matrix: Any, factors: int = 64, iterations: int = 15, regularization: float = 0.1,
+    seed: int = 0, alpha: float = 1.0, weighting: Weighting = "log", serving_index: bool = True,
+) -> UserItemFactors:
+    """`fit_factors` on `factor_matrix`'s output."""
+    from recs.retrieval.als import fit_als
+
+    n_items = matrix.shape[1]
+    if len(user_ids) == 0:
+        return UserItemFactors(user_ids, np.zeros((0, factors), np.float32), np.zeros((n_items, factors), np.float32))
     user_factors, item_factors = fit_als(matrix, factors, regularization, iterations, alpha, weighting, 2, seed)
     item_factors = np.nan_to_num(item_factors)
     index = FactorIndex.build(item_factors) if serving_index and n_items >= IVF_FROM_ITEMS else None

@@ -182,6 +182,17 @@ class ItemIndex:
         index.add(item_ids, arr, categories=categories, in_stock=in_stock)
         return index
 
+    def train(self, sample: np.ndarray, n_items: int) -> None:
+        """Choose the kind for `n_items` items and train it on `sample` (some of their vectors),
+        as the first `add` does with all of them: for an index filled in parts afterwards
+        (`recs.batch.shards`: a seeded sample of the shards, then `add` shard by shard). A kind
+        that needs no training (flat, hnsw, or one already trained) ignores the sample."""
+        if self._index is not None:
+            return
+        arr = self._prepare_vectors([f"sample row {i}" for i in range(len(sample))], sample)
+        self.kind = self._resolve_kind(int(n_items))
+        self._index = self._new_index(self.kind, arr if self.kind == "ivfpq" else None)
+
     def _resolve_kind(self, n: int) -> str:
         kind = self.requested_kind
         if kind == "auto":

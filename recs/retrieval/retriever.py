@@ -298,15 +298,19 @@ class Retriever:
             index=self.index if items is None else None, report=self.report,
         )
 
-    def with_catalog(self, items: pl.DataFrame | None = None, kind: str | None = None, show_progress: bool = True) -> Retriever:
+    def with_catalog(
+        self, items: pl.DataFrame | None = None, kind: str | None = None, show_progress: bool = True,
+        item_vectors: np.ndarray | None = None, index: ItemIndex | None = None,
+    ) -> Retriever:
         """The catalog (optionally a new one: new items are servable at once) re-encoded and
-        re-indexed (as `kind`); statistics refitted when the catalog changed."""
+        re-indexed (as `kind`); statistics refitted when the catalog changed. `item_vectors` and
+        `index`: the catalog's, already built elsewhere (`recs build-index --from-shards`)."""
         config = self.config if kind is None else self.config.model_copy(update={"index_kind": kind})
         new_items = self.items if items is None else items
         same = new_items["item_id"].to_list() == self.items["item_id"].to_list()
         return type(self).assemble(
-            self.towers, config, new_items, self.events, stats=self.stats if same else None,
-            report=self.report, show_progress=show_progress,
+            self.towers, config, new_items, self.events, item_vectors=item_vectors, index=index,
+            stats=self.stats if same else None, report=self.report, show_progress=show_progress,
         )
 
     def torch_towers(self) -> TorchTowers:
@@ -494,7 +498,8 @@ class Retriever:
             if name in writer.components:
                 writer.remove_component(name)
         self.items.write_parquet(writer.file("items.parquet"))
-        writer.write_npy("item_vectors.npy", self.item_vectors.astype(np.float32))
+        # asarray: no copy of a large catalog's vectors when they are float32 already
+        writer.write_npy("item_vectors.npy", np.asarray(self.item_vectors, dtype=np.float32))
         writer.add_component("catalog", "catalog", files=["items.parquet", "item_vectors.npy"], config={"items": len(self.catalog)})
         self.index.save(writer.path / "index")  # a folder: writer.file() is for files
         writer.add_component("index", "item_index", files=["index"], config={"kind": self.config.index_kind})

@@ -14,17 +14,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
+from recs.errors import DataError
 from recs.retrieval.candidates import CandidateConfig
 from recs.retrieval.cooccurrence import purchase_popularity
-from recs.retrieval.copurchase import copurchase_neighbours
+from recs.retrieval.copurchase import copurchase_grams, neighbours_from_grams
 from recs.retrieval.factors import FILES as FACTOR_FILES
-from recs.retrieval.factors import UserItemFactors, fit_factors
+from recs.retrieval.factors import UserItemFactors, factor_matrix, fit_factor_matrix
 from recs.retrieval.rowmap import RowMap
 from recs.retrieval.tifu import FILES as TIFU_FILES
 from recs.retrieval.tifu import TifuConfig, TifuModel
 
-__all__ = ["FILES", "BehaviourStats", "epoch_seconds", "fit_statistics", "item_rebuy_rate"]
+__all__ = ["FILES", "BehaviourStats", "StatisticsParts", "epoch_seconds", "fit_statistics", "item_rebuy_rate"]
 
 # Where each array lives in an artifact (component "interactions"); the factors add FACTOR_FILES.
 FILES: dict[str, str] = {
@@ -43,14 +45,27 @@ def epoch_seconds(series: pl.Series) -> np.ndarray:
 def item_rebuy_rate(purchases: pl.DataFrame, row_of: dict[str, int], n_items: int, shrink: float = 5.0) -> np.ndarray:
     """Per catalog row: buyers who bought it at two or more instants / (buyers + shrink). Staples
     are re-bought, one-offs are not; the shrink keeps items with few buyers near 0."""
-    out = np.zeros(n_items, dtype=np.float32)
+    repeaters, buyers = rebuy_counts(purchases, row_of, n_items)
+    return rebuy_rate_from_counts(repeaters, buyers, shrink)
+
+
+def rebuy_counts(purchases: pl.DataFrame, row_of: dict[str, int], n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per catalog row (int64): buyers who bought it at two or more instants, and buyers. Sums
+    over users: a log split by user adds up to the whole log's."""
+    repeaters, buyers = np.zeros(n_items, dtype=np.int64), np.zeros(n_items, dtype=np.int64)
     if purchases.height == 0:
-        return out
+        return repeaters, buyers
     per_user = purchases.group_by("user_id", "item_id").agg(pl.col("timestamp").n_unique().alias("n"))
-    rates = per_user.group_by("item_id").agg(((pl.col("n") >= 2).sum() / (pl.len() + shrink)).alias("rate"))
-    for item, rate in rates.iter_rows():
-        out[row_of[item]] = rate
-    return out
+    counts = per_user.group_by("item_id").agg((pl.col("n") >= 2).sum().alias("repeat"), pl.len().alias("buyers"))
+    rows = np.fromiter((row_of[i] for i in counts["item_id"].to_list()), dtype=np.int64, count=counts.height)
+    repeaters[rows], buyers[rows] = counts["repeat"].to_numpy(), counts["buyers"].to_numpy()
+    return repeaters, buyers
+
+
+def rebuy_rate_from_counts(repeaters: np.ndarray, buyers: np.ndarray, shrink: float = 5.0) -> np.ndarray:
+    """`item_rebuy_rate` from `rebuy_counts` (items nobody bought: 0)."""
+    rate = np.where(buyers > 0, repeaters / (buyers + shrink), 0.0)
+    return rate.astype(np.float32)
 
 
 @dataclass
@@ -136,16 +151,74 @@ class BehaviourStats:
 def fit_statistics(events: pl.DataFrame, row_of: dict[str, int], n_items: int, config: CandidateConfig) -> BehaviourStats:
     """Everything above from `events` (user_id, item_id, timestamp, event, basket_id), restricted
     to catalog items by the caller. `config.als_factors` = 0: no ALS; `config.n_knn` = 0: no TIFU."""
-    now = float(epoch_seconds(events["timestamp"]).max()) if events.height else 0.0
-    purchases = events.filter(pl.col("event") == "purchase")
-    popularity = purchase_popularity(events, row_of, n_items)
-    neighbour_rows, neighbour_scores = copurchase_neighbours(events, row_of, n_items)
-    factors = None
-    if config.als_factors > 0:
-        factors = fit_factors(events, row_of, n_items, config.als_factors, config.als_iterations,
-                              config.als_regularization, alpha=config.als_alpha, weighting=config.als_weighting)
-    tifu = TifuModel.fit(purchases, row_of, n_items, config.tifu) if config.n_knn > 0 else None
-    return BehaviourStats(
-        now=now, popularity=popularity, rebuy_rate=item_rebuy_rate(purchases, row_of, n_items),
-        neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors, tifu=tifu,
-    )
+    return StatisticsParts.count(events, row_of, n_items, config).finish(config)
+
+
+@dataclass
+class StatisticsParts:
+    """What `fit_statistics` counts before it finishes: sums over users, so the parts of a log
+    split by user (`recs.batch.statistics`, one per partition) `merge` into the whole log's, and
+    `finish` then computes what is not a sum (top neighbours, ALS, the re-buy rate) once."""
+
+    now: float  # -inf: no events
+    popularity: np.ndarray  # float64 purchases per row
+    repeaters: np.ndarray  # int64 (see `rebuy_counts`)
+    buyers: np.ndarray
+    basket_gram: sp.csr_matrix  # items x items (see `copurchase_grams`)
+    user_gram: sp.csr_matrix
+    users: np.ndarray  # str: the users counted (a user in two parts is refused at `merge`)
+    tifu: TifuModel | None = None  # its users' TIFU vectors (one row per user)
+    als_users: np.ndarray | None = None  # `factor_matrix`: its users' rows
+    als_matrix: sp.csr_matrix | None = None
+
+    @classmethod
+    def count(cls, events: pl.DataFrame, row_of: dict[str, int], n_items: int, config: CandidateConfig) -> StatisticsParts:
+        now = float(epoch_seconds(events["timestamp"]).max()) if events.height else float("-inf")
+        purchases = events.filter(pl.col("event") == "purchase")
+        repeaters, buyers = rebuy_counts(purchases, row_of, n_items)
+        baskets, users = copurchase_grams(events, row_of, n_items)
+        als_users, als_matrix = factor_matrix(events, row_of, n_items) if config.als_factors > 0 else (None, None)
+        return cls(
+            now=now, popularity=purchase_popularity(events, row_of, n_items), repeaters=repeaters, buyers=buyers,
+            basket_gram=baskets, user_gram=users, users=np.unique(events["user_id"].cast(pl.Utf8).to_numpy()).astype(str),
+            tifu=TifuModel.fit(purchases, row_of, n_items, config.tifu) if config.n_knn > 0 else None,
+            als_users=als_users, als_matrix=als_matrix,
+        )
+
+    def merge(self, other: StatisticsParts) -> StatisticsParts:
+        """Both parts' counts summed; their per-user rows stacked (ordered at `finish`)."""
+        shared = np.intersect1d(self.users, other.users)
+        if len(shared):
+            raise DataError(f"user {shared[0]!r} is in two event partitions: partition the events by user")
+        tifu = None
+        if self.tifu is not None and other.tifu is not None:
+            tifu = TifuModel(np.concatenate([self.tifu.user_ids, other.tifu.user_ids]),
+                             sp.vstack([self.tifu.vectors, other.tifu.vectors], format="csr"), self.tifu.config)
+        als_users, als_matrix = None, None
+        if self.als_matrix is not None and other.als_matrix is not None:
+            als_users = np.concatenate([self.als_users, other.als_users])  # type: ignore[list-item]
+            als_matrix = sp.vstack([self.als_matrix, other.als_matrix], format="csr")
+        return StatisticsParts(
+            now=max(self.now, other.now), popularity=self.popularity + other.popularity,
+            repeaters=self.repeaters + other.repeaters, buyers=self.buyers + other.buyers,
+            basket_gram=self.basket_gram + other.basket_gram, user_gram=self.user_gram + other.user_gram,
+            users=np.union1d(self.users, other.users), tifu=tifu, als_users=als_users, als_matrix=als_matrix,
+        )
+
+    def finish(self, config: CandidateConfig) -> BehaviourStats:
+        neighbour_rows, neighbour_scores = neighbours_from_grams(self.basket_gram, self.user_gram)
+        factors = None
+        if self.als_matrix is not None and self.als_users is not None:
+            order = np.argsort(self.als_users, kind="stable")
+            factors = fit_factor_matrix(self.als_users[order], self.als_matrix[order], config.als_factors,
+                                        config.als_iterations, config.als_regularization, alpha=config.als_alpha,
+                                        weighting=config.als_weighting)
+        tifu = None
+        if self.tifu is not None:
+            order = np.argsort(self.tifu.user_ids, kind="stable")
+            tifu = TifuModel(self.tifu.user_ids[order], sp.csr_matrix(self.tifu.vectors[order]), self.tifu.config)
+        return BehaviourStats(
+            now=self.now if self.now > float("-inf") else 0.0, popularity=self.popularity,
+            rebuy_rate=rebuy_rate_from_counts(self.repeaters, self.buyers),
+            neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors, tifu=tifu,
+        )

@@ -124,11 +124,9 @@ def apply_recorded(engine: Engine, recorded: Sequence[tuple[str, dict[str, Any] 
 def _read_retriever(artifact: Artifact) -> Retriever:
     """The retriever of a torch artifact or an ONNX export (item tower in fp32: new vectors as
     close as can be to the ones the catalog was encoded with)."""
-    from recs.serving.onnx_runtime import OnnxTowers, RuntimeOptions, is_onnx_export
+    from recs.serving.onnx_runtime import read_towers
 
-    if is_onnx_export(artifact):
-        return Retriever.from_artifact(artifact, OnnxTowers.from_artifact(artifact, RuntimeOptions(precision="fp32")))
-    return Retriever.from_artifact(artifact)
+    return Retriever.from_artifact(artifact, read_towers(artifact))
 
 
 def fold_store_items(retriever: Retriever, store: EventStore) -> tuple[Retriever, ChangeSummary]:

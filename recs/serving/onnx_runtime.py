@@ -26,6 +26,7 @@ import numpy as np
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
 from recs.errors import ArtifactError, ConfigError
+from recs.protocols import TowerEncoders
 from recs.ranking.budget import PairBudget
 from recs.retrieval.config import RetrievalConfig, TowerConfig
 from recs.retrieval.history import history_means
@@ -42,6 +43,7 @@ __all__ = [
     "RuntimeOptions",
     "is_onnx_export",
     "load_onnx_bundler",
+    "read_towers",
 ]
 
 log = logging.getLogger(__name__)
@@ -442,3 +444,15 @@ def is_onnx_export(path: str | Path | Artifact) -> bool:
         return ONNX_COMPONENT in (manifest.get("components") or {})
     except (OSError, ValueError, AttributeError):
         return False  # the regular loader reports what is wrong with the folder
+
+
+def read_towers(artifact: Artifact, precision: Precision = "fp32") -> TowerEncoders:
+    """The encoders of a torch artifact or an ONNX export, alone (no catalog, index or log): the
+    export's ONNX towers (onnxruntime, `precision`) when it is one, else the torch towers. fp32 by
+    default: new item vectors as close as can be to the ones the catalog was encoded with."""
+    if is_onnx_export(artifact):
+        return OnnxTowers.from_artifact(artifact, RuntimeOptions(precision=precision))
+    from recs.retrieval.encode import TorchTowers
+
+    config = RetrievalConfig.parse_dict(artifact.read_json("retrieval_config.json"), source=f"{artifact.path}/retrieval_config.json")
+    return TorchTowers.read(artifact, config.towers)
