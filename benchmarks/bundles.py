@@ -23,7 +23,7 @@ Tasks (rows of benchmarks/results/bundles.json, DESIGN.md's results format):
 - composer (demo): bundles composed for anchors and users under random constraints; the share that
   satisfies every constraint (must be 1.0) and the share holding a real complement pair
   (recs.data.demo.COMPLEMENTS).
-- anchor_bundle, user_bundle (online_retail, demo at --demo-scale 4): composed bundles against
+- anchor_bundle, user_bundle (online_retail, demo at --demo-scale 8): composed bundles against
   what customers bought together (recs.evaluation.bundle_tasks): each user's last basket with 3+
   catalog items, one of its items as the anchor (or none), n=3 bundles of size 2-4 under a budget;
   precision / hit rate / pair NDCG of the added items against the rest of that basket. `engine` =
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 import traceback
@@ -55,6 +56,7 @@ if str(_REPO) not in sys.path:
 
 from benchmarks.datasets import AMAZON_DOMAINS, datasets_root, load_dataset_by_name, missing_files  # noqa: E402
 from recs.data.schema import Dataset  # noqa: E402
+from recs.evaluation.bundle_tasks import BUNDLE_TASKS  # noqa: E402
 
 BENCHMARK = "bundles"
 RESULTS_DIR = _REPO / "benchmarks" / "results"
@@ -486,7 +488,7 @@ def run_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def demo_composed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The composed-bundle tasks on a larger demo shop (`--demo-scale`): at scale 1 only ~50
-    held-out baskets hold 3+ items, too few for a paired interval."""
+    held-out baskets hold 3+ items, too few for a paired interval (scale 4: 181, scale 8: 391)."""
     from recs.data.demo import write_demo_shop
     from recs.data.load import load_dataset
 
@@ -505,12 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--composed-queries", type=int, default=1000, help="held-out baskets per composed-bundle task")
     parser.add_argument("--n-bundles", type=int, default=3, help="bundles per composed-bundle query")
     parser.add_argument("--composed-methods", default=None, help="comma-separated subset of the composed-bundle methods (engine always)")
-    parser.add_argument("--demo-scale", type=float, default=4.0, help="demo shop scale of the composed-bundle tasks")
+    parser.add_argument("--demo-scale", type=float, default=8.0, help="demo shop scale of the composed-bundle tasks")
     parser.add_argument("--composed-only", action="store_true", help="only the anchor_bundle and user_bundle tasks")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=BENCHMARK, help="results file name")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the existing results file's rows of every (dataset, task) not re-run")
     args = parser.parse_args(argv)
     root = args.root or datasets_root()
     rows: list[dict[str, Any]] = []
@@ -543,12 +547,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["notes"] = f"{row['notes']}; benchmark total {total:.0f}s"
     print(format_table(rows, metrics=("recall@10", "ndcg@10", "recall@50", "auc_substitute", "auc_random", "auc_popular",
                                       "constraint_satisfaction", "complement_pair_share")))
+    if args.merge:
+        rows = kept_rows(args.out / f"{args.name}.json", rows) + rows
     json_path, md_path = write_results(args.name, rows, args.out)
     completion = [r for r in rows if r["slice"] in ("bundle_completion", "basket_completion")]
     if completion:
         plot_metrics(completion, args.out / f"{args.name}.png", metric="ndcg@10")
+    composed = [r for r in rows if r["slice"] in BUNDLE_TASKS]
+    if composed:
+        plot_metrics(composed, args.out / f"{args.name}_composed.png", metric="precision")
     print(f"wrote {json_path}, {md_path} in {total:.0f}s")
     return 1 if failed else 0
+
+
+def kept_rows(path: Path, new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`--merge`: an earlier results file's rows of every (dataset, slice) the new rows do not hold."""
+    if not path.is_file():
+        return []
+    rerun = {(r["dataset"], r["slice"]) for r in new}
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return [r for r in document.get("rows", []) if (r.get("dataset"), r.get("slice")) not in rerun]
 
 
 if __name__ == "__main__":

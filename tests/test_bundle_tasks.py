@@ -185,3 +185,20 @@ def test_composed_bundle_tasks_on_a_tiny_shop(bundled: Path, small_demo_dir: Pat
     engine = by[("anchor_bundle", "engine")]
     assert {"ratio_vs_best", "delta_ci_low", "delta_ci_high"} <= set(engine["metrics"])
     assert "best baseline by precision" in engine["notes"] and any("engine vs cooc" in line for line in lines)
+
+
+def test_merge_keeps_the_rows_of_every_dataset_and_task_not_rerun(tmp_path: Path) -> None:
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # `benchmarks` is a folder beside `recs`, not an installed package
+        sys.path.insert(0, root)
+    from benchmarks.bundles import kept_rows
+
+    old = [{"dataset": d, "slice": s, "method": "engine"} for d in ("demo", "online_retail") for s in ("anchor_bundle", "bundle_completion")]
+    path = tmp_path / "bundles.json"
+    path.write_text(json.dumps({"rows": old}), encoding="utf-8")
+    new = [{"dataset": "demo", "slice": "anchor_bundle", "method": "cooc"}]
+    assert [(r["dataset"], r["slice"]) for r in kept_rows(path, new)] == [
+        ("demo", "bundle_completion"), ("online_retail", "anchor_bundle"), ("online_retail", "bundle_completion")]
+    assert kept_rows(tmp_path / "missing.json", new) == []
