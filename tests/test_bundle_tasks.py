@@ -156,7 +156,7 @@ def bundled(trained_artifact: Path, small_demo_dir: Path, tmp_path_factory: pyte
     return copy_with_set_scorer(trained_artifact, tmp_path_factory.mktemp("tasks") / "model", small_demo_dir)
 
 
-def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path) -> None:
+def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path, small_demo_dir: Path) -> None:
     engine = Engine.load(bundled)
     bundler = engine.bundler
     assert bundler is not None and bundler.item_model is not None
@@ -165,6 +165,53 @@ def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path) -> Non
     assert report["baskets"] > 0 and report["anchor"]["positives"] > 0
     again = Bundler.load(bundled, bundler.retriever)
     np.testing.assert_array_equal(again.item_model.weights["anchor"], bundler.item_model.weights["anchor"])
+    # The held-out baskets chose the item model's weight in the compose objective, per mode.
+    selection = report["item_weight_selection"]
+    assert selection and again.item_model.item_weights == bundler.item_model.item_weights
+    for mode, chosen in bundler.item_model.item_weights.items():
+        assert chosen in bundler.config.item_model.weight_grid and selection[mode]["chosen"] == chosen
+    user = load_dataset(small_demo_dir)[0].events["user_id"][0]
+    default = [b.item_ids for b in bundler.compose(user, n=2)]  # composed with the chosen weight
+    assert default == [b.item_ids for b in bundler.compose(user, n=2, relevance_weight=bundler.item_model.item_weights["user"])]
+
+
+class _WeightProbe:
+    """A stand-in bundler whose bundles hold the basket's items only at one weight."""
+
+    def __init__(self, table: ItemTable, good: float) -> None:
+        self.table, self.good, self.item_model = table, good, None
+        self.seen: list[object] = []
+
+    def compose(self, user_id: str | None = None, *, items=(), size=(2, 4), budget=None, n=3, relevance_weight=None):
+        from types import SimpleNamespace
+
+        self.seen.append(self.item_model)
+        added = ["I1", "I2"] if relevance_weight == self.good else ["I7", "I8"]
+        return [SimpleNamespace(item_ids=[*items, *added])]
+
+
+def test_item_weight_selection_takes_the_weight_whose_bundles_were_bought() -> None:
+    from recs.bundling.config import ItemModelConfig
+    from recs.bundling.item_training import select_item_weights
+
+    table = small_table()
+    held = pl.DataFrame({"user_id": ["u1"] * 4, "item_id": ["I0", "I1", "I2", "I3"], "basket_id": ["b1"] * 4})
+    x = np.zeros((4, len(ITEM_FEATURES)))
+    model = fit_item_model({"user": (x, np.array([0.0, 1.0, 0.0, 1.0]))})
+    probe = _WeightProbe(table, good=3.0)
+    select_item_weights(probe, held, model, ItemModelConfig(weight_grid=[1.0, 3.0, 10.0]), seed=0)
+    assert model.item_weights == {"anchor": 3.0, "user": 3.0}
+    assert model.report["item_weight_selection"]["user"]["precision"] == {"1": 0.0, "3": 1.0, "10": 0.0}
+    assert all(seen is model for seen in probe.seen) and probe.item_model is None  # used, then put back
+    # Ties go to the smallest weight.
+    tie = fit_item_model({"user": (x, np.array([0.0, 1.0, 0.0, 1.0]))})
+    select_item_weights(_WeightProbe(table, good=-1.0), held, tie, ItemModelConfig(weight_grid=[10.0, 3.0]), seed=0)
+    assert tie.item_weights == {"anchor": 3.0, "user": 3.0}
+    bad = tie.to_json()
+    bad["item_weights"] = {"user": -1}
+    with pytest.raises(ArtifactError, match="item_weights"):
+        ItemModel.from_json(bad, "m.json")
+    assert ItemModel.from_json({k: v for k, v in tie.to_json().items() if k != "item_weights"}, "old.json").item_weights == {}
 
 
 def test_composed_bundle_tasks_on_a_tiny_shop(bundled: Path, small_demo_dir: Path) -> None:

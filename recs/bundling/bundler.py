@@ -324,7 +324,8 @@ class Bundler:
         `allow_same_leaf` ("*": any), anchors in, `exclude` out), no two sharing more than
         `max_shared` non-anchor items (default: `[bundling.compose] max_shared_items`, 1).
         The objective is the set logit + `relevance_weight` x the mean log-odds of the added items
-        (the item model; default `item_weight`), or x the mean user relevance of the members
+        (the item model; default: the weight its fit chose for this mode, else `item_weight`), or x
+        the mean user relevance of the members
         without an item model (default `relevance_weight`). Empty with `.reason` when none is
         feasible."""
         cfg = self.config.compose
@@ -351,7 +352,8 @@ class Bundler:
             relevance[rows] = log_odds
             keep = np.lexsort((rows, -log_odds))[: cfg.n_item_candidates]
             candidates = sorted(rows[keep].tolist())
-            relevance_of, weight = "added", cfg.item_weight if relevance_weight is None else relevance_weight
+            chosen = self.item_model.item_weights.get(req.mode, cfg.item_weight)
+            relevance_of, weight = "added", chosen if relevance_weight is None else relevance_weight
         elif req.user.scores is not None and candidates:
             scores = req.user.scores
             if cfg.user_relevance == "two_tower":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -66,7 +66,8 @@ class ComposeConfig(StrictModel):
     user_relevance: Literal["candidates", "two_tower"] = "candidates"
     # With an item model (item_model.py): objective = set logit + item_weight * the mean
     # log-odds of the added items joining the basket, so the item model leads and the set
-    # logit says how the added items go together.
+    # logit says how the added items go together. The default where the fit chose none
+    # (`[bundling.item_model] weight_grid`).
     item_weight: float = Field(default=10.0, ge=0)
     n_item_candidates: int = Field(default=60, ge=1)  # the item model's best candidates the search sees
     # Two returned bundles share at most this Jaccard overlap of their non-anchor items (relaxed
@@ -83,6 +84,11 @@ class ItemModelConfig(StrictModel):
     enabled: bool = True
     max_baskets: int = Field(default=2000, ge=10)  # held-out last baskets (a seeded sample of users)
     l2: float = Field(default=1.0, ge=0)
+    # The item model's weight in the compose objective, per mode (with an anchor / for the user
+    # alone): the one of `weight_grid` whose bundles hold most of the held-out baskets' items, on
+    # at most `select_baskets` of them per mode (0: no selection, `[bundling.compose] item_weight`).
+    weight_grid: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [1.0, 3.0, 10.0], min_length=1)
+    select_baskets: int = Field(default=200, ge=0)
 
 
 class BundlerConfig(StrictModel):

@@ -59,6 +59,9 @@ class ItemModel:
     std: np.ndarray  # (F,)
     weights: dict[str, np.ndarray]  # mode -> (F + 1,), the bias last
     report: dict[str, Any] = field(default_factory=dict)
+    # mode -> the weight of the mean log-odds against the set logit in the compose objective,
+    # chosen on held-out baskets (item_training.select_item_weights); absent: the config's.
+    item_weights: dict[str, float] = field(default_factory=dict)
 
     def log_odds(self, features: np.ndarray, mode: ItemMode) -> np.ndarray:
         w = self.weights[mode]
@@ -69,6 +72,7 @@ class ItemModel:
         return {
             "format": ITEM_MODEL_FORMAT, "features": list(ITEM_FEATURES), "mean": self.mean.tolist(), "std": self.std.tolist(),
             "weights": {m: w.tolist() for m, w in self.weights.items()}, "report": self.report,
+            "item_weights": self.item_weights,
         }
 
     @classmethod
@@ -83,7 +87,12 @@ class ItemModel:
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)
                 and all(np.all(np.isfinite(w)) for w in weights.values())):
             raise ArtifactError(f"{source}: bundle item model holds non-finite numbers")
-        return cls(mean, std, weights, dict(data.get("report") or {}))
+        item_weights = dict(data.get("item_weights") or {})  # absent in files written before the selection
+        if set(item_weights) - set(MODES) or not all(
+            isinstance(w, int | float) and np.isfinite(w) and w >= 0 for w in item_weights.values()
+        ):
+            raise ArtifactError(f"{source}: bundle item model item_weights must map {', '.join(MODES)} to finite numbers >= 0")
+        return cls(mean, std, weights, dict(data.get("report") or {}), {m: float(w) for m, w in item_weights.items()})
 
 
 def fit_item_model(data: Mapping[ItemMode, tuple[np.ndarray, np.ndarray]], l2: float = 1.0) -> ItemModel:

@@ -5,7 +5,8 @@ history is cut where the session of that basket starts). The set scorer trains o
 else; a retriever serving only that history composes the requests a shop would have sent just
 before each basket: with one of the basket's items as the anchor ("anchor" mode) and for the
 user alone ("user" mode). Every candidate the composer would consider is a row, labelled by
-whether the user bought it in that basket.
+whether the user bought it in that basket. The same baskets then choose, per mode, how far the
+item model leads the set logit in the compose objective (`select_item_weights`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from recs.bundling.basket_queries import SIZE, BundleTask, bundle_queries, score_bundles
 from recs.bundling.composer import ItemTable
 from recs.bundling.config import ItemModelConfig
 from recs.bundling.item_model import ItemMode, ItemModel, fit_item_model
 from recs.errors import DataError
 from recs.progress import progress_bar
 
+N_BUNDLES = 3  # bundles per held-out basket when choosing the item weight, as the benchmark asks
+
 
 class RequestFeatures(Protocol):
     """What the fit reads of a `recs.bundling.bundler.Bundler` (kept apart: the bundler imports this)."""
 
     table: ItemTable
+    item_model: ItemModel | None
+
+    def compose(self, user_id: str | None = None, *, items: Sequence[str] = (), size: tuple[int, int] = (2, 4),
+                budget: float | None = None, n: int = 3, relevance_weight: float | None = None) -> Sequence[Any]: ...
 
     def request(self, user_id: str | None, history: list[str] | None, text: str | None, policy: Any,
                 anchor_rows: list[int], in_stock: bool, exclude: Sequence[str]) -> Any: ...
@@ -95,4 +103,45 @@ def fit_bundle_item_model(
         return None
     model = fit_item_model(stacked, config.l2)
     model.report["baskets"] = grouped.height
+    if config.select_baskets:
+        select_item_weights(past, held, model, config, seed, show_progress)
     return model
+
+
+def select_item_weights(
+    past: RequestFeatures, held: pl.DataFrame, model: ItemModel, config: ItemModelConfig, seed: int,
+    show_progress: bool = False,
+) -> None:
+    """Set `model.item_weights`: per mode, the weight of `config.weight_grid` whose composed
+    bundles (3 per basket, sizes 2-4, the benchmark's budgets) hold most of the held-out baskets'
+    items (precision, recs/bundling/basket_queries.py), on at most `config.select_baskets`
+    baskets per mode; ties go to the smallest weight. How far the item model should lead the set
+    logit is a property of the shop: its own baskets decide it."""
+    modes: dict[ItemMode, BundleTask] = {"anchor": "anchor_bundle", "user": "user_bundle"}
+    table = past.table
+    kept, past.item_model = past.item_model, model
+    try:
+        selection: dict[str, Any] = {}
+        for mode, task in modes.items():
+            queries = bundle_queries(held, table, task, seed=seed, max_queries=config.select_baskets)
+            if not queries:
+                continue
+            precision: dict[float, float] = {}
+            with progress_bar(f"item weight ({mode})", total=len(queries) * len(config.weight_grid), enabled=show_progress) as advance:
+                for weight in sorted(set(config.weight_grid)):
+                    scores = []
+                    for q in queries:
+                        items = [table.item_ids[q.anchor]] if q.anchor is not None else []
+                        bundles = past.compose(q.user_id, items=items, size=SIZE, budget=q.budget, n=N_BUNDLES,
+                                               relevance_weight=weight)
+                        rows = [tuple(table.row_of[i] for i in b.item_ids) for b in bundles]
+                        scores.append(score_bundles(rows, q, N_BUNDLES)["precision"])
+                        advance(1)
+                    precision[weight] = float(np.mean(scores))
+            best = max(precision, key=lambda w: (precision[w], -w))
+            model.item_weights[mode] = best
+            selection[mode] = {"baskets": len(queries), "precision": {f"{w:g}": round(p, 4) for w, p in precision.items()},
+                               "chosen": best}
+        model.report["item_weight_selection"] = selection
+    finally:
+        past.item_model = kept
