@@ -290,7 +290,10 @@ def train_bundler_command(
     console.print(f"set scorer trained on {sets} in {rep.get('seconds', 0):.0f}s; best epoch {rep.get('best_epoch')}{gate}: "
                   f"validation AUC vs {aucs(best)}{prior}", highlight=False)
     if bundler.item_model is not None:
-        console.print(f"bundle item model fitted on {bundler.item_model.report.get('baskets', 0)} held-out last baskets", highlight=False)
+        item_model = bundler.item_model
+        chosen = ", ".join(f"{mode} {weight:g}" for mode, weight in item_model.item_weights.items())
+        console.print(f"bundle item model fitted on {item_model.report.get('baskets', 0)} held-out last baskets"
+                      + (f"; its weight in the compose objective, chosen on them: {chosen}" if chosen else ""), highlight=False)
     console.print(f"saved set scorer into {model}", highlight=False)
 
 
