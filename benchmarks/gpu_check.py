@@ -129,13 +129,15 @@ class Context:
 
     @cached_property
     def model_dir(self) -> Path:
-        from recs.encoders.backbone import default_model_path
+        from recs.encoders import build_tiny_bert
 
-        folder = self.work / f"bert-{self.sizes.bert_layers}x{self.sizes.bert_hidden}"
+        hidden, layers = self.sizes.bert_hidden, self.sizes.bert_layers
+        folder = self.work / f"bert-{layers}x{hidden}"
         if (folder / "model.safetensors").is_file():  # an earlier run with the same --work made it
             return folder
-        return bert_folder(self.tokenizer_dir or Path(default_model_path()), folder, self.sizes.bert_hidden,
-                           self.sizes.bert_layers)
+        # all-MiniLM-L6-v2's proportions: heads 32 wide (12 at 384), a feed-forward 4x as wide.
+        return build_tiny_bert(folder, hidden=hidden, layers=layers, heads=max(1, hidden // 32),
+                               intermediate=4 * hidden, tokenizer_dir=self.tokenizer_dir)
 
     @cached_property
     def shop_dir(self) -> Path:
@@ -149,26 +151,6 @@ class Context:
     @cached_property
     def shop(self) -> Shop:
         return load_shop_examples(self.model_dir, self.shop_dir, self.sizes.valid_users)
-
-
-def bert_folder(tokenizer_dir: Path, out: Path, hidden: int, layers: int) -> Path:
-    """A random BERT of `layers` x `hidden` (MiniLM-L6's shape by default) with the tokenizer
-    files of `tokenizer_dir`."""
-    import shutil
-
-    import torch
-    from transformers import BertConfig, BertModel
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (tokenizer_dir / name).is_file():
-            shutil.copy2(tokenizer_dir / name, out / name)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=max(1, hidden // 32), intermediate_size=4 * hidden,
-                        max_position_embeddings=512)
-    BertModel(config).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 @dataclass
