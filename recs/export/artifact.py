@@ -124,7 +124,8 @@ class _Exporter:
             UserTowerGraph,
             example_batch,
         )
-        from recs.ranking.pipeline import CROSS_ENCODER_COMBINATION, write_rank_options
+        from recs.ranking.config import CROSS_ENCODER_COMBINATION
+        from recs.ranking.pipeline import write_rank_options
 
         self._copy(writer)
         write_rank_options(writer, self.engine.options)

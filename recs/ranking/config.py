@@ -9,6 +9,11 @@ from pydantic import Field
 
 from recs.configmodel import StrictModel
 
+# Saved with a cross-encoder (torch and ONNX): how its score is served. One trained for the
+# second-stage ranker of older artifacts is refused rather than served as a residual. Here, not in
+# pipeline.py, so that the cross-encoder's trainer needs neither the retriever nor faiss.
+CROSS_ENCODER_COMBINATION = "ranker_logit+cross_encoder"
+
 
 class RankerConfig(StrictModel):
     # "lambdarank" orders a user's candidates (the main ranker); "binary" scores each candidate's

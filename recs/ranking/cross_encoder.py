@@ -28,8 +28,7 @@ from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
 from recs.ranking.budget import PairBudget
-from recs.ranking.config import CrossEncoderConfig
-from recs.ranking.pipeline import CROSS_ENCODER_COMBINATION
+from recs.ranking.config import CROSS_ENCODER_COMBINATION, CrossEncoderConfig
 from recs.retrieval.checkpoint import (
     has_training_state,
     load_model_state,

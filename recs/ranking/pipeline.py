@@ -30,9 +30,6 @@ from recs.retrieval.retriever import Retriever, UserContext
 RANKER_NAMES: tuple[str, ...] = ("ranker", "discover")
 # The second-stage LightGBM of older artifacts: ignored when read, removed when the ranking is saved.
 LEGACY_RANKER_NAMES: tuple[str, ...] = ("stage2",)
-# Saved with a cross-encoder (torch and ONNX): how its score is served. One trained for the
-# second-stage ranker of older artifacts is refused rather than served as a residual.
-CROSS_ENCODER_COMBINATION = "ranker_logit+cross_encoder"
 _TOUCHED = RANKING_FEATURES.index("times_interacted")
 
 

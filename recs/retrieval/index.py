@@ -733,6 +733,12 @@ class ItemIndex:
         return np.take_along_axis(labels, top, 1), np.take_along_axis(scores, top, 1)
 
     # ------------------------------------------------------------------ GPU (flat only)
+    @property
+    def searched_on_gpu(self) -> bool:
+        """Whether unfiltered flat searches now run on the GPU copy: False before the first
+        search, without a faiss GPU, and after a failure sent them back to the CPU (silently)."""
+        return self._gpu is not None and not self._gpu_broken
+
     def _gpu_wanted(self) -> bool:
         return self.use_gpu is not False and not self._gpu_broken and device.faiss_has_gpu()
 

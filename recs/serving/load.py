@@ -13,8 +13,8 @@ from pathlib import Path
 from recs.artifacts import Artifact, open_artifact
 from recs.bundling.bundler import Bundler
 from recs.errors import ArtifactError
+from recs.ranking.config import CROSS_ENCODER_COMBINATION
 from recs.ranking.pipeline import (
-    CROSS_ENCODER_COMBINATION,
     RANKER_NAMES,
     RankingPipeline,
     RankOptions,
