@@ -87,7 +87,7 @@ class ItemModelConfig(StrictModel):
     # The item model's weight in the compose objective, per mode (with an anchor / for the user
     # alone): the one of `weight_grid` whose bundles hold most of the held-out baskets' items, on
     # at most `select_baskets` of them per mode (0: no selection, `[bundling.compose] item_weight`).
-    weight_grid: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [1.0, 3.0, 10.0], min_length=1)
+    weight_grid: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0], min_length=1)
     select_baskets: int = Field(default=200, ge=0)
 
 
