@@ -371,10 +371,13 @@ def composed_bundle_rows(
     work = CACHE_DIR / f"work-composed-{name.replace('/', '-')}"
     bundler = Bundler.fit(retriever, split.fit_events, dataset.bundles, config, work_dir=work, show_progress=args.progress)
     rep = bundler.report
-    item = bundler.item_model.report.get("baskets", 0) if bundler.item_model is not None else 0
+    model = bundler.item_model
+    item = model.report.get("baskets", 0) if model is not None else 0
+    chosen = ", ".join(f"{m} {w:g}" for m, w in model.item_weights.items()) if model is not None else ""
     notes = (f"zero-shot towers (untuned all-MiniLM-L6-v2); set scorer trained on the history: {rep['train_sets']} sets, "
              f"best epoch {rep['best_epoch']}, residual gate {rep.get('residual_gate', 1.0)}; item model on {item} held-out "
-             f"last baskets; {time.perf_counter() - started:.0f}s with encoding")
+             f"last baskets (its weight in the objective chosen on them: {chosen or 'none'}); "
+             f"{time.perf_counter() - started:.0f}s with encoding")
     return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, n=args.n_bundles,
                             max_queries=args.composed_queries, seed=SEED + 5, notes=notes, show_progress=args.progress,
                             log=lambda line: print(line, flush=True),

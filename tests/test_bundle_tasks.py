@@ -195,18 +195,19 @@ def test_item_weight_selection_takes_the_weight_whose_bundles_were_bought() -> N
     from recs.bundling.item_training import select_item_weights
 
     table = small_table()
-    held = pl.DataFrame({"user_id": ["u1"] * 4, "item_id": ["I0", "I1", "I2", "I3"], "basket_id": ["b1"] * 4})
+    held = pl.DataFrame({"user_id": [f"u{i // 4}" for i in range(20)], "item_id": ["I0", "I1", "I2", "I3"] * 5,
+                         "basket_id": [f"b{i // 4}" for i in range(20)]})
     x = np.zeros((4, len(ITEM_FEATURES)))
     model = fit_item_model({"user": (x, np.array([0.0, 1.0, 0.0, 1.0]))})
     probe = _WeightProbe(table, good=3.0)
-    select_item_weights(probe, held, model, ItemModelConfig(weight_grid=[1.0, 3.0, 10.0]), seed=0)
+    select_item_weights(probe, held, model, ItemModelConfig(weight_grid=[1.0, 3.0]), seed=0, default_weight=10.0)
     assert model.item_weights == {"anchor": 3.0, "user": 3.0}
-    assert model.report["item_weight_selection"]["user"]["precision"] == {"1": 0.0, "3": 1.0, "10": 0.0}
+    assert model.report["item_weight_selection"]["user"]["precision"] == {"1": 0.0, "3": 1.0, "10": 0.0}  # the default too
     assert all(seen is model for seen in probe.seen) and probe.item_model is None  # used, then put back
-    # Ties go to the smallest weight.
+    # A tie (or a gain within one standard error) keeps the default.
     tie = fit_item_model({"user": (x, np.array([0.0, 1.0, 0.0, 1.0]))})
-    select_item_weights(_WeightProbe(table, good=-1.0), held, tie, ItemModelConfig(weight_grid=[10.0, 3.0]), seed=0)
-    assert tie.item_weights == {"anchor": 3.0, "user": 3.0}
+    select_item_weights(_WeightProbe(table, good=-1.0), held, tie, ItemModelConfig(weight_grid=[1.0, 3.0]), seed=0, default_weight=10.0)
+    assert tie.item_weights == {"anchor": 10.0, "user": 10.0}
     bad = tie.to_json()
     bad["item_weights"] = {"user": -1}
     with pytest.raises(ArtifactError, match="item_weights"):

@@ -185,7 +185,8 @@ class Bundler:
         if held is None:
             return cls(retriever, scorer, config, known)
         past = cls(retriever.with_events(history), scorer, config, known)
-        item_model = fit_bundle_item_model(past, held[0], config.item_model, config.train.seed, show_progress)
+        item_model = fit_bundle_item_model(past, held[0], config.item_model, config.train.seed, config.compose.item_weight,
+                                           show_progress)
         # Served with the co-occurrences of every basket, the held-out ones included.
         every = collect_sets(row_of, events, bundles, max_history=config.train.history_max_items)
         scorer = SetScorer(scorer.net, scorer.item_vectors, CoocStats.from_sets(every.rows, len(row_of)),

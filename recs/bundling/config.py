@@ -86,7 +86,8 @@ class ItemModelConfig(StrictModel):
     l2: float = Field(default=1.0, ge=0)
     # The item model's weight in the compose objective, per mode (with an anchor / for the user
     # alone): the one of `weight_grid` whose bundles hold most of the held-out baskets' items, on
-    # at most `select_baskets` of them per mode (0: no selection, `[bundling.compose] item_weight`).
+    # at most `select_baskets` of them per mode, when its gain over `[bundling.compose]
+    # item_weight` exceeds one standard error (0 baskets: no selection, that default).
     weight_grid: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0], min_length=1)
     select_baskets: int = Field(default=200, ge=0)
 

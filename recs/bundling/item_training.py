@@ -71,7 +71,8 @@ def holdout_last_baskets(
 
 
 def fit_bundle_item_model(
-    past: RequestFeatures, held: pl.DataFrame, config: ItemModelConfig, seed: int, show_progress: bool = False
+    past: RequestFeatures, held: pl.DataFrame, config: ItemModelConfig, seed: int, default_weight: float,
+    show_progress: bool = False,
 ) -> ItemModel | None:
     """The item model from `past` (a bundler whose retriever and set scorer know only the events
     before `held`'s baskets). None when no basket gave both labels."""
@@ -104,31 +105,34 @@ def fit_bundle_item_model(
     model = fit_item_model(stacked, config.l2)
     model.report["baskets"] = grouped.height
     if config.select_baskets:
-        select_item_weights(past, held, model, config, seed, show_progress)
+        select_item_weights(past, held, model, config, seed, default_weight, show_progress)
     return model
 
 
 def select_item_weights(
     past: RequestFeatures, held: pl.DataFrame, model: ItemModel, config: ItemModelConfig, seed: int,
-    show_progress: bool = False,
+    default_weight: float, show_progress: bool = False,
 ) -> None:
     """Set `model.item_weights`: per mode, the weight of `config.weight_grid` whose composed
     bundles (3 per basket, sizes 2-4, the benchmark's budgets) hold most of the held-out baskets'
     items (precision, recs/bundling/basket_queries.py), on at most `config.select_baskets`
-    baskets per mode; ties go to the smallest weight. How far the item model should lead the set
-    logit is a property of the shop: its own baskets decide it."""
+    baskets per mode. How far the item model should lead the set logit is a property of the
+    shop: its own baskets decide it, but only past the noise: the best weight replaces
+    `default_weight` only when its paired per-basket gain over it exceeds one standard error
+    (a few hundred baskets cannot tell near-equal weights apart)."""
     modes: dict[ItemMode, BundleTask] = {"anchor": "anchor_bundle", "user": "user_bundle"}
     table = past.table
     kept, past.item_model = past.item_model, model
     try:
         selection: dict[str, Any] = {}
+        grid = sorted({*config.weight_grid, default_weight})
         for mode, task in modes.items():
             queries = bundle_queries(held, table, task, seed=seed, max_queries=config.select_baskets)
             if not queries:
                 continue
-            precision: dict[float, float] = {}
-            with progress_bar(f"item weight ({mode})", total=len(queries) * len(config.weight_grid), enabled=show_progress) as advance:
-                for weight in sorted(set(config.weight_grid)):
+            precision: dict[float, np.ndarray] = {}
+            with progress_bar(f"item weight ({mode})", total=len(queries) * len(grid), enabled=show_progress) as advance:
+                for weight in grid:
                     scores = []
                     for q in queries:
                         items = [table.item_ids[q.anchor]] if q.anchor is not None else []
@@ -137,11 +141,15 @@ def select_item_weights(
                         rows = [tuple(table.row_of[i] for i in b.item_ids) for b in bundles]
                         scores.append(score_bundles(rows, q, N_BUNDLES)["precision"])
                         advance(1)
-                    precision[weight] = float(np.mean(scores))
-            best = max(precision, key=lambda w: (precision[w], -w))
-            model.item_weights[mode] = best
-            selection[mode] = {"baskets": len(queries), "precision": {f"{w:g}": round(p, 4) for w, p in precision.items()},
-                               "chosen": best}
+                    precision[weight] = np.asarray(scores, np.float64)
+            best = max(grid, key=lambda w: (float(precision[w].mean()), -w))
+            gain = precision[best] - precision[default_weight]
+            error = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+            chosen = best if float(gain.mean()) > error else default_weight
+            model.item_weights[mode] = chosen
+            selection[mode] = {"baskets": len(queries), "chosen": chosen, "default": default_weight,
+                               "precision": {f"{w:g}": round(float(p.mean()), 4) for w, p in precision.items()},
+                               "gain_of_best": round(float(gain.mean()), 4), "standard_error": round(error, 4)}
         model.report["item_weight_selection"] = selection
     finally:
         past.item_model = kept
