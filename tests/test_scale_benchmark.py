@@ -37,7 +37,7 @@ def faiss_threads():  # main() sets faiss's global thread count: restore it for 
 
 
 def _args(tmp_path: Path, **extra: object) -> argparse.Namespace:
-    options = {"work": tmp_path / "work", "shard": 500, "quiet": True, "kinds": list(scale.KINDS), "hnsw_max": 10**6,
+    options = {"work": tmp_path / "work", "shard": 500, "quiet": True, "encode_only": False, "kinds": list(scale.KINDS), "hnsw_max": 10**6,
                "queries": 40, "single": 10, "batch": 16, "threads": 1, "synthetic_queries": 30, "synthetic_chunk": 1000}
     options.update(extra)
     return argparse.Namespace(**options)
