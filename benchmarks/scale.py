@@ -104,7 +104,9 @@ def catalog(n: int, work: Path) -> tuple[list[str], list[str]]:
         write_demo_shop(shop, seed=0, scale=n / 800 * 1.02 + 0.1, items_only=True)
     items = pl.read_csv(shop / "items.csv").head(n)
     if len(items) < n:
-        raise RuntimeError(f"{shop}: {len(items)} items, fewer than {n}")
+        from recs.errors import DataError
+
+        raise DataError(f"{shop}: {len(items)} items, fewer than {n}")
     return items["item_id"].to_list(), render_items(items)
 
 
@@ -216,17 +218,23 @@ def exact_top_k(queries: Any, chunks: Iterator[Any], k: int = K) -> Any:
     return best_i
 
 
-def recall_at_k(found: list[list[int]], truth: Any, k: int = K) -> float:
-    return float(sum(len(set(f[:k]) & set(t[:k].tolist())) for f, t in zip(found, truth, strict=True)) / (k * len(found)))
-
-
 # ------------------------------------------------------------------------------ measuring an index
 def index_bytes(index: Any) -> int:
-    """FAISS's own serialised size of an ItemIndex (refine store included)."""
+    """FAISS's own serialised size of an ItemIndex (refine store included), counted as it is
+    written (`serialize_index` would hold a copy: gigabytes at 10M items)."""
     import faiss
 
-    native = [index._index] + ([index._refine_index] if index._refine_index is not None else [])
-    return int(sum(faiss.serialize_index(x).nbytes for x in native))
+    total = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+
+    for native in [index._index] + ([index._refine_index] if index._refine_index is not None else []):
+        writer = faiss.PyCallbackIOWriter(count)
+        faiss.write_index(native, writer)
+        del writer  # flushes its buffer
+    return total
 
 
 def raw_faiss(index: Any) -> tuple[Any, list[Any]]:
