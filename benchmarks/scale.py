@@ -408,7 +408,8 @@ def run_catalog(n: int, args: argparse.Namespace, towers: Any) -> list[dict[str,
                                 queries, truth_ids, args.single, args.batch)
         for slice_, metrics, notes in results:
             rows.append({"dataset": dataset, "method": kind, "slice": slice_, "metrics": metrics,
-                         "notes": f"{notes}; {args.queries} user-like queries, {args.threads} threads"})
+                         "notes": f"{notes}; {args.queries} user-like queries ({min(args.single, args.queries)} timed one per call), "
+                                  f"{args.threads} threads"})
             print(f"[{dataset}] {kind} {slice_}: " + _summary(metrics), flush=True)
     return rows
 
@@ -476,7 +477,7 @@ def run_synthetic(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"[{dataset}] ivfpq {slice_}: " + _summary(metrics), flush=True)
         rows.append({"dataset": dataset, "method": "ivfpq", "slice": slice_, "metrics": metrics,
                      "notes": (f"{notes}; build_s includes generating the vectors; {len(queries)} queries from the "
-                               f"same mixture, {args.threads} threads")})
+                               f"same mixture ({min(args.single, len(queries))} timed one per call), {args.threads} threads")})
     return rows
 
 
