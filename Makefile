@@ -86,6 +86,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/rerank.py
 	$(PY) benchmarks/bundles.py
 	$(PY) benchmarks/encode_speed.py
+	# Index scale: the 100k-item demo catalog (MiniLM int8, ~5 min to encode on 2 cores, cached in build/bench/scale).
+	$(PY) benchmarks/scale.py --merge --quiet
 	$(PY) benchmarks/faults.py
 	# The service under load (serves `make demo`'s ONNX export: skipped with a message without it).
 	if [ -f $(DEMO)/onnx/manifest.json ]; then $(PY) benchmarks/load.py --model $(DEMO)/onnx; \

@@ -20,6 +20,12 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_demo_items_only_writes_the_catalog_alone(tmp_path: Path) -> None:
+    code, out = run("data", "demo", "--out", str(tmp_path / "shop"), "--scale", "0.1", "--items-only")
+    assert code == 0, out
+    assert sorted(p.name for p in (tmp_path / "shop").iterdir()) == ["items.csv"]
+
+
 def test_validate_ok(shop_dir: Path) -> None:
     code, out = run("data", "validate", str(shop_dir / "items.csv"), str(shop_dir / "events.csv"), str(shop_dir / "bundles.csv"))
     assert code == 0, out

@@ -23,6 +23,7 @@ from recs.data.demo import (
     LEAVES,
     PERIOD_DAYS,
     PERIOD_START,
+    generate_demo_catalog,
     generate_demo_shop,
     write_demo_shop,
 )
@@ -92,6 +93,14 @@ def test_generate_matches_written_files(shop: tuple[pl.DataFrame, pl.DataFrame, 
 def test_bad_scale_is_refused() -> None:
     with pytest.raises(ValueError, match="scale"):
         generate_demo_shop(scale=0)
+    with pytest.raises(ValueError, match="scale"):
+        generate_demo_catalog(scale=0)
+
+
+def test_the_catalog_alone_is_the_shops_catalog(tmp_path: Path) -> None:
+    assert generate_demo_catalog(seed=3, scale=0.3).equals(generate_demo_shop(seed=3, scale=0.3)[0])
+    paths = write_demo_shop(tmp_path, seed=3, scale=0.3, items_only=True)
+    assert list(paths) == ["items"] and sorted(p.name for p in tmp_path.iterdir()) == ["items.csv"]
 
 
 def test_module_uses_only_numpy_polars_and_stdlib() -> None:

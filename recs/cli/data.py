@@ -84,13 +84,14 @@ def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write items.csv, events.csv, bundles.csv.")],
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
     scale: Annotated[float, typer.Option(help="Size multiplier (100 = a shop 100x larger).")] = 1.0,
+    items_only: Annotated[bool, typer.Option("--items-only", help="Write the catalog (items.csv) alone: no users, events or bundles (large catalogs for index benchmarks).")] = False,
 ) -> None:
     """Generate the demo shop."""
     from recs.data.demo import write_demo_shop
 
     if scale <= 0:
         raise ConfigError(f"--scale must be positive, got {scale}")
-    paths = write_demo_shop(out, seed=seed, scale=scale)
+    paths = write_demo_shop(out, seed=seed, scale=scale, items_only=items_only)
     for name, path in paths.items():
         console.print(f"wrote {name}: {path}", highlight=False)
 

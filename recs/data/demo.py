@@ -39,6 +39,7 @@ __all__ = [
     "LEAVES",
     "PERIOD_DAYS",
     "PERIOD_START",
+    "generate_demo_catalog",
     "generate_demo_shop",
     "write_demo_shop",
 ]
@@ -749,6 +750,15 @@ def generate_demo_shop(seed: int = 0, scale: float = 1.0) -> tuple[pl.DataFrame,
     return items, events, bundles
 
 
+def generate_demo_catalog(seed: int = 0, scale: float = 1.0) -> pl.DataFrame:
+    """The items of `generate_demo_shop(seed, scale)` alone (the same rows: the catalog is drawn
+    first from the seeded generator), without users or events: catalogs of millions of items
+    for index benchmarks, where simulating millions of users would dominate."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    return _items_frame(_build_catalog(np.random.default_rng(seed), scale))
+
+
 def _items_frame(cat: _Catalog) -> pl.DataFrame:
     first_seen = (
         pl.from_epoch(pl.Series(_START_EPOCH + cat.available_from), time_unit="s").dt.strftime("%Y-%m-%d")
@@ -825,16 +835,21 @@ def _events_frame(ctx: _Ctx) -> pl.DataFrame:
     )
 
 
-def write_demo_shop(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
-    """Generate the demo shop and write items.csv, events.csv, bundles.csv into `out_dir`.
+def write_demo_shop(out_dir: Path, seed: int = 0, scale: float = 1.0, items_only: bool = False) -> dict[str, Path]:
+    """Generate the demo shop and write items.csv, events.csv, bundles.csv into `out_dir`
+    (`items_only`: items.csv alone, see `generate_demo_catalog`).
 
     Each file is written to a temp file in `out_dir` and renamed into place, so a crash never
     leaves a half-written file. Returns {"items": path, "events": path, "bundles": path}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items, events, bundles = generate_demo_shop(seed=seed, scale=scale)
-    paths = {name: out_dir / f"{name}.csv" for name in ("items", "events", "bundles")}
-    for name, frame in (("items", items), ("events", events), ("bundles", bundles)):
+    if items_only:
+        frames = {"items": generate_demo_catalog(seed=seed, scale=scale)}
+    else:
+        items, events, bundles = generate_demo_shop(seed=seed, scale=scale)
+        frames = {"items": items, "events": events, "bundles": bundles}
+    paths = {name: out_dir / f"{name}.csv" for name in frames}
+    for name, frame in frames.items():
         atomic_write_file(paths[name], lambda tmp, frame=frame: frame.write_csv(tmp, float_precision=2))
     return paths

@@ -159,6 +159,7 @@ class ItemIndex:
         self.version = 0  # bumped by every add / remove / update / set_metadata
         self._gpu: Any = None  # (resources, gpu index, position -> int id)
         self._gpu_broken = False
+        self._plain_params: tuple[tuple[Any, ...], Any] | None = None  # (key, unfiltered params)
         if self.kind is not None:
             self._index = self._new_index(self.kind, None)
 
@@ -553,13 +554,18 @@ class ItemIndex:
                 f"query vectors must have shape (n, {self.dim}) or ({self.dim},), "
                 f"got {np.shape(query_vectors)}"
             )
-        finite = np.isfinite(q).all(axis=1)
-        if not finite.all():
-            raise ConfigError(f"NaN or inf in query vector {int(np.flatnonzero(~finite)[0])}")
-        norms = np.linalg.norm(q, axis=1)
+        # One pass for both checks (per-call cost shows in single-query QPS): a NaN or inf entry
+        # makes the squared norm non-finite; huge finite entries may too, hence the exact re-check.
+        sq = np.einsum("ij,ij->i", q, q)
+        if not np.isfinite(sq).all():
+            finite = np.isfinite(q).all(axis=1)
+            if not finite.all():
+                raise ConfigError(f"NaN or inf in query vector {int(np.flatnonzero(~finite)[0])}")
+            sq = np.square(np.linalg.norm(q.astype(np.float64), axis=1))
+        norms = np.sqrt(sq)
         if (norms < 1e-12).any():
             raise ConfigError(f"zero query vector at row {int(np.flatnonzero(norms < 1e-12)[0])}")
-        q /= norms[:, None]
+        q /= norms[:, None].astype(np.float32)
         return q
 
     def _exclusions(self, exclude: Any, n_queries: int) -> list[np.ndarray]:
@@ -639,7 +645,7 @@ class ItemIndex:
             keep = (lab >= 0) & np.isfinite(sc)
             lab, sc = lab[keep], sc[keep]
             order = np.argsort(-sc, kind="stable")
-            out_ids[i] = [str(s) for s in self._names[lab[order]]]
+            out_ids[i] = self._names[lab[order]].tolist()  # the names are str already
             out_scores[i] = sc[order].astype(np.float32)
         return out_ids, out_scores
 
@@ -678,6 +684,14 @@ class ItemIndex:
         return sel, keep
 
     def _params(self, sel: Any) -> Any:
+        if sel is None:  # unfiltered: one cached object (made per call, it cost ~10 us a search)
+            key = (self.kind, self.ef_search, self.nprobe)
+            if self._plain_params is None or self._plain_params[0] != key:
+                self._plain_params = (key, self._new_params(None))
+            return self._plain_params[1]
+        return self._new_params(sel)
+
+    def _new_params(self, sel: Any) -> Any:
         if self.kind == "hnsw":
             return (
                 faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
@@ -698,6 +712,14 @@ class ItemIndex:
         k = max(1, min(k, allowed))
         fetch = k * self.refine_factor if self._refine_index is not None else k
         fetch = min(fetch, self._index.ntotal)
+        if mask is None and not any(len(e) for e in excl):  # no selector: one plain search
+            if self.kind == "flat":
+                scores, labels = self._search_flat_maybe_gpu(q, fetch)
+            else:
+                scores, labels = self._index.search(q, fetch, params=self._params(None))
+            if self._refine_index is not None:
+                labels, scores = self._rescore(q, labels, k)
+            return labels, scores
         labels = np.full((len(q), fetch), -1, dtype=np.int64)
         scores = np.full((len(q), fetch), -np.inf, dtype=np.float32)
         groups: dict[bytes, list[int]] = {}
