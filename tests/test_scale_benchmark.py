@@ -108,3 +108,23 @@ def test_main_writes_synthetic_rows_table_and_plot(tmp_path: Path, monkeypatch: 
     document = json.loads((out / "scale.json").read_text())
     assert [(r["dataset"], r["method"], r["slice"][:3]) for r in document["rows"]] == [("synthetic-3k", "ivfpq", "k10")] * 2
     assert (out / "scale.md").is_file() and (out / "scale.png").stat().st_size > 0
+
+
+def test_recall_counts_a_tied_duplicate_as_found() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:1] + 0.1
+    tenth = int(np.argsort(-(vectors @ queries[0]))[scale.K - 1])
+    twin = int(np.argsort(-(vectors @ queries[0]))[-1])
+    vectors[twin] = vectors[tenth]  # a duplicate text: the same vector under another id, tied 10th
+    truth = scale.exact_top_k(queries, iter([vectors]))
+    kth = np.einsum("qd,qd->q", queries, vectors[truth[:, -1]])
+    ids = [f"I{i}" for i in range(30)]
+    hits = scale.score_hits(queries, vectors, {item: row for row, item in enumerate(ids)}, kth)
+    exact = [ids[r] for r in truth[0]]
+    listed, other = (tenth, twin) if ids[tenth] in exact else (twin, tenth)
+    swapped = [ids[other] if i == ids[listed] else i for i in exact]
+    assert hits(0, exact) == hits(0, swapped) == scale.K
+    assert scale.id_hits([set(exact)])(0, swapped) == scale.K - 1  # ids alone call it a miss
+    assert hits(0, [ids[r] for r in np.argsort(vectors @ queries[0])[: scale.K]]) < scale.K  # the worst items
