@@ -80,6 +80,40 @@ def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
     assert spec["graphs"]["user_tower"]["inputs"] == ["input_ids", "attention_mask", "history_mean"]
 
 
+def test_transformer_graphs_are_fused_before_quantising(exported) -> None:
+    """Attention, embedding/skip LayerNorm and bias-GELU are single operators in the fp32 graphs
+    (2 layers in the tiny BERT), and the int8 graphs are quantised from the fused ones."""
+    import onnx
+
+    for name in ("item_tower", "user_tower", "cross_encoder"):
+        entry = exported.graphs[name]
+        assert entry["fusion"] == {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2}
+        ops = {n.op_type for n in onnx.load(str(exported.path / entry["fp32"])).graph.node}
+        assert {"Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= ops
+        assert "Softmax" not in ops and "Erf" not in ops
+        int8_ops = {n.op_type for n in onnx.load(str(exported.path / entry["int8"])).graph.node}
+        assert "QAttention" in int8_ops and "SkipLayerNormalization" in int8_ops
+
+
+def test_encoding_pads_per_length_sorted_batch(onnx_engine: Engine, torch_engine: Engine) -> None:
+    """Texts are tokenised once, sorted by token count and padded per batch: each batch equals
+    the same texts tokenised on their own, and the vectors do not depend on the batch they fell in."""
+    towers = onnx_engine.retriever.towers
+    catalog_texts = list(onnx_engine.retriever.catalog.texts)
+    texts = [*catalog_texts[:40], "x", " ; ".join(catalog_texts[:30])]
+    widths = []
+    for rows, inputs in towers.tokenizer.batches(texts, 64, 8):
+        alone = towers.tokenizer([texts[i] for i in rows], 64)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(inputs[key], alone[key])
+        widths.append(inputs["input_ids"].shape[1])
+    assert widths == sorted(widths) and widths[0] < widths[-1] == 64
+    one_by_one = np.concatenate([towers.encode_items([t]) for t in texts])
+    assert _cos(towers.encode_items(texts), one_by_one).min() > 0.9999
+    torch_vectors = torch_engine.retriever.towers.encode_items(texts)
+    assert _cos(torch_vectors, one_by_one).min() > 0.999
+
+
 def test_fp32_and_int8_parity_with_torch(exported) -> None:
     parity = exported.parity
     assert parity["tokenizer"]["equal_to_hf"]

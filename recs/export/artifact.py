@@ -195,18 +195,13 @@ class _Exporter:
         return self.tokenizer_spec
 
     def _transformer(self, writer: ArtifactWriter, tmp: Path, name: str, module: Any, example: dict[str, Any], max_tokens: int) -> None:
-        from recs.export.quantize import optimize_graph, quantize_graph
-        from recs.export.towers import export_module
+        from recs.export.quantize import export_transformer
 
-        raw = tmp / f"{name}.raw.onnx"
-        io = export_module(module, example, raw, self.opset)
-        rel = f"onnx/{name}.onnx"
-        optimize_graph(raw, writer.file(rel))
+        rel, rel8 = f"onnx/{name}.onnx", f"onnx/{name}.int8.onnx"
+        io = export_transformer(module, example, tmp, writer.file(rel), writer.file(rel8) if self.int8 else None, self.opset)
         entry: dict[str, Any] = {"fp32": rel, **io, "max_tokens": int(max_tokens)}
         self.files.append(rel)
         if self.int8:
-            rel8 = f"onnx/{name}.int8.onnx"
-            quantize_graph(writer.path / rel, writer.file(rel8))
             entry["int8"] = rel8
             self.files.append(rel8)
         self.graphs[name] = entry
