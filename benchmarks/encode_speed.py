@@ -56,7 +56,11 @@ import numpy as np  # noqa: E402
 
 BENCHMARK = "encode_speed"
 RESULTS_DIR = _REPO / "benchmarks" / "results"
-METHODS = ("torch", "onnx_fp32", "onnx_int8")
+# `_unfused`: the same graphs without the BERT fusions (`recs export --no-fuse`; the export before
+# issue 17), timed in the same rounds so that the fusions' own effect is measured on this CPU.
+METHODS = ("torch", "onnx_fp32", "onnx_int8", "onnx_fp32_unfused", "onnx_int8_unfused")
+GRAPH_VARIANTS = (("onnx_fp32", "fp32", ""), ("onnx_int8", "int8", ".int8"), ("onnx_fp32_unfused", "fp32", ".unfused"),
+                  ("onnx_int8_unfused", "int8", ".unfused.int8"))
 SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
 CROSS_R, CROSS_TOKENS = 20, 64
 # The /proc/cpuinfo flags that decide int8 and fp32 GEMM speed (VNNI: int8 dot products).
@@ -164,11 +168,9 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         if name == "user":
             example["history_mean"] = torch.nn.functional.normalize(torch.randn(2, model.dim), dim=1)
         io = export_transformer(module, example, work, work / f"{name}.onnx", work / f"{name}.int8.onnx")
+        export_transformer(module, example, work, work / f"{name}.unfused.onnx", work / f"{name}.unfused.int8.onnx", fuse=False)
         print(f"{name} tower fused operators: {io['fusion']}", flush=True)
-        graphs[name] = {
-            "onnx_fp32": OnnxGraph(work / f"{name}.onnx", options["fp32"]),
-            "onnx_int8": OnnxGraph(work / f"{name}.int8.onnx", options["int8"]),
-        }
+        graphs[name] = {m: OnnxGraph(work / f"{name}{suffix}.onnx", options[p]) for m, p, suffix in GRAPH_VARIANTS}
 
     def item_fn(method: str, batch: dict[str, np.ndarray]) -> Any:
         if method == "torch":
@@ -254,7 +256,7 @@ def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: An
             return graph.run(feed)
         return call
 
-    calls = {"torch": torch_call, "onnx_fp32": onnx_call(graphs["onnx_fp32"]), "onnx_int8": onnx_call(graphs["onnx_int8"])}
+    calls = {"torch": torch_call} | {m: onnx_call(g) for m, g in graphs.items()}
     reference = torch_call()
     n = 20 if args.quick else args.latency_calls
     samples: dict[str, list[float]] = {m: [] for m in calls}
@@ -288,13 +290,15 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
 
     ce = CrossEncoderModel(load_backbone(model_name)).eval()
     torch.nn.init.normal_(ce.head.weight, std=0.05)  # a zero head scores 0 everywhere: nothing to compare
-    io = export_transformer(CrossEncoderGraph(ce), example_batch(tokenizer, pairs=True), work, work / "cross.onnx", work / "cross.int8.onnx")
+    example = example_batch(tokenizer, pairs=True)
+    io = export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.onnx", work / "cross.int8.onnx")
+    export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.unfused.onnx", work / "cross.unfused.int8.onnx", fuse=False)
     print(f"cross-encoder fused operators: {io['fusion']}", flush=True)
     reranker = CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=CROSS_TOKENS))
     onnx_tok = onnx_tokenizer(tokenizer)
-    scorers = {"torch": reranker}
-    for method, precision, path in (("onnx_fp32", "fp32", "cross.onnx"), ("onnx_int8", "int8", "cross.int8.onnx")):
-        scorers[method] = OnnxCrossEncoder(OnnxGraph(work / path, options[precision]), onnx_tok, CROSS_TOKENS)
+    scorers: dict[str, Any] = {"torch": reranker}
+    for method, precision, suffix in GRAPH_VARIANTS:
+        scorers[method] = OnnxCrossEncoder(OnnxGraph(work / f"cross{suffix}.onnx", options[precision]), onnx_tok, CROSS_TOKENS)
     titles = dataset.items["title"].head(12).to_list()
     user_text = " ; ".join(f"purchase: {t}" for t in titles)
     candidates = [f"{t} | bought together with your last order" for t in texts[:CROSS_R]]

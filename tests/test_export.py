@@ -446,3 +446,27 @@ def test_export_scratch_stays_beside_the_target_and_a_killed_export_is_cleaned(
     removed = sorted(r.getMessage().rsplit("/", 1)[-1] for r in caplog.records if "left by" in r.getMessage())
     assert removed == [".onnx.tmp-killed (3.0 MB) left by an interrupted run", ".onnx.work (3.0 MB) left by an interrupted run"]
     assert Engine.load(out).recommend(text="coffee", k=3)
+
+
+def test_fused_and_unfused_graphs_agree(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`export_transformer` with and without the BERT fusions: the same vectors, the torch
+    module's attention implementation restored after the (eager) export."""
+    from recs.encoders.backbone import load_backbone, load_tokenizer
+    from recs.export.quantize import export_transformer
+    from recs.export.towers import ItemTowerGraph, example_batch, torch_outputs
+    from recs.retrieval.config import TowerConfig
+    from recs.retrieval.towers import TwoTowerModel
+
+    model = TwoTowerModel(load_backbone(str(tiny_model_dir)), TowerConfig(model=str(tiny_model_dir))).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    before = model.item_backbone.config._attn_implementation
+    fused = export_transformer(ItemTowerGraph(model), example_batch(tokenizer), tmp_path, tmp_path / "fused.onnx")
+    plain = export_transformer(ItemTowerGraph(model), example_batch(tokenizer), tmp_path, tmp_path / "plain.onnx", fuse=False)
+    assert model.item_backbone.config._attn_implementation == before
+    assert fused["fusion"]["Attention"] == 2 and "fusion" not in plain
+    options = RuntimeOptions(precision="fp32", providers=["CPUExecutionProvider"])
+    enc = tokenizer(["a short one", "a much longer text with several more words in it"], padding=True, return_tensors="np")
+    batch = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+    reference = torch_outputs(ItemTowerGraph(model), batch)
+    for path in ("fused.onnx", "plain.onnx"):
+        assert _cos(OnnxGraph(tmp_path / path, options).run(batch), reference).min() > 0.9999
