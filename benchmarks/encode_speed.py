@@ -18,7 +18,8 @@ the other's rounds on a shared machine.
 Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
 - slice `all` = batch 64, 32 tokens: `items_per_s`, `ratio_vs_torch`, `cosine` (mean cosine with
   torch's vectors), `cosine_min`;
-- slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings;
+- slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings (batch 1: also
+  `p50_ms` / `p99_ms` over every call, model time only);
 - slice `user_latency`: one user per call, tokenisation included: `p50_ms`, `p99_ms`, `cosine`;
 - slice `cross_encoder_r20`: one request's cross-encoder pass, serially: the user's text paired
   with R = 20 candidate texts, 64 tokens, tokenised and scored in one batch: `p50_ms`, `p95_ms`,
@@ -189,22 +190,26 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         batch = {k: v[:batch_size] for k, v in full.items()}
         fns = {m: item_fn(m, batch) for m in METHODS}
         outputs = {m: fn() for m, fn in fns.items()}  # warm-up, and the vectors compared below
-        reps = max(1, (8 if batch_size == 1 else 1) // (2 if args.quick else 1))
+        reps = max(1, (20 if batch_size == 1 else 1) // (2 if args.quick else 1))
         times: dict[str, list[float]] = {m: [] for m in METHODS}
+        calls: dict[str, list[float]] = {m: [] for m in METHODS}  # each call's seconds (p99 at batch 1)
         for _ in range(rounds):
             for method, fn in fns.items():
-                times[method].append(timed(lambda fn=fn, reps=reps: [fn() for _ in range(reps)]) / reps)
+                each = [timed(fn) for _ in range(reps)]
+                calls[method] += each
+                times[method].append(sum(each) / reps)
         torch_s = statistics.median(times["torch"])
         for method in METHODS:
             seconds = statistics.median(times[method])
             cos = cosine(outputs[method], outputs["torch"])
+            latency = {"p50_ms": float(np.percentile(calls[method], 50)) * 1000, "p99_ms": float(np.percentile(calls[method], 99)) * 1000}
             rows.append({
                 "dataset": "demo", "method": method, "slice": label,
                 "metrics": {"items_per_s": batch_size / seconds, "ratio_vs_torch": torch_s / seconds,
-                            "cosine": float(cos.mean()), "cosine_min": float(cos.min())},
+                            "cosine": float(cos.mean()), "cosine_min": float(cos.min()), **(latency if batch_size == 1 else {})},
                 "notes": f"item tower, batch {batch_size}, {length} tokens, median of {rounds} rounds; {where}",
             })
-        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min"]), flush=True)
+        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p99_ms"]), flush=True)
 
     rows += user_latency(model, tokenizer, graphs["user"], dataset, args, where)
     rows += cross_encoder_latency(model_name, tokenizer, dataset, texts, work, options, args, where)
