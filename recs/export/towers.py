@@ -88,7 +88,8 @@ def example_batch(tokenizer: Any, pairs: bool = False, max_length: int = 32) -> 
 @contextlib.contextmanager
 def eager_attention(module: nn.Module) -> Iterator[None]:
     """Every Hugging Face model inside `module` on eager attention for the block, then back to
-    what it had (the torch module keeps serving and training with SDPA)."""
+    what it had (the torch module keeps serving and training with SDPA). A transformers without
+    `set_attn_implementation` exports what it has; the optimiser then fuses no attention (logged)."""
     changed = []
     for sub in module.modules():
         config = getattr(sub, "config", None)
