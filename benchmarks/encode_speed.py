@@ -3,9 +3,11 @@
     python benchmarks/encode_speed.py [--model default] [--threads N] [--rounds 5] [--users 300] [--quick]
 
 The item tower (and user tower) of an untrained `TwoTowerModel` over the backbone (default:
-all-MiniLM-L6-v2) is exported with `recs.export` exactly as `recs export --int8` does (TorchScript
-exporter, onnxruntime basic optimisation, dynamic int8 per channel) and run with the serving
-runtime (`recs.serving.onnx_runtime.OnnxGraph`). Texts are the demo shop's item texts, tokenised
+all-MiniLM-L6-v2), and a cross-encoder over the same backbone, are exported with
+`recs.export.quantize.export_transformer` exactly as `recs export --int8` does (TorchScript
+exporter, onnxruntime basic optimisation, the transformer optimiser's BERT fusions, dynamic int8
+per channel on the fused graph) and run with the serving runtime
+(`recs.serving.onnx_runtime.OnnxGraph`). Texts are the demo shop's item texts, tokenised
 ahead of time to exactly 32 or 128 tokens (model time only, same batches for every variant).
 The variants are timed round-robin (torch, fp32, int8, torch, ...) so that load from other
 processes hits all three alike; each figure is the median over `--rounds`. onnxruntime threads do
@@ -16,10 +18,17 @@ the other's rounds on a shared machine.
 Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
 - slice `all` = batch 64, 32 tokens: `items_per_s`, `ratio_vs_torch`, `cosine` (mean cosine with
   torch's vectors), `cosine_min`;
-- slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings;
+- slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings (batch 1: also
+  `p50_ms` / `p99_ms` over every call, model time only);
 - slice `user_latency`: one user per call, tokenisation included: `p50_ms`, `p99_ms`, `cosine`;
+- slice `cross_encoder_r20`: one request's cross-encoder pass, serially: the user's text paired
+  with R = 20 candidate texts, 64 tokens, tokenised and scored in one batch: `p50_ms`, `p95_ms`,
+  `p99_ms`, `max_abs_diff` (scores against torch's; the head is random, not the zero one of an
+  untrained cross-encoder, so that the scores differ);
 - slice `ndcg_zero_shot`: two-tower NDCG@10 on the demo shop (leave-last-out, full ranking, the
   untrained towers; int8 re-encodes the catalog with its own item tower).
+Every row's notes name the CPU (model, cores, AVX-512 / VNNI / AMX flags from /proc/cpuinfo) and
+the thread settings: the ratios move with the CPU far more than with anything else.
 Writes benchmarks/results/encode_speed.json and .md.
 """
 
@@ -48,8 +57,15 @@ import numpy as np  # noqa: E402
 
 BENCHMARK = "encode_speed"
 RESULTS_DIR = _REPO / "benchmarks" / "results"
-METHODS = ("torch", "onnx_fp32", "onnx_int8")
+# `_unfused`: the same graphs without the BERT fusions (`recs export --no-fuse`; the export before
+# issue 17), timed in the same rounds so that the fusions' own effect is measured on this CPU.
+METHODS = ("torch", "onnx_fp32", "onnx_int8", "onnx_fp32_unfused", "onnx_int8_unfused")
+GRAPH_VARIANTS = (("onnx_fp32", "fp32", ""), ("onnx_int8", "int8", ".int8"), ("onnx_fp32_unfused", "fp32", ".unfused"),
+                  ("onnx_int8_unfused", "int8", ".unfused.int8"))
 SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
+CROSS_R, CROSS_TOKENS = 20, 64
+# The /proc/cpuinfo flags that decide int8 and fp32 GEMM speed (VNNI: int8 dot products).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +89,24 @@ def demo_texts(shop: Path) -> tuple[Any, list[str]]:
     dataset = load_dataset(shop)[0]
     texts = [render_item(r, DEFAULT_ITEM_TEMPLATE) for r in dataset.items.iter_rows(named=True)]
     return dataset, texts
+
+
+def cpu_description() -> str:
+    """'<model>, <n> cores, flags: ...' from /proc/cpuinfo (the platform's name elsewhere)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    present = [f for f in CPU_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(present) or 'none of ' + '/'.join(CPU_FLAGS)}"
 
 
 def token_batch(tokenizer: Any, texts: list[str], length: int) -> dict[str, np.ndarray]:
@@ -117,13 +151,15 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
     import torch
 
     from recs.evaluation.report import format_table, write_results
-    from recs.export.quantize import optimize_graph, quantize_graph
-    from recs.export.towers import ItemTowerGraph, UserTowerGraph, example_batch, export_module
+    from recs.export.quantize import export_transformer
+    from recs.export.towers import ItemTowerGraph, UserTowerGraph, example_batch
     from recs.serving.onnx_runtime import OnnxGraph, RuntimeOptions
 
     model_name = args.model
     dataset, texts = demo_texts(work / "shop")
     texts = texts[:64]
+    where = f"{cpu_description()}; torch {threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), onnxruntime {threads} intra-op threads, no spinning"
+    print(where, flush=True)
 
     print(f"exporting {model_name} towers to {work} ...", flush=True)
     graphs: dict[str, dict[str, OnnxGraph]] = {}
@@ -132,13 +168,10 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         example = example_batch(tokenizer)
         if name == "user":
             example["history_mean"] = torch.nn.functional.normalize(torch.randn(2, model.dim), dim=1)
-        export_module(module, example, work / f"{name}.raw.onnx")
-        optimize_graph(work / f"{name}.raw.onnx", work / f"{name}.onnx")
-        quantize_graph(work / f"{name}.onnx", work / f"{name}.int8.onnx")
-        graphs[name] = {
-            "onnx_fp32": OnnxGraph(work / f"{name}.onnx", options["fp32"]),
-            "onnx_int8": OnnxGraph(work / f"{name}.int8.onnx", options["int8"]),
-        }
+        io = export_transformer(module, example, work, work / f"{name}.onnx", work / f"{name}.int8.onnx")
+        export_transformer(module, example, work, work / f"{name}.unfused.onnx", work / f"{name}.unfused.int8.onnx", fuse=False)
+        print(f"{name} tower fused operators: {io['fusion']}", flush=True)
+        graphs[name] = {m: OnnxGraph(work / f"{name}{suffix}.onnx", options[p]) for m, p, suffix in GRAPH_VARIANTS}
 
     def item_fn(method: str, batch: dict[str, np.ndarray]) -> Any:
         if method == "torch":
@@ -157,37 +190,56 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         batch = {k: v[:batch_size] for k, v in full.items()}
         fns = {m: item_fn(m, batch) for m in METHODS}
         outputs = {m: fn() for m, fn in fns.items()}  # warm-up, and the vectors compared below
-        reps = max(1, (8 if batch_size == 1 else 1) // (2 if args.quick else 1))
+        reps = max(1, (20 if batch_size == 1 else 1) // (2 if args.quick else 1))
         times: dict[str, list[float]] = {m: [] for m in METHODS}
+        calls: dict[str, list[float]] = {m: [] for m in METHODS}  # each call's seconds (p99 at batch 1)
         for _ in range(rounds):
             for method, fn in fns.items():
-                times[method].append(timed(lambda fn=fn, reps=reps: [fn() for _ in range(reps)]) / reps)
+                each = [timed(fn) for _ in range(reps)]
+                calls[method] += each
+                times[method].append(sum(each) / reps)
         torch_s = statistics.median(times["torch"])
         for method in METHODS:
             seconds = statistics.median(times[method])
             cos = cosine(outputs[method], outputs["torch"])
+            latency = {"p50_ms": float(np.percentile(calls[method], 50)) * 1000, "p99_ms": float(np.percentile(calls[method], 99)) * 1000}
             rows.append({
                 "dataset": "demo", "method": method, "slice": label,
                 "metrics": {"items_per_s": batch_size / seconds, "ratio_vs_torch": torch_s / seconds,
-                            "cosine": float(cos.mean()), "cosine_min": float(cos.min())},
-                "notes": f"item tower, batch {batch_size}, {length} tokens, {threads} threads, median of {rounds} rounds",
+                            "cosine": float(cos.mean()), "cosine_min": float(cos.min()), **(latency if batch_size == 1 else {})},
+                "notes": f"item tower, batch {batch_size}, {length} tokens, median of {rounds} rounds; {where}",
             })
-        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min"]), flush=True)
+        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p99_ms"]), flush=True)
 
-    rows += user_latency(model, tokenizer, graphs["user"], dataset, args, threads)
+    rows += user_latency(model, tokenizer, graphs["user"], dataset, args, where)
+    rows += cross_encoder_latency(model_name, tokenizer, dataset, texts, work, options, args, where)
     if args.users > 0:
         rows += zero_shot_ndcg(model, tokenizer, graphs, dataset, 40 if args.quick else args.users)
     json_path, md_path = write_results(BENCHMARK, rows, args.out)
-    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p99_ms", "ndcg@10"]))
+    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10"]))
     print(f"wrote {json_path} and {md_path}")
     return 0
 
 
-def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: Any, args: argparse.Namespace, threads: int) -> list[dict[str, Any]]:
-    """One user per call, as a request does: tokenise + user tower (+ the history term)."""
-    import torch
+def onnx_tokenizer(tokenizer: Any) -> Any:
+    """The serving tokenizer (`OnnxTokenizer`) over the HF tokenizer's tokenizer.json, as
+    `recs export` writes it."""
+    from tokenizers import Tokenizer
 
     from recs.serving.onnx_runtime import OnnxTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        clean = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        clean.no_padding()
+        clean.no_truncation()
+        clean.save(str(path))
+        return OnnxTokenizer(path, {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
+
+
+def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: Any, args: argparse.Namespace, where: str) -> list[dict[str, Any]]:
+    """One user per call, as a request does: tokenise + user tower (+ the history term)."""
+    import torch
 
     titles = dataset.items["title"].head(12).to_list()
     text = " ; ".join(f"purchase: {t}" for t in titles)
@@ -195,16 +247,7 @@ def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: An
     mean = rng.standard_normal((1, model.dim)).astype(np.float32)
     mean /= np.linalg.norm(mean)
     max_tokens = model.config.max_user_tokens
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "tokenizer.json"
-        fast = tokenizer.backend_tokenizer
-        from tokenizers import Tokenizer
-
-        clean = Tokenizer.from_str(fast.to_str())
-        clean.no_padding()
-        clean.no_truncation()
-        clean.save(str(path))
-        onnx_tok = OnnxTokenizer(path, {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
+    onnx_tok = onnx_tokenizer(tokenizer)
 
     def torch_call() -> np.ndarray:
         enc = tokenizer([text], truncation=True, max_length=max_tokens, padding=True, return_tensors="pt")
@@ -218,7 +261,7 @@ def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: An
             return graph.run(feed)
         return call
 
-    calls = {"torch": torch_call, "onnx_fp32": onnx_call(graphs["onnx_fp32"]), "onnx_int8": onnx_call(graphs["onnx_int8"])}
+    calls = {"torch": torch_call} | {m: onnx_call(g) for m, g in graphs.items()}
     reference = torch_call()
     n = 20 if args.quick else args.latency_calls
     samples: dict[str, list[float]] = {m: [] for m in calls}
@@ -232,9 +275,67 @@ def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: An
             "dataset": "demo", "method": method, "slice": "user_latency",
             "metrics": {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                         "cosine": float(cosine(call(), reference)[0])},
-            "notes": f"user tower, 1 user per call, {max_tokens} max tokens, tokenisation included, {n} calls, {threads} threads",
+            "notes": f"user tower, 1 user per call, {max_tokens} max tokens, tokenisation included, {n} calls; {where}",
         })
     return rows
+
+
+def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: list[str], work: Path, options: dict[str, Any],
+                          args: argparse.Namespace, where: str) -> list[dict[str, Any]]:
+    """One request's cross-encoder pass, as `OnnxCrossEncoder.score` / `CrossEncoderReranker.score`
+    run it without a deadline: R = 20 pairs, tokenised and scored in one batch."""
+    import torch
+
+    from recs.encoders.backbone import load_backbone
+    from recs.export.quantize import export_transformer
+    from recs.export.towers import CrossEncoderGraph, example_batch
+    from recs.ranking.config import CrossEncoderConfig
+    from recs.ranking.cross_encoder import CrossEncoderModel, CrossEncoderReranker
+    from recs.serving.onnx_runtime import OnnxCrossEncoder, OnnxGraph
+
+    ce = CrossEncoderModel(load_backbone(model_name)).eval()
+    torch.nn.init.normal_(ce.head.weight, std=0.05)  # a zero head scores 0 everywhere: nothing to compare
+    example = example_batch(tokenizer, pairs=True)
+    io = export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.onnx", work / "cross.int8.onnx")
+    export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.unfused.onnx", work / "cross.unfused.int8.onnx", fuse=False)
+    print(f"cross-encoder fused operators: {io['fusion']}", flush=True)
+    reranker = CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=CROSS_TOKENS))
+    onnx_tok = onnx_tokenizer(tokenizer)
+    scorers: dict[str, Any] = {"torch": reranker}
+    for method, precision, suffix in GRAPH_VARIANTS:
+        scorers[method] = OnnxCrossEncoder(OnnxGraph(work / f"cross{suffix}.onnx", options[precision]), onnx_tok, CROSS_TOKENS)
+    titles = dataset.items["title"].head(12).to_list()
+    user_text = " ; ".join(f"purchase: {t}" for t in titles)
+    candidates = [f"{t} | bought together with your last order" for t in texts[:CROSS_R]]
+    reference = reranker.score(user_text, candidates)
+    n = 20 if args.quick else args.latency_calls
+    samples: dict[str, list[float]] = {m: [] for m in scorers}
+    for scorer in scorers.values():
+        scorer.score(user_text, candidates)  # warm-up
+    with torch.no_grad():
+        for _ in range(n):
+            for method, scorer in scorers.items():
+                samples[method].append(timed(lambda s=scorer: s.score(user_text, candidates)) * 1000)
+    torch_p50 = float(np.percentile(samples["torch"], 50))
+    rows = []
+    for method, scorer in scorers.items():
+        ms = np.asarray(samples[method])
+        rows.append({
+            "dataset": "demo", "method": method, "slice": f"cross_encoder_r{CROSS_R}",
+            "metrics": {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+                        "p99_ms": float(np.percentile(ms, 99)), "ratio_vs_torch": torch_p50 / float(np.percentile(ms, 50)),
+                        "max_abs_diff": float(np.abs(scorer.score(user_text, candidates) - reference).max())},
+            "notes": f"cross-encoder, 1 user x {CROSS_R} candidates in one batch, {CROSS_TOKENS} max tokens, tokenisation included, "
+                     f"{n} calls, serial; {where}",
+        })
+    print(format_rows(rows), flush=True)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    from recs.evaluation.report import format_table
+
+    return format_table(rows, ["p50_ms", "p95_ms", "p99_ms", "ratio_vs_torch", "max_abs_diff"])
 
 
 def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]], dataset: Any, n_users: int) -> list[dict[str, Any]]:
@@ -244,7 +345,7 @@ def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]]
     from recs.retrieval.config import RetrievalConfig, TowerConfig
     from recs.retrieval.encode import TorchTowers
     from recs.retrieval.retriever import Retriever
-    from recs.serving.onnx_runtime import OnnxTokenizer, OnnxTowers
+    from recs.serving.onnx_runtime import OnnxTowers
 
     split = leave_last_out(dataset.events, dataset.items["item_id"])
     truth: dict[str, set[str]] = {}
@@ -252,14 +353,7 @@ def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]]
         truth.setdefault(str(user), set()).add(str(item))
     users = sorted(truth)[:n_users]
     config = RetrievalConfig(towers=TowerConfig(model=model.config.model))
-    with tempfile.TemporaryDirectory() as tmp:
-        from tokenizers import Tokenizer
-
-        clean = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        clean.no_padding()
-        clean.no_truncation()
-        clean.save(str(Path(tmp) / "tokenizer.json"))
-        onnx_tok = OnnxTokenizer(Path(tmp) / "tokenizer.json", {"pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token})
+    onnx_tok = onnx_tokenizer(tokenizer)
     retrievers: dict[str, Retriever] = {"torch": Retriever.assemble(TorchTowers(model, tokenizer), config, dataset.items, split.fit_events)}
     for method in ("onnx_fp32", "onnx_int8"):
         towers = OnnxTowers(graphs["item"][method], graphs["user"][method], onnx_tok, config.towers, model.dim)

@@ -80,6 +80,40 @@ def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
     assert spec["graphs"]["user_tower"]["inputs"] == ["input_ids", "attention_mask", "history_mean"]
 
 
+def test_transformer_graphs_are_fused_before_quantising(exported) -> None:
+    """Attention, embedding/skip LayerNorm and bias-GELU are single operators in the fp32 graphs
+    (2 layers in the tiny BERT), and the int8 graphs are quantised from the fused ones."""
+    import onnx
+
+    for name in ("item_tower", "user_tower", "cross_encoder"):
+        entry = exported.graphs[name]
+        assert entry["fusion"] == {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2}
+        ops = {n.op_type for n in onnx.load(str(exported.path / entry["fp32"])).graph.node}
+        assert {"Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= ops
+        assert "Softmax" not in ops and "Erf" not in ops
+        int8_ops = {n.op_type for n in onnx.load(str(exported.path / entry["int8"])).graph.node}
+        assert "QAttention" in int8_ops and "SkipLayerNormalization" in int8_ops
+
+
+def test_encoding_pads_per_length_sorted_batch(onnx_engine: Engine, torch_engine: Engine) -> None:
+    """Texts are tokenised once, sorted by token count and padded per batch: each batch equals
+    the same texts tokenised on their own, and the vectors do not depend on the batch they fell in."""
+    towers = onnx_engine.retriever.towers
+    catalog_texts = list(onnx_engine.retriever.catalog.texts)
+    texts = [*catalog_texts[:40], "x", " ; ".join(catalog_texts[:30])]
+    widths = []
+    for rows, inputs in towers.tokenizer.batches(texts, 64, 8):
+        alone = towers.tokenizer([texts[i] for i in rows], 64)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(inputs[key], alone[key])
+        widths.append(inputs["input_ids"].shape[1])
+    assert widths == sorted(widths) and widths[0] < widths[-1] == 64
+    one_by_one = np.concatenate([towers.encode_items([t]) for t in texts])
+    assert _cos(towers.encode_items(texts), one_by_one).min() > 0.9999
+    torch_vectors = torch_engine.retriever.towers.encode_items(texts)
+    assert _cos(torch_vectors, one_by_one).min() > 0.999
+
+
 def test_fp32_and_int8_parity_with_torch(exported) -> None:
     parity = exported.parity
     assert parity["tokenizer"]["equal_to_hf"]
@@ -412,3 +446,27 @@ def test_export_scratch_stays_beside_the_target_and_a_killed_export_is_cleaned(
     removed = sorted(r.getMessage().rsplit("/", 1)[-1] for r in caplog.records if "left by" in r.getMessage())
     assert removed == [".onnx.tmp-killed (3.0 MB) left by an interrupted run", ".onnx.work (3.0 MB) left by an interrupted run"]
     assert Engine.load(out).recommend(text="coffee", k=3)
+
+
+def test_fused_and_unfused_graphs_agree(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`export_transformer` with and without the BERT fusions: the same vectors, the torch
+    module's attention implementation restored after the (eager) export."""
+    from recs.encoders.backbone import load_backbone, load_tokenizer
+    from recs.export.quantize import export_transformer
+    from recs.export.towers import ItemTowerGraph, example_batch, torch_outputs
+    from recs.retrieval.config import TowerConfig
+    from recs.retrieval.towers import TwoTowerModel
+
+    model = TwoTowerModel(load_backbone(str(tiny_model_dir)), TowerConfig(model=str(tiny_model_dir))).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    before = model.item_backbone.config._attn_implementation
+    fused = export_transformer(ItemTowerGraph(model), example_batch(tokenizer), tmp_path, tmp_path / "fused.onnx")
+    plain = export_transformer(ItemTowerGraph(model), example_batch(tokenizer), tmp_path, tmp_path / "plain.onnx", fuse=False)
+    assert model.item_backbone.config._attn_implementation == before
+    assert fused["fusion"]["Attention"] == 2 and "fusion" not in plain
+    options = RuntimeOptions(precision="fp32", providers=["CPUExecutionProvider"])
+    enc = tokenizer(["a short one", "a much longer text with several more words in it"], padding=True, return_tensors="np")
+    batch = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+    reference = torch_outputs(ItemTowerGraph(model), batch)
+    for path in ("fused.onnx", "plain.onnx"):
+        assert _cos(OnnxGraph(tmp_path / path, options).run(batch), reference).min() > 0.9999

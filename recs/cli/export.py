@@ -18,12 +18,13 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the ONNX serving artifact (replaced atomically).")],
     int8: Annotated[bool, typer.Option("--int8", help="Also write dynamically quantised int8 graphs.")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity checks against torch.")] = False,
+    no_fuse: Annotated[bool, typer.Option("--no-fuse", help="Skip onnxruntime's BERT fusions (attention, LayerNorm, GELU): basic-optimised graphs only.")] = False,
 ) -> None:
     """Export towers, cross-encoder and rankers to ONNX: a folder served without torch."""
     from recs.export import export_artifact
 
     check_output(out, "--out", "artifact")
-    result = export_artifact(model, out, int8=int8, check=not no_check)
+    result = export_artifact(model, out, int8=int8, check=not no_check, fuse=not no_fuse)
     table = Table(title=f"ONNX export {out}")
     for column in ("graph", "fp32 MB", "int8 MB", "parity"):
         table.add_column(column, justify="left" if column in ("graph", "parity") else "right")

@@ -68,11 +68,13 @@ def export_artifact(
     int8: bool = False,
     opset: int | None = None,
     check: bool = True,
+    fuse: bool = True,
 ) -> ExportResult:
     """Export the artifact at `model` to an ONNX serving folder at `out` (replaced atomically).
 
     `int8` adds dynamically quantised graphs of the transformer parts; `check` runs the parity
-    checks (fp32 failures raise `ParityError`; int8 results are reported)."""
+    checks (fp32 failures raise `ParityError`; int8 results are reported); `fuse` applies
+    onnxruntime's BERT fusions to the transformer graphs (`recs.export.quantize.fuse_graph`)."""
     from recs.export.towers import DEFAULT_OPSET
     from recs.serving.engine import Engine
 
@@ -88,7 +90,7 @@ def export_artifact(
 
                 raise ArtifactError(f"{model}: no '{name}' component; was it made by `recs train`?")
         engine = Engine.load(source.path)
-        exporter = _Exporter(engine, source, int8, opset or DEFAULT_OPSET)
+        exporter = _Exporter(engine, source, int8, opset or DEFAULT_OPSET, fuse)
         scratch = work_dir_of(out)
         try:
             with ArtifactWriter(out) as writer:
@@ -100,7 +102,8 @@ def export_artifact(
 
 
 class _Exporter:
-    def __init__(self, engine: Any, source: Artifact, int8: bool, opset: int) -> None:
+    def __init__(self, engine: Any, source: Artifact, int8: bool, opset: int, fuse: bool = True) -> None:
+        self.fuse = fuse
         self.engine = engine
         self.retriever = engine.retriever
         self.pipeline = engine.pipeline
@@ -195,18 +198,13 @@ class _Exporter:
         return self.tokenizer_spec
 
     def _transformer(self, writer: ArtifactWriter, tmp: Path, name: str, module: Any, example: dict[str, Any], max_tokens: int) -> None:
-        from recs.export.quantize import optimize_graph, quantize_graph
-        from recs.export.towers import export_module
+        from recs.export.quantize import export_transformer
 
-        raw = tmp / f"{name}.raw.onnx"
-        io = export_module(module, example, raw, self.opset)
-        rel = f"onnx/{name}.onnx"
-        optimize_graph(raw, writer.file(rel))
+        rel, rel8 = f"onnx/{name}.onnx", f"onnx/{name}.int8.onnx"
+        io = export_transformer(module, example, tmp, writer.file(rel), writer.file(rel8) if self.int8 else None, self.opset, self.fuse)
         entry: dict[str, Any] = {"fp32": rel, **io, "max_tokens": int(max_tokens)}
         self.files.append(rel)
         if self.int8:
-            rel8 = f"onnx/{name}.int8.onnx"
-            quantize_graph(writer.path / rel, writer.file(rel8))
             entry["int8"] = rel8
             self.files.append(rel8)
         self.graphs[name] = entry

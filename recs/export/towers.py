@@ -3,7 +3,9 @@
 The TorchScript exporter (`dynamo=False`) is used on purpose: it needs no `onnxscript`, writes the
 weights inside the one `.onnx` file (below 2 GB) and traces the BERT attention-mask path as long as
 the example batch holds padding (a batch without padding may let the model skip the mask, and that
-branch would be baked into the graph).
+branch would be baked into the graph). The attention is exported in its eager form (matmul,
+softmax, matmul; `eager_attention`): the same numbers as torch's SDPA, in the pattern that
+onnxruntime's transformer optimiser fuses into one Attention operator (SDPA's export is not fused).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from recs.io import atomic_write_file
 DEFAULT_OPSET = 17
 EXAMPLE_TEXTS = ("a", "an example sentence that is a little longer than the first one, with padding")
 
-__all__ = ["DEFAULT_OPSET", "CrossEncoderGraph", "ItemTowerGraph", "UserTowerGraph", "example_batch", "export_module"]
+__all__ = [
+    "DEFAULT_OPSET", "CrossEncoderGraph", "ItemTowerGraph", "UserTowerGraph", "attention_shape", "eager_attention",
+    "example_batch", "export_module",
+]
 
 
 class ItemTowerGraph(nn.Module):
@@ -78,6 +83,34 @@ def example_batch(tokenizer: Any, pairs: bool = False, max_length: int = 32) -> 
     batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     batch["token_type_ids"] = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
     return batch
+
+
+@contextlib.contextmanager
+def eager_attention(module: nn.Module) -> Iterator[None]:
+    """Every Hugging Face model inside `module` on eager attention for the block, then back to
+    what it had (the torch module keeps serving and training with SDPA). A transformers without
+    `set_attn_implementation` exports what it has; the optimiser then fuses no attention (logged)."""
+    changed = []
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        if hasattr(sub, "set_attn_implementation") and getattr(config, "_attn_implementation", "eager") != "eager":
+            changed.append((sub, config._attn_implementation))
+            sub.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        for sub, implementation in changed:
+            sub.set_attn_implementation(implementation)
+
+
+def attention_shape(module: nn.Module) -> tuple[int, int]:
+    """(attention heads, hidden size) of the first BERT-like model inside `module` (0, 0: the
+    optimiser then reads them from the graph)."""
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        if hasattr(config, "num_attention_heads") and hasattr(config, "hidden_size"):
+            return int(config.num_attention_heads), int(config.hidden_size)
+    return 0, 0
 
 
 @contextlib.contextmanager

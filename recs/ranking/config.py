@@ -36,7 +36,10 @@ class RankerConfig(StrictModel):
 
 
 class CrossEncoderConfig(StrictModel):
-    max_tokens: int = Field(default=128, ge=16)
+    # Pair length in training and serving alike (the served inputs are cut where the trained ones
+    # were). 64: the user's most recent items, the candidate's title and relation words (longest
+    # first truncation cuts the older end of the history first); about half the cost of 128 per pair.
+    max_tokens: int = Field(default=64, ge=16)
     epochs: int = Field(default=2, ge=1)
     queries_per_step: int = Field(default=4, ge=1)
     lr: float = Field(default=3e-5, gt=0)

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from recs.encoders.batching import length_batches, pad_rows
 from recs.progress import progress_bar
 from recs.retrieval.towers import TwoTowerModel
 
@@ -59,13 +60,16 @@ def _encode(
     model.eval()
     out = np.zeros((len(texts), model.dim), dtype=np.float32)
     max_tokens = model.config.max_item_tokens if tower == "item" else model.config.max_user_tokens
-    # Sorting by length keeps padding (wasted compute) small within each batch.
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    starts = range(0, len(texts), batch_size)
+    if not len(texts):
+        return out
+    # Tokenised once, sorted by token count, padded per batch (recs.encoders.batching): a batch
+    # pads only to its own longest text.
+    ids = tokenizer([t or " " for t in texts], truncation=True, max_length=max_tokens)["input_ids"]
+    pad_id = int(tokenizer.pad_token_id or 0)
     with progress_bar(f"encoding {tower}s", total=len(texts), enabled=show_progress) as advance:
-        for start in starts:
-            rows = order[start : start + batch_size]
-            batch = tokenize(tokenizer, [texts[i] or " " for i in rows], max_tokens, device)
+        for rows in length_batches([len(i) for i in ids], batch_size):
+            input_ids, mask = pad_rows([ids[i] for i in rows], pad_id)
+            batch = {"input_ids": torch.from_numpy(input_ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
             if tower == "item":
                 vectors = model.encode_items(**batch)
             else:

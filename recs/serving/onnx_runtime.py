@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
+from recs.encoders.batching import length_batches, pad_rows
 from recs.errors import ArtifactError, ConfigError
 from recs.protocols import TowerEncoders
 from recs.ranking.budget import PairBudget
@@ -169,19 +170,20 @@ class OnnxTokenizer:
         self.uses_token_type_ids = bool(config.get("token_type_ids", True))
         # One configured copy per max_length (towers and cross-encoder differ): no shared state is
         # switched per call, so concurrent requests cannot truncate each other's inputs.
-        self._by_length: dict[int, Any] = {}
+        self._by_length: dict[tuple[int, bool], Any] = {}
         self._lock = threading.Lock()
 
-    def _for(self, max_length: int) -> Any:
-        tok = self._by_length.get(max_length)
+    def _for(self, max_length: int, padded: bool = True) -> Any:
+        tok = self._by_length.get((max_length, padded))
         if tok is None:
             from tokenizers import Tokenizer
 
             with self._lock:
                 tok = Tokenizer.from_str(self.tokenizer.to_str())
                 tok.enable_truncation(max_length, stride=0, strategy="longest_first", direction="right")
-                tok.enable_padding(direction="right", pad_id=self.pad_id, pad_type_id=self.pad_type_id, pad_token=self.pad_token)
-                self._by_length[max_length] = tok
+                if padded:
+                    tok.enable_padding(direction="right", pad_id=self.pad_id, pad_type_id=self.pad_type_id, pad_token=self.pad_token)
+                self._by_length[(max_length, padded)] = tok
         return tok
 
     def __call__(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -193,6 +195,15 @@ class OnnxTokenizer:
         if not self.uses_token_type_ids:
             types = np.zeros_like(ids)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def batches(self, texts: Sequence[str], max_length: int, batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(rows, inputs) per batch: `texts` tokenised once, sorted by token count and padded per
+        batch (`recs.encoders.batching`); each batch's inputs equal `self(texts[rows], max_length)`."""
+        encodings = self._for(max_length, padded=False).encode_batch(list(texts))
+        for rows in length_batches([len(e.ids) for e in encodings], batch_size):
+            ids, mask = pad_rows([encodings[i].ids for i in rows], self.pad_id)
+            types = pad_rows([encodings[i].type_ids for i in rows], self.pad_type_id)[0] if self.uses_token_type_ids else np.zeros_like(ids)
+            yield rows, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 class OnnxTowers:
@@ -234,12 +245,11 @@ class OnnxTowers:
 
 def _encode(graph: OnnxGraph, tokenizer: OnnxTokenizer, texts: Sequence[str], max_tokens: int, dim: int,
             extra: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
-    """Tower vectors of `texts`, batched like recs.retrieval.encode (sorted by length: less padding)."""
+    """Tower vectors of `texts`, batched like recs.retrieval.encode (sorted by token count, padded
+    per batch: less padding)."""
     out = np.zeros((len(texts), dim), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        rows = order[start : start + batch_size]
-        feed: dict[str, np.ndarray] = dict(tokenizer([texts[i] or " " for i in rows], max_tokens))
+    for rows, inputs in tokenizer.batches([t or " " for t in texts], max_tokens, batch_size):
+        feed: dict[str, np.ndarray] = dict(inputs)
         if extra is not None:
             feed["history_mean"] = np.ascontiguousarray(extra[rows], dtype=np.float32)
         out[rows] = graph.run(feed)
