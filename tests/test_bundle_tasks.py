@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -182,9 +184,8 @@ class _WeightProbe:
         self.table, self.good, self.item_model = table, good, None
         self.seen: list[object] = []
 
-    def compose(self, user_id: str | None = None, *, items=(), size=(2, 4), budget=None, n=3, relevance_weight=None):
-        from types import SimpleNamespace
-
+    def compose(self, user_id: str | None = None, *, items: Sequence[str] = (), size: tuple[int, int] = (2, 4),
+                budget: float | None = None, n: int = 3, relevance_weight: float | None = None) -> list[SimpleNamespace]:
         self.seen.append(self.item_model)
         added = ["I1", "I2"] if relevance_weight == self.good else ["I7", "I8"]
         return [SimpleNamespace(item_ids=[*items, *added])]
