@@ -241,14 +241,13 @@ def index_bytes(index: Any) -> int:
 
 def raw_faiss(index: Any) -> tuple[Any, list[Any]]:
     """The FAISS index ItemIndex searches, searched as FAISS users would (no ids, no filters):
-    for IVF-PQ with refine, FAISS's own `IndexRefine` over the same IVF-PQ and refine store (valid
-    here because a fresh build's int ids are the store's positions). Also the objects to keep
-    alive."""
+    for IVF-PQ with refine, a `faiss.IndexRefine` of its own over the same IVF-PQ and refine store
+    (the store's rows are the IVF's ids). Also the objects to keep alive."""
     import faiss
 
     if index._refine_index is None:
         return index._index, []
-    store = faiss.downcast_index(index._refine_index.index)
+    store = index._refine_index
     refine = faiss.IndexRefine(index._index, store)
     refine.k_factor = float(index.refine_factor)
     return refine, [store]

@@ -300,6 +300,77 @@ def test_hnsw_tombstones_and_compaction():
     assert index.search(vecs[200], 1)[0][0] == [ids[200]]
 
 
+def test_ivfpq_refine_matches_rescoring_by_hand():
+    """FAISS's IndexRefine re-scores the IVF-PQ candidates with the refine store's vectors."""
+    import faiss
+
+    ids, vecs, _, _ = _catalog(1500)
+    index = ItemIndex.build(ids, vecs, kind="ivfpq", refine_factor=4)
+    q = _unit(vecs[:20] + 0.05)
+    got_ids, got_scores = index.search(q, 10)
+    params = faiss.SearchParametersIVF(nprobe=index.nprobe)
+    _, cand = index._index.search(q, 40, params=params)
+    for row, (g_ids, g_sc) in enumerate(zip(got_ids, got_scores, strict=True)):
+        c = cand[row][cand[row] >= 0]
+        scores = index._reconstruct(c) @ q[row]
+        top = np.argsort(-scores, kind="stable")[:10]
+        assert g_ids == [ids[j] for j in c[top]]
+        np.testing.assert_allclose(g_sc, scores[top], atol=1e-5)
+
+
+def test_ivfpq_dead_rows_and_compaction(tmp_path):
+    ids, vecs, _, _ = _catalog(1500)
+    index = ItemIndex.build(ids, vecs, kind="ivfpq", compact_threshold=0.2)
+    index.remove(ids[:100])
+    index.update(ids[100:200], vecs[100:200][:, ::-1].copy())  # new vectors, fresh int ids
+    assert index.dead_rows == 200 and len(index) == 1400 and index.n_tombstones == 0
+    saved = index.search(vecs[300:320], 10)
+    index.save(tmp_path / "idx")
+    before = index.search(vecs[300:320], 10, exclude=ids[200:300])
+    index.remove(ids[200:300])  # 300 dead / 1300 live > 0.2: compacted
+    assert index.dead_rows == 0 and len(index) == 1300
+    assert index._refine_index.ntotal == 1300 and index._index.ntotal == 1300
+    got, _ = index.search(vecs[:300], 10)
+    assert not {i for row in got for i in row} & set(ids[:100] + ids[200:300])
+    after = index.search(vecs[300:320], 10)
+    # The IVF lists were re-encoded from the refine store's vectors: nearly the same candidates,
+    # re-scored by the same store rows.
+    overlap = [len(set(x) & set(y)) / 10 for x, y in zip(after[0], before[0], strict=True)]
+    assert np.mean(overlap) >= 0.9
+    for a_ids, a_sc, b_ids, b_sc in zip(*after, *before, strict=True):
+        b_score = dict(zip(b_ids, b_sc.tolist(), strict=True))
+        for item, score in zip(a_ids, a_sc.tolist(), strict=True):
+            assert item not in b_score or abs(b_score[item] - score) < 1e-5
+    np.testing.assert_allclose(index.vectors(ids[100:102]), _unit(vecs[100:102][:, ::-1]), atol=0.02)
+    index.add(["late"], vecs[0])  # ids continue after the compacted range
+    assert index.search(vecs[0], 1)[0][0] == ["late"]
+    loaded = ItemIndex.load(tmp_path / "idx")  # saved with dead rows
+    assert loaded.dead_rows == 200 and loaded.search(vecs[300:320], 10)[0] == saved[0]
+
+
+def test_ivfpq_loads_an_id_mapped_refine_store(tmp_path):
+    """Saves from before the store was laid out by int id held an IndexIDMap2."""
+    import faiss
+
+    ids, vecs, _, _ = _catalog(1500)
+    index = ItemIndex.build(ids, vecs, kind="ivfpq", compact_threshold=None)
+    index.remove(ids[:30])
+    expected = index.search(vecs[40:60], 10)
+    index.save(tmp_path / "idx")
+    store = index._refine_index
+    empty = faiss.clone_index(store)
+    empty.reset()
+    old = faiss.IndexIDMap2(empty)
+    alive = np.arange(30, 1500, dtype=np.int64)
+    old.add_with_ids(store.reconstruct_batch(alive), alive)
+    faiss.write_index(old, str(tmp_path / "idx" / "refine.faiss"))
+    loaded = ItemIndex.load(tmp_path / "idx")
+    assert loaded._refine_index.ntotal == 1500 and loaded.dead_rows == 30
+    got = loaded.search(vecs[40:60], 10)
+    assert got[0] == expected[0]
+    np.testing.assert_allclose(np.stack(got[1]), np.stack(expected[1]), atol=1e-5)
+
+
 def test_gpu_flag_falls_back_to_cpu(monkeypatch):
     # On a CPU-only faiss the GPU path must not be taken; results stay identical.
     ids, vecs, _, _ = _catalog(200)

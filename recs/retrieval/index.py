@@ -14,8 +14,11 @@ Kinds
            and a hashtable direct map (remove / reconstruct). PQ codes alone rank poorly
            (recall@10 ~ 0.7), so by default `refine_factor * k` candidates are re-scored
            with an 8-bit scalar-quantised copy of the vectors (`refine="sq8"`; also
-           ``"fp16"``, ``"flat"`` or None). Below `IVFPQ_MIN_ITEMS` items it falls back to
-           flat (see `notes`).
+           ``"fp16"``, ``"flat"`` or None) by FAISS's own `IndexRefine`. That copy is stored
+           by int id (row i = int id i), so a removed or updated item leaves a dead row
+           there; `compact()` drops them (automatically past `compact_threshold`),
+           renumbering the int ids. Below `IVFPQ_MIN_ITEMS` items it falls back to flat
+           (see `notes`).
 ``auto``   flat below 50k items, hnsw below 1M, ivfpq above (decided at the first `add`).
 
 Ids: every added item gets a fresh int64 id (`update` too); int ids are never reused, so
@@ -145,7 +148,8 @@ class ItemIndex:
         self.notes: list[str] = []
 
         self._index: Any = None  # faiss index (CPU)
-        self._refine_index: Any = None  # ivfpq re-scoring store (IDMap2 over SQ/flat)
+        self._refine_index: Any = None  # ivfpq re-scoring store, row = int id (SQ or flat)
+        self._refiner: tuple[Any, Any, Any] | None = None  # (IndexRefine, its base, its store)
         self._id_to_int: dict[str, int] = {}
         self._names = np.empty(0, dtype=object)  # int id -> str (None when retired)
         self._alive = np.zeros(0, dtype=bool)  # int id -> currently searchable
@@ -248,7 +252,8 @@ class ItemIndex:
                 )
                 store = faiss.IndexScalarQuantizer(d, qtype, faiss.METRIC_INNER_PRODUCT)
                 store.train(train)
-            self._refine_index = faiss.IndexIDMap2(store)
+            self._refine_index = store
+            self._refiner = None
         return ivf
 
     # ------------------------------------------------------------------ sizes and ids
@@ -290,6 +295,7 @@ class ItemIndex:
         other.notes = list(self.notes)
         other._mask_cache = {}
         other._gpu = None
+        other._refiner = None
         return other
 
     # ------------------------------------------------------------------ mutation
@@ -382,9 +388,13 @@ class ItemIndex:
 
         start = len(self._names)
         int_ids = np.arange(start, start + len(ids), dtype=np.int64)
+        if self._refine_index is not None and self._refine_index.ntotal != start:
+            raise RuntimeError(
+                f"ivfpq refine store holds {self._refine_index.ntotal} rows for {start} int ids"
+            )
         self._index.add_with_ids(vecs, int_ids)
         if self._refine_index is not None:
-            self._refine_index.add_with_ids(vecs, int_ids)
+            self._refine_index.add(vecs)  # row = int id
         self._names = np.concatenate([self._names, np.array(ids, dtype=object)])
         self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
         self._in_stock = np.concatenate(
@@ -427,8 +437,7 @@ class ItemIndex:
             removed = self._index.remove_ids(np.ascontiguousarray(int_ids, dtype=np.int64))
             if removed != len(int_ids):
                 raise RuntimeError(f"faiss removed {removed} of {len(int_ids)} vectors")
-        if self._refine_index is not None:
-            self._refine_index.remove_ids(np.ascontiguousarray(int_ids, dtype=np.int64))
+        # The refine store keeps the rows (row = int id); the IVF no longer returns them.
         self._alive[int_ids] = False
         self._names[int_ids] = None
 
@@ -475,18 +484,32 @@ class ItemIndex:
             self._in_stock[int_ids] = stock
         self._changed()
 
+    @property
+    def dead_rows(self) -> int:
+        """Stored rows no search returns: HNSW tombstones, or the ivfpq refine store's rows of
+        removed and updated items."""
+        if self._refine_index is not None:
+            return int(self._refine_index.ntotal) - len(self)
+        return self._n_tombstones
+
     def _maybe_compact(self) -> None:
         if (
-            self.kind == "hnsw"
-            and self.compact_threshold is not None
+            self.compact_threshold is not None
             and self._index is not None
-            and self._n_tombstones > self.compact_threshold * max(1, self._index.ntotal)
+            and self.dead_rows > self.compact_threshold * max(1, len(self))
         ):
             self.compact()
 
     def compact(self) -> None:
-        """Rebuild an HNSW graph without its tombstones (no-op for other kinds)."""
-        if self.kind != "hnsw" or self._n_tombstones == 0:
+        """Drop dead rows (see `dead_rows`): rebuild an HNSW graph without its tombstones, or
+        an ivfpq index and its refine store with the live items renumbered 0..n-1 (the IVF
+        lists re-encoded from the store's vectors). No-op for flat."""
+        if self.dead_rows == 0:
+            return
+        if self._refine_index is not None:
+            self._compact_refined()
+            return
+        if self.kind != "hnsw":
             return
         alive = np.flatnonzero(self._alive).astype(np.int64)
         vecs = self._reconstruct(alive) if len(alive) else np.zeros((0, self.dim), np.float32)
@@ -495,6 +518,27 @@ class ItemIndex:
             index.add_with_ids(vecs, alive)
         self._index = index
         self._n_tombstones = 0
+        self._changed()
+
+    def _compact_refined(self) -> None:
+        alive = np.flatnonzero(self._alive).astype(np.int64)
+        store = self._refine_index
+        codes = faiss.vector_to_array(store.codes).reshape(int(store.ntotal), int(store.code_size))
+        new_store = faiss.clone_index(store)
+        new_store.reset()
+        if len(alive):
+            new_store.add_sa_codes(np.ascontiguousarray(codes[alive]))
+        self._index.reset()  # keeps the trained quantizer and PQ
+        if len(alive):
+            vecs = np.asarray(new_store.reconstruct_n(0, len(alive)), dtype=np.float32)
+            self._index.add_with_ids(vecs, np.arange(len(alive), dtype=np.int64))
+        self._refine_index, self._refiner = new_store, None
+        names = self._names[alive]
+        self._names = names
+        self._alive = np.ones(len(alive), dtype=bool)
+        self._in_stock = self._in_stock[alive]
+        self._cat_code = self._cat_code[alive]
+        self._id_to_int = {str(s): i for i, s in enumerate(names.tolist())}
         self._changed()
 
     # ------------------------------------------------------------------ vectors
@@ -546,7 +590,8 @@ class ItemIndex:
         return result
 
     def _prepare_queries(self, query_vectors: Any) -> np.ndarray:
-        q = np.array(query_vectors, dtype=np.float32, copy=True)
+        # Every step here is paid per call: single-query QPS sees it (scale benchmark's overhead).
+        q = np.asarray(query_vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -554,19 +599,24 @@ class ItemIndex:
                 f"query vectors must have shape (n, {self.dim}) or ({self.dim},), "
                 f"got {np.shape(query_vectors)}"
             )
-        # One pass for both checks (per-call cost shows in single-query QPS): a NaN or inf entry
-        # makes the squared norm non-finite; huge finite entries may too, hence the exact re-check.
+        if len(q) == 1:  # the serving case: Python floats beat numpy's per-call costs here
+            norm2 = float(q[0] @ q[0])
+            if math.isfinite(norm2) and abs(norm2 - 1.0) <= 1e-5:
+                return np.ascontiguousarray(q)
+        # One pass for both checks: a NaN or inf entry makes the squared norm non-finite; huge
+        # finite entries may too, hence the exact re-check.
         sq = np.einsum("ij,ij->i", q, q)
         if not np.isfinite(sq).all():
             finite = np.isfinite(q).all(axis=1)
             if not finite.all():
                 raise ConfigError(f"NaN or inf in query vector {int(np.flatnonzero(~finite)[0])}")
             sq = np.square(np.linalg.norm(q.astype(np.float64), axis=1))
-        norms = np.sqrt(sq)
-        if (norms < 1e-12).any():
-            raise ConfigError(f"zero query vector at row {int(np.flatnonzero(norms < 1e-12)[0])}")
-        q /= norms[:, None].astype(np.float32)
-        return q
+        if (np.abs(sq - 1.0) > 1e-5).any():  # towers' vectors are unit already: no copy then
+            norms = np.sqrt(sq)
+            if (norms < 1e-12).any():
+                raise ConfigError(f"zero query vector at row {int(np.flatnonzero(norms < 1e-12)[0])}")
+            q = q / norms[:, None].astype(np.float32)  # a new array: the caller's is left alone
+        return np.ascontiguousarray(q)
 
     def _exclusions(self, exclude: Any, n_queries: int) -> list[np.ndarray]:
         """Per query, the int ids to exclude (unknown ids are ignored)."""
@@ -617,12 +667,22 @@ class ItemIndex:
             raise ConfigError(f"empty category filter {category!r}; pass None for no filter")
         q = self._prepare_queries(query_vectors)
         n = len(q)
-        excl = self._exclusions(exclude, n)
-        out_ids: list[list[str]] = [[] for _ in range(n)]
-        out_scores: list[np.ndarray] = [np.zeros(0, np.float32) for _ in range(n)]
         if self._index is None or len(self) == 0:
-            return out_ids, out_scores
-
+            return [[] for _ in range(n)], [np.zeros(0, np.float32) for _ in range(n)]
+        if (
+            exclude is None
+            and category is None
+            and not in_stock_only
+            and restrict is None
+            and self._n_tombstones == 0
+        ):  # the common request: one plain FAISS search, nothing to filter
+            k = min(int(k), len(self))
+            if self.kind == "flat":
+                scores, labels = self._search_flat_maybe_gpu(q, k)
+            else:
+                scores, labels = self._searched().search(q, k, params=self._params(None))
+            return self._results(labels, scores)
+        excl = self._exclusions(exclude, n)
         filtered = category is not None or in_stock_only or self._n_tombstones > 0
         base_mask, allowed = (
             self._base_mask(category, in_stock_only) if filtered else (self._alive, len(self))
@@ -631,7 +691,7 @@ class ItemIndex:
             base_mask = base_mask & restrict[: len(base_mask)]
             allowed, filtered = int(base_mask.sum()), True
         if allowed == 0:
-            return out_ids, out_scores
+            return [[] for _ in range(n)], [np.zeros(0, np.float32) for _ in range(n)]
         any_excl = any(len(e) for e in excl)
 
         if (filtered or any_excl) and allowed <= self.exact_search_below:
@@ -640,13 +700,20 @@ class ItemIndex:
             labels, scores = self._search_faiss(
                 q, int(k), base_mask if filtered else None, allowed, excl
             )
-        for i in range(n):
-            lab, sc = labels[i], scores[i]
+        return self._results(labels, scores)
+
+    def _results(
+        self, labels: np.ndarray | list[np.ndarray], scores: np.ndarray | list[np.ndarray]
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
+        """(ids, scores) per query from rows of int ids sorted by descending score, FAISS's
+        padding (-1, at the end of a row) dropped."""
+        if isinstance(labels, np.ndarray) and labels.size and labels[:, -1].min() >= 0:
+            return self._names[labels].tolist(), list(scores.astype(np.float32, copy=False))
+        out_ids, out_scores = [], []
+        for lab, sc in zip(labels, scores, strict=True):
             keep = (lab >= 0) & np.isfinite(sc)
-            lab, sc = lab[keep], sc[keep]
-            order = np.argsort(-sc, kind="stable")
-            out_ids[i] = self._names[lab[order]].tolist()  # the names are str already
-            out_scores[i] = sc[order].astype(np.float32)
+            out_ids.append(self._names[lab[keep]].tolist())  # the names are str already
+            out_scores.append(sc[keep].astype(np.float32))
         return out_ids, out_scores
 
     def _search_exact(
@@ -663,6 +730,7 @@ class ItemIndex:
                 s[np.isin(cand, excl[i])] = -np.inf
             kk = min(k, len(cand))
             top = np.argpartition(-s, kk - 1)[:kk] if kk < len(cand) else np.arange(len(cand))
+            top = top[np.argsort(-s[top], kind="stable")]
             labels_out.append(cand[top])
             scores_out.append(s[top].astype(np.float32))
         return labels_out, scores_out
@@ -685,7 +753,7 @@ class ItemIndex:
 
     def _params(self, sel: Any) -> Any:
         if sel is None:  # unfiltered: one cached object (made per call, it cost ~10 us a search)
-            key = (self.kind, self.ef_search, self.nprobe)
+            key = (self.kind, self.ef_search, self.nprobe, self.refine_factor)
             if self._plain_params is None or self._plain_params[0] != key:
                 self._plain_params = (key, self._new_params(None))
             return self._plain_params[1]
@@ -699,29 +767,53 @@ class ItemIndex:
                 else faiss.SearchParametersHNSW(efSearch=self.ef_search)
             )
         if self.kind == "ivfpq":
-            return (
+            ivf = (
                 faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
                 if sel is not None
                 else faiss.SearchParametersIVF(nprobe=self.nprobe)
             )
+            if self._refine_index is None:
+                return ivf
+            # The parameters object keeps `ivf` (and its selector) alive.
+            return faiss.IndexRefineSearchParameters(
+                k_factor=float(self.refine_factor), base_index_params=ivf
+            )
         return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def _searched(self) -> Any:
+        """The FAISS index a search goes to: for ivfpq with refine, an `IndexRefine` over the
+        IVF-PQ and the refine store (whose rows are the IVF's ids)."""
+        if self._refine_index is None:
+            return self._index
+        if (
+            self._refiner is None
+            or self._refiner[1] is not self._index
+            or self._refiner[2] is not self._refine_index
+        ):
+            # IndexRefine's constructor insists on equal ntotal, which dead store rows break:
+            # build it over two empty stand-ins, then point it at the real pair.
+            refiner = faiss.IndexRefine(faiss.IndexFlatIP(self.dim), faiss.IndexFlatIP(self.dim))
+            refiner.base_index = self._index
+            refiner.refine_index = self._refine_index
+            refiner.k_factor = float(self.refine_factor)
+            self._refiner = (refiner, self._index, self._refine_index)
+        refiner = self._refiner[0]
+        refiner.ntotal = self._refine_index.ntotal  # the bound its label check uses
+        return refiner
 
     def _search_faiss(
         self, q: np.ndarray, k: int, mask: np.ndarray | None, allowed: int, excl: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, allowed))
-        fetch = k * self.refine_factor if self._refine_index is not None else k
-        fetch = min(fetch, self._index.ntotal)
+        searched = self._searched()
         if mask is None and not any(len(e) for e in excl):  # no selector: one plain search
             if self.kind == "flat":
-                scores, labels = self._search_flat_maybe_gpu(q, fetch)
+                scores, labels = self._search_flat_maybe_gpu(q, k)
             else:
-                scores, labels = self._index.search(q, fetch, params=self._params(None))
-            if self._refine_index is not None:
-                labels, scores = self._rescore(q, labels, k)
+                scores, labels = searched.search(q, k, params=self._params(None))
             return labels, scores
-        labels = np.full((len(q), fetch), -1, dtype=np.int64)
-        scores = np.full((len(q), fetch), -np.inf, dtype=np.float32)
+        labels = np.full((len(q), k), -1, dtype=np.int64)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         groups: dict[bytes, list[int]] = {}
         for i, e in enumerate(excl):
             groups.setdefault(e.tobytes(), []).append(i)
@@ -729,30 +821,11 @@ class ItemIndex:
             sel, _keep = self._selector(mask, excl[rows[0]])
             qs = q[rows]
             if sel is None and self.kind == "flat":
-                d, lab = self._search_flat_maybe_gpu(qs, fetch)
+                d, lab = self._search_flat_maybe_gpu(qs, k)
             else:
-                d, lab = self._index.search(qs, fetch, params=self._params(sel))
+                d, lab = searched.search(qs, k, params=self._params(sel))
             labels[rows], scores[rows] = lab, d
-        if self._refine_index is not None:
-            labels, scores = self._rescore(q, labels, k)
         return labels, scores
-
-    def _rescore(self, q: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """ivfpq: re-score PQ candidates with the refine store's vectors; keep the top k."""
-        kk = min(k, labels.shape[1])
-        valid = labels >= 0
-        uniq = np.unique(labels[valid])
-        if len(uniq) == 0:
-            return labels[:, :kk], np.full((len(q), kk), -np.inf, np.float32)
-        vecs = self._reconstruct(uniq)
-        pos = np.searchsorted(uniq, np.where(valid, labels, uniq[0]))
-        scores = np.empty(labels.shape, dtype=np.float32)
-        for s in range(0, len(q), 256):  # bound the (rows, fetch, dim) temporary
-            rows = slice(s, s + 256)
-            scores[rows] = np.einsum("nd,nfd->nf", q[rows], vecs[pos[rows]])
-        scores[~valid] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
-        return np.take_along_axis(labels, top, 1), np.take_along_axis(scores, top, 1)
 
     # ------------------------------------------------------------------ GPU (flat only)
     @property
@@ -899,11 +972,33 @@ class ItemIndex:
             index._restore_ids(ids)
         except (KeyError, TypeError, ValueError, IndexError, MemoryError) as exc:
             raise ArtifactError(f"{src / IDS_FILE}: invalid item ids ({type(exc).__name__}: {exc})") from exc
+        if index._refine_index is not None:
+            index._refine_index = index._store_by_int_id(index._refine_index, src / REFINE_FILE)
         ntotal = index._index.ntotal if index._index is not None else 0
         index._n_tombstones = ntotal - len(index._id_to_int)
         if index._n_tombstones < 0 or (kind != "hnsw" and index._n_tombstones):
             raise ArtifactError(f"{src}: {INDEX_FILE} holds {ntotal} vectors for {len(index._id_to_int)} ids")
         return index
+
+    def _store_by_int_id(self, native: Any, path: Path) -> Any:
+        """The refine store with row i = int id i. Older saves held an `IndexIDMap2`
+        (removed items' rows gone): its codes are laid out by int id (dead rows zero)."""
+        rows = len(self._names)  # (faiss.read_index returns the concrete class already)
+        if isinstance(native, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(native.index)
+            ids = faiss.vector_to_array(native.id_map).astype(np.int64)
+            if len(ids) and (ids.min() < 0 or ids.max() >= rows):
+                raise ArtifactError(f"{path}: ids outside 0..{rows - 1}")
+            codes = faiss.vector_to_array(inner.codes).reshape(int(inner.ntotal), int(inner.code_size))
+            by_id = np.zeros((rows, int(inner.code_size)), dtype=np.uint8)
+            by_id[ids] = codes
+            native = faiss.clone_index(inner)
+            native.reset()
+            if rows:
+                native.add_sa_codes(by_id)
+        if native.ntotal != rows:
+            raise ArtifactError(f"{path}: {native.ntotal} rows for {rows} int ids")
+        return native
 
     def _restore_ids(self, ids: dict[str, Any]) -> None:
         """The id maps saved in ids.json (KeyError/TypeError/ValueError when malformed)."""
