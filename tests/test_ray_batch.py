@@ -197,3 +197,26 @@ def test_an_onnx_export_encodes_with_its_onnx_item_tower(trained_artifact: Path,
     torch_retriever = Retriever.load(trained_artifact)
     assert ids == torch_retriever.catalog.item_ids
     np.testing.assert_allclose(vectors, torch_retriever.item_vectors, atol=1e-4)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["encode", "--ray"], ["encode", "--ray", "local"]),
+    (["encode", "--ray", "--out", "x"], ["encode", "--ray", "local", "--out", "x"]),
+    (["encode", "--ray", "auto", "--out", "x"], ["encode", "--ray", "auto", "--out", "x"]),
+    (["encode", "--ray=ray://head:10001"], ["encode", "--ray=ray://head:10001"]),
+    (["encode", "--out", "x"], ["encode", "--out", "x"]),
+])
+def test_ray_option_value_may_be_left_out(argv: list[str], expected: list[str]) -> None:
+    from recs.cli.common import with_optional_values
+
+    assert with_optional_values(argv) == expected
+
+
+def test_ray_option_means_a_local_ray_or_a_cluster() -> None:
+    from recs.cli.batch import _ray_options
+
+    assert _ray_options(None) is None
+    assert _ray_options("local", workers=2) == RayOptions(address=None, workers=2)
+    assert _ray_options("auto").address == "auto"
+    with pytest.raises(ConfigError, match="add --ray"):
+        _ray_options(None, workers=2)

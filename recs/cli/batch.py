@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from recs.cli.common import app, check_output, console, handle_errors
+from recs.cli.common import LOCAL_RAY, app, check_output, console, handle_errors
 
 if TYPE_CHECKING:
     from recs.batch.encode import RayOptions
 
-RayOption = Annotated[bool, typer.Option("--ray", help="Run as a Ray job (a local Ray unless --ray-address).")]
-RayAddressOption = Annotated[str | None, typer.Option("--ray-address", help="A running Ray cluster (auto, HOST:6379, ray://HOST:10001); implies --ray.")]
+# `--ray` alone means a local Ray: `recs.cli.common.main` gives a bare `--ray` the value "local".
+RayOption = Annotated[str | None, typer.Option(
+    "--ray", metavar="[ADDRESS]",
+    help="Run as a Ray job: a local Ray (bare --ray), or a running cluster (auto, HOST:6379, ray://HOST:10001).")]
 
 
-def _ray_options(use_ray: bool, address: str | None, workers: int | None = None, gpus: float = 0.0) -> RayOptions | None:
+def _ray_options(ray: str | None, workers: int | None = None, gpus: float = 0.0) -> RayOptions | None:
     """The Ray job's options, or None: in this process."""
     from recs.batch.encode import RayOptions
     from recs.errors import ConfigError
@@ -26,11 +28,13 @@ def _ray_options(use_ray: bool, address: str | None, workers: int | None = None,
         raise ConfigError(f"--workers must be positive, got {workers}")
     if gpus < 0:
         raise ConfigError(f"--gpus-per-worker must be >= 0, got {gpus}")
-    if not (use_ray or address):
+    if ray is None:
         if workers is not None or gpus:
             raise ConfigError("--workers and --gpus-per-worker are for a Ray job: add --ray")
         return None
-    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus)
+    if not ray.strip():
+        raise ConfigError("--ray: an empty cluster address (leave the value out for a local Ray)")
+    return RayOptions(address=None if ray == LOCAL_RAY else ray, workers=workers, gpus_per_worker=gpus)
 
 
 @app.command("encode")
@@ -40,8 +44,7 @@ def encode_command(
     out: Annotated[Path, typer.Option("--out", help="Shard folder (shard-NNNNN.npy + .ids.json, manifest.json written last).")],
     items: Annotated[Path | None, typer.Option("--items", help="A catalog file to encode (default: the model's catalog).")] = None,
     shard_rows: Annotated[int, typer.Option("--shard-rows", help="Items per shard.")] = 50_000,
-    use_ray: RayOption = False,
-    ray_address: RayAddressOption = None,
+    ray_address: RayOption = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Ray: encoders at once (default: one per CPU, or per GPU share).")] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray: GPU share of each encoder (0: CPU workers).")] = 0.0,
 ) -> None:
@@ -51,7 +54,7 @@ def encode_command(
     from recs.data.load import load_catalog
 
     check_output(out, "--out", "folder")
-    ray = _ray_options(use_ray, ray_address, workers, gpus_per_worker)
+    ray = _ray_options(ray_address, workers, gpus_per_worker)
     catalog = None if items is None else load_catalog(items)
     manifest = encode_shards(model, out, catalog, shard_rows, ray, show_progress=ray is None)
     where = "a Ray job" if ray is not None else "this process"
@@ -66,8 +69,7 @@ def statistics_command(
     events: Annotated[Path, typer.Option("--events", help="Folder of Parquet event files partitioned by user (user_id, item_id, timestamp, event, basket_id).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the statistics (.npy + statistics.json, replaced atomically).")],
     items: Annotated[Path | None, typer.Option("--items", help="The catalog the rows follow (default: the model's).")] = None,
-    use_ray: RayOption = False,
-    ray_address: RayAddressOption = None,
+    ray_address: RayOption = None,
 ) -> None:
     """Popularity, co-purchase neighbours, buy-again rates, TIFU vectors and ALS factors from event
     partitions: each partition counted apart (a Ray task with --ray), the counts summed."""
@@ -77,7 +79,7 @@ def statistics_command(
     from recs.retrieval.config import RetrievalConfig
 
     check_output(out, "--out", "folder")
-    ray = _ray_options(use_ray, ray_address)
+    ray = _ray_options(ray_address)
     files = event_partitions(events)
     artifact = open_artifact(model)
     config = RetrievalConfig.parse_dict(artifact.read_json("retrieval_config.json"), source=f"{model}/retrieval_config.json")

@@ -234,8 +234,27 @@ def fmt_value(value: Any) -> str:
 DISTRIBUTED_COMMANDS = frozenset({"train"})
 
 
+# Options whose value may be left out (`--ray [ADDRESS]`), with the value a bare one means: typer
+# has no such option, so `main` fills the value in before typer parses.
+LOCAL_RAY = "local"
+OPTIONAL_VALUES = {"--ray": LOCAL_RAY}
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`args` with each bare optional-value option (last, or followed by another option) given its
+    default value."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main() -> None:
     from recs.distributed import world
+
+    sys.argv[1:] = with_optional_values(sys.argv[1:])
 
     try:
         distributed = world().distributed
