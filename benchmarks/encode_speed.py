@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     model_name = args.model
     tokenizer = load_tokenizer(model_name)
     model = TwoTowerModel(load_backbone(model_name), TowerConfig(model=model_name)).eval()
+    deepest = int(model.item_backbone.config.num_hidden_layers)
+    if any(n > deepest for n in args.ce_layers):  # said now, not after the towers' rounds
+        print(f"--ce-layers {','.join(map(str, args.ce_layers))}: {model_name} has {deepest} transformer layers", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="recs-encode-speed-"))
     try:
         return _run(args, threads, rounds, model, tokenizer, work)
