@@ -1,6 +1,7 @@
 """Encoding speed: torch eager fp32 vs ONNX fp32 vs ONNX int8, measured in one run as ratios.
 
     python benchmarks/encode_speed.py [--model default] [--threads N] [--rounds 5] [--users 300] [--quick]
+                                      [--ce-layers 2,3]
 
 The item tower (and user tower) of an untrained `TwoTowerModel` over the backbone (default:
 all-MiniLM-L6-v2), and a cross-encoder over the same backbone, are exported with
@@ -24,7 +25,11 @@ Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
 - slice `cross_encoder_r20`: one request's cross-encoder pass, serially: the user's text paired
   with R = 20 candidate texts, 64 tokens, tokenised and scored in one batch: `p50_ms`, `p95_ms`,
   `p99_ms`, `max_abs_diff` (scores against torch's; the head is random, not the zero one of an
-  untrained cross-encoder, so that the scores differ);
+  untrained cross-encoder, so that the scores differ). The methods' names are for the cross-encoder
+  of the default depth (`[ranking.cross_encoder] layers`, default: all the backbone's); each depth
+  of `--ce-layers N[,M...]` adds `torch_lN`, `onnx_fp32_lN`, `onnx_int8_lN` (the first N layers,
+  as `recs.encoders.keep_first_layers` cuts them; no unfused graphs), timed in the same rounds,
+  `ratio_vs_torch` and `max_abs_diff` against torch at the same depth;
 - slice `ndcg_zero_shot`: two-tower NDCG@10 on the demo shop (leave-last-out, full ranking, the
   untrained towers; int8 re-encodes the catalog with its own item tower).
 Every row's notes name the CPU (model, cores, AVX-512 / VNNI / AMX flags from /proc/cpuinfo) and
@@ -75,9 +80,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per setting (median reported)")
     parser.add_argument("--users", type=int, default=300, help="test users for the NDCG slice (0: skip it)")
     parser.add_argument("--latency-calls", type=int, default=100, help="user-tower calls for p50/p99")
+    parser.add_argument("--ce-layers", type=layer_list, default=(),
+                        help="cross-encoder depths to time besides the default one, comma-separated (2,3): rows torch_l2, onnx_int8_l2, ...")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script (not for results)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     return parser.parse_args(argv)
+
+
+def layer_list(text: str) -> tuple[int, ...]:
+    try:
+        depths = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected layer counts such as 2,3") from None
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: layer counts are positive integers")
+    return depths
 
 
 def demo_texts(shop: Path) -> tuple[Any, list[str]]:
@@ -140,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     model_name = args.model
     tokenizer = load_tokenizer(model_name)
     model = TwoTowerModel(load_backbone(model_name), TowerConfig(model=model_name)).eval()
+    deepest = int(model.item_backbone.config.num_hidden_layers)
+    if any(n > deepest for n in args.ce_layers):  # said now, not after the towers' rounds
+        print(f"--ce-layers {','.join(map(str, args.ce_layers))}: {model_name} has {deepest} transformer layers", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="recs-encode-speed-"))
     try:
         return _run(args, threads, rounds, model, tokenizer, work)
@@ -283,31 +304,48 @@ def user_latency(model: Any, tokenizer: Any, graphs: dict[str, Any], dataset: An
 def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: list[str], work: Path, options: dict[str, Any],
                           args: argparse.Namespace, where: str) -> list[dict[str, Any]]:
     """One request's cross-encoder pass, as `OnnxCrossEncoder.score` / `CrossEncoderReranker.score`
-    run it without a deadline: R = 20 pairs, tokenised and scored in one batch."""
+    run it without a deadline: R = 20 pairs, tokenised and scored in one batch; at the default
+    depth and at each of `--ce-layers`, round-robin."""
     import torch
 
-    from recs.encoders.backbone import load_backbone
+    from recs.encoders.backbone import keep_first_layers, load_backbone
     from recs.export.quantize import export_transformer
     from recs.export.towers import CrossEncoderGraph, example_batch
     from recs.ranking.config import CrossEncoderConfig
     from recs.ranking.cross_encoder import CrossEncoderModel, CrossEncoderReranker
     from recs.serving.onnx_runtime import OnnxCrossEncoder, OnnxGraph
 
-    ce = CrossEncoderModel(load_backbone(model_name)).eval()
-    torch.nn.init.normal_(ce.head.weight, std=0.05)  # a zero head scores 0 everywhere: nothing to compare
+    full = int(load_backbone(model_name).config.num_hidden_layers)
+    default = CrossEncoderConfig().layers or full
+    depths = list(dict.fromkeys([default, *args.ce_layers]))  # the default first, each depth once
     example = example_batch(tokenizer, pairs=True)
-    io = export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.onnx", work / "cross.int8.onnx")
-    export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.unfused.onnx", work / "cross.unfused.int8.onnx", fuse=False)
-    print(f"cross-encoder fused operators: {io['fusion']}", flush=True)
-    reranker = CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=CROSS_TOKENS))
     onnx_tok = onnx_tokenizer(tokenizer)
-    scorers: dict[str, Any] = {"torch": reranker}
-    for method, precision, suffix in GRAPH_VARIANTS:
-        scorers[method] = OnnxCrossEncoder(OnnxGraph(work / f"cross{suffix}.onnx", options[precision]), onnx_tok, CROSS_TOKENS)
+    scorers: dict[str, Any] = {}
+    same_depth: dict[str, str] = {}  # method -> the torch method of its depth (ratios, differences)
+    depth_of: dict[str, int] = {}
+    for depth in depths:
+        tag = "" if depth == default else f"_l{depth}"
+        # A fresh copy per depth: the first `depth` layers as `[ranking.cross_encoder] layers` keeps them.
+        ce = CrossEncoderModel(keep_first_layers(load_backbone(model_name), depth)).eval()
+        torch.manual_seed(0)
+        torch.nn.init.normal_(ce.head.weight, std=0.05)  # a zero head scores 0 everywhere: nothing to compare
+        io = export_transformer(CrossEncoderGraph(ce), example, work, work / f"cross{tag}.onnx", work / f"cross{tag}.int8.onnx")
+        variants = GRAPH_VARIANTS
+        if depth == default:  # the fusions' own effect is measured at the default depth only
+            export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.unfused.onnx", work / "cross.unfused.int8.onnx", fuse=False)
+        else:
+            variants = tuple(v for v in GRAPH_VARIANTS if not v[2].startswith(".unfused"))
+        print(f"cross-encoder ({depth} of {full} layers) fused operators: {io['fusion']}", flush=True)
+        added = {f"torch{tag}": CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=CROSS_TOKENS, layers=depth))}
+        for method, precision, suffix in variants:
+            added[f"{method}{tag}"] = OnnxCrossEncoder(OnnxGraph(work / f"cross{tag}{suffix}.onnx", options[precision]), onnx_tok, CROSS_TOKENS)
+        scorers |= added
+        same_depth |= dict.fromkeys(added, f"torch{tag}")
+        depth_of |= dict.fromkeys(added, depth)
     titles = dataset.items["title"].head(12).to_list()
     user_text = " ; ".join(f"purchase: {t}" for t in titles)
     candidates = [f"{t} | bought together with your last order" for t in texts[:CROSS_R]]
-    reference = reranker.score(user_text, candidates)
+    references = {m: scorers[m].score(user_text, candidates) for m in set(same_depth.values())}
     n = 20 if args.quick else args.latency_calls
     samples: dict[str, list[float]] = {m: [] for m in scorers}
     for scorer in scorers.values():
@@ -316,17 +354,17 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
         for _ in range(n):
             for method, scorer in scorers.items():
                 samples[method].append(timed(lambda s=scorer: s.score(user_text, candidates)) * 1000)
-    torch_p50 = float(np.percentile(samples["torch"], 50))
     rows = []
     for method, scorer in scorers.items():
         ms = np.asarray(samples[method])
+        torch_p50 = float(np.percentile(samples[same_depth[method]], 50))
         rows.append({
             "dataset": "demo", "method": method, "slice": f"cross_encoder_r{CROSS_R}",
             "metrics": {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                         "p99_ms": float(np.percentile(ms, 99)), "ratio_vs_torch": torch_p50 / float(np.percentile(ms, 50)),
-                        "max_abs_diff": float(np.abs(scorer.score(user_text, candidates) - reference).max())},
-            "notes": f"cross-encoder, 1 user x {CROSS_R} candidates in one batch, {CROSS_TOKENS} max tokens, tokenisation included, "
-                     f"{n} calls, serial; {where}",
+                        "max_abs_diff": float(np.abs(scorer.score(user_text, candidates) - references[same_depth[method]]).max())},
+            "notes": f"cross-encoder ({depth_of[method]} of {full} layers), 1 user x {CROSS_R} candidates in one batch, "
+                     f"{CROSS_TOKENS} max tokens, tokenisation included, {n} calls, serial; {where}",
         })
     print(format_rows(rows), flush=True)
     return rows

@@ -127,6 +127,34 @@ def test_fp32_and_int8_parity_with_torch(exported) -> None:
         assert parity[ranker]["rows"] > 0 and parity[ranker]["max_abs_diff"] < 1e-3
 
 
+def test_a_cross_encoder_with_fewer_layers_saves_exports_and_keeps_parity(ranked_artifact: Path, tmp_path: Path) -> None:
+    """`[ranking.cross_encoder] layers`: the ranked artifact's CE cut to 1 of its 2 layers is saved
+    with its depth, loaded back as such, exported (1 fused attention) within the parity bounds,
+    and the ONNX scores are the torch ones."""
+    from recs.encoders import keep_first_layers
+    from recs.export import export_artifact
+    from recs.ranking.artifact import save_ranking
+
+    source = Path(shutil.copytree(ranked_artifact, tmp_path / "model"))
+    engine = Engine.load(source)
+    cross = engine.pipeline.cross_encoder
+    keep_first_layers(cross.model.backbone, 1)
+    cross.config = cross.config.model_copy(update={"layers": 1})
+    save_ranking(source, engine.pipeline, engine.options)
+    torch_cross = Engine.load(source).pipeline.cross_encoder
+    assert len(torch_cross.model.backbone.encoder.layer) == 1 and torch_cross.config.layers == 1
+    result = export_artifact(source, tmp_path / "export", int8=True)
+    entry = result.graphs["cross_encoder"]
+    assert entry["fusion"]["Attention"] == 1 and result.graphs["item_tower"]["fusion"]["Attention"] == 2
+    assert max(result.parity["cross_encoder"]["fp32"]["by_setting"].values()) < 1e-3
+    onnx_cross = Engine.load(result.path).pipeline.cross_encoder
+    assert isinstance(onnx_cross, OnnxCrossEncoder)
+    items = ["tent for camping", "coffee beans", "phone case", "a much longer text with several more words in it"]
+    want = torch_cross.score("purchase: sleeping bag ; purchase: dog bowl", items)
+    assert np.abs(want).max() > 1e-3  # the fixture's non-zero head: scores that can differ
+    np.testing.assert_allclose(onnx_cross.score("purchase: sleeping bag ; purchase: dog bowl", items), want, atol=1e-3)
+
+
 def test_export_refuses_an_exported_folder_and_its_own_source(exported, ranked_artifact: Path) -> None:
     from recs.export import export_artifact
 

@@ -373,3 +373,68 @@ def test_default_rerank_top_is_chosen_on_held_out_queries(helpful: bool) -> None
         assert decision["default_rerank_top"] == 0
     # The relevant item was never bought: all of the delta is on new items, none on re-buys.
     assert decision["delta_new_30"]["users"] == 3 and decision["delta_rebought_30"]["users"] == 0
+
+
+def test_cross_encoder_layers_keep_the_backbones_first_layers(tmp_path: Path) -> None:
+    """`layers` keeps the first N transformer layers (their weights the source's), the saved config
+    says N, a save/load round trip scores the same, and `train_layers` counts within the kept ones."""
+    from recs.encoders import build_tiny_bert, keep_first_layers, load_backbone, load_tokenizer
+    from recs.retrieval.trainer import _freeze_backbone_layers
+
+    folder = build_tiny_bert(tmp_path / "bert3", hidden=32, layers=3)
+    source = load_backbone(folder)
+    kept = keep_first_layers(load_backbone(folder), 2)
+    assert len(kept.encoder.layer) == 2 and kept.config.num_hidden_layers == 2
+    want = source.state_dict()
+    got = kept.state_dict()
+    assert not any(k.startswith("encoder.layer.2.") for k in got)
+    assert set(got) == {k for k in want if not k.startswith("encoder.layer.2.")}
+    for key, value in got.items():
+        torch.testing.assert_close(value, want[key], rtol=0, atol=0)
+    assert keep_first_layers(source, None) is source and len(source.encoder.layer) == 3  # None: all layers
+
+    _freeze_backbone_layers(kept, 1)  # the top one of the two kept layers
+    assert [all(p.requires_grad for p in layer.parameters()) for layer in kept.encoder.layer] == [False, True]
+    _freeze_backbone_layers(kept, 5)  # more than kept: all of them, not the last few of a negative slice
+    assert all(p.requires_grad for layer in kept.encoder.layer for p in layer.parameters())
+
+    torch.manual_seed(0)
+    reranker = CrossEncoderReranker(CrossEncoderModel(kept), load_tokenizer(folder), CrossEncoderConfig(layers=2, max_tokens=32))
+    torch.nn.init.normal_(reranker.model.head.weight, std=0.5)  # a zero head scores 0 everywhere
+    items = ["tent for camping", "coffee beans", "phone case"]
+    scores = reranker.score("purchase: sleeping bag", items)
+    assert np.abs(scores).max() > 0
+    reranker.save(tmp_path / "ce")
+    assert json.loads((tmp_path / "ce" / "cross_encoder_backbone.json").read_text())["num_hidden_layers"] == 2
+    again = CrossEncoderReranker.load(tmp_path / "ce", reranker.tokenizer)
+    assert len(again.model.backbone.encoder.layer) == 2 and again.config.layers == 2
+    np.testing.assert_allclose(again.score("purchase: sleeping bag", items), scores, atol=1e-6)
+
+
+def test_cross_encoder_layers_beyond_the_backbone_are_a_config_error(tiny_model_dir: Path) -> None:
+    from recs.config import RecsConfig
+    from recs.encoders import keep_first_layers, load_backbone
+    from recs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^layers = 3: the backbone has 2 transformer layers \(choose 1 to 2, or none for all\)$"):
+        keep_first_layers(load_backbone(tiny_model_dir), 3)
+    with pytest.raises(ConfigError, match=r"cross_encoder\.layers: Input should be greater than or equal to 1"):
+        RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": 0}}})
+    assert CrossEncoderConfig().layers is None  # the default keeps every layer
+    # Set like every cross-encoder field: `[ranking.cross_encoder] layers = 2` in the --config TOML.
+    assert RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": 2}}}).ranking.cross_encoder.layers == 2
+
+
+def test_fit_ranking_refuses_more_cross_encoder_layers_before_training(trained_artifact: Path, small_demo_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """The check runs before any ranker trains: a 3-layer CE of the 2-layer tiny BERT fails at once."""
+    from recs.data import leave_last_out, load_dataset
+    from recs.errors import ConfigError
+    from recs.ranking.fit import RankingConfig, fit_ranking
+    from recs.retrieval.retriever import Retriever
+
+    dataset, _ = load_dataset(small_demo_dir)
+    split = leave_last_out(dataset.events, dataset.items["item_id"])
+    config = RankingConfig(ranker=RankerConfig(max_users=80), cross_encoder=CrossEncoderConfig(layers=3))
+    with pytest.raises(ConfigError, match="layers = 3: the backbone has 2 transformer layers"):
+        fit_ranking(Retriever.load(trained_artifact), split.fit_events, split.test, config, tmp_path, show_progress=False)

@@ -46,6 +46,10 @@ class CrossEncoderConfig(StrictModel):
     head_lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # The first `layers` transformer layers of the towers' backbone (None: all of them); the rest
+    # are dropped. Per-pair cost is about linear in the depth (MiniLM-L6: 6): 2 or 3 layers trade
+    # some of what the model can learn for a faster pass. `train_layers` counts within the kept ones.
+    layers: int | None = Field(default=None, ge=1)
     train_layers: int | None = Field(default=2, ge=0)
     patience: int = Field(default=1, ge=1)
     max_queries: int = Field(default=1500, ge=1)

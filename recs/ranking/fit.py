@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recs.encoders.backbone import keep_first_layers
 from recs.errors import DataError
 from recs.progress import progress_bar
 from recs.ranking.config import RankingConfig
@@ -89,7 +90,11 @@ def fit_ranking(
                                            f"among the candidates, found {len(with_positive)}")
     group_c: list[QueryExample] = []
     group_train: list[QueryExample] = []  # the CE's users: every user with a positive outside C
+    ce_model: CrossEncoderModel | None = None
     if use_cross_encoder:
+        # Built before the rankers train: a `layers` the backbone does not have fails in seconds.
+        ce_model = CrossEncoderModel(keep_first_layers(copy.deepcopy(retriever.torch_towers().model.item_backbone),
+                                                       config.cross_encoder.layers))
         rng = np.random.default_rng(config.ranker.seed)
         shuffled = rng.permutation(len(with_positive))
         n_c = min(int(len(shuffled) * config.decision_share), config.decision_max_queries)
@@ -112,7 +117,7 @@ def fit_ranking(
             if models.discover is not None:
                 report["discover"] = {"best_iteration": models.discover.best_iteration, **models.discover.metrics}
     report["ranker_seconds"] = time.monotonic() - started
-    if not use_cross_encoder:
+    if ce_model is None:  # no cross-encoder to train (built above exactly when there is one)
         return models
     r_train = config.resolved_ce_train_top()
     base = out_of_fold_scores(group_train, models.ranker, config)
@@ -131,9 +136,7 @@ def fit_ranking(
                                    cross_encoder_texts(view, example.candidates, example.features, rows), labels, scores[rows]))
     report["cross_encoder_queries"] = {"lists": len(queries), "train_top": r_train, "extra": config.ce_extra_candidates,
                                        "oof_folds": config.oof_folds if models.ranker is not None else 0}
-    towers = retriever.torch_towers()
-    model = CrossEncoderModel(copy.deepcopy(towers.model.item_backbone))
-    reranker = CrossEncoderReranker(model, towers.tokenizer, config.cross_encoder)
+    reranker = CrossEncoderReranker(ce_model, retriever.torch_towers().tokenizer, config.cross_encoder)
     reranker.fit(queries, work, show_progress=show_progress)
     models.cross_encoder = reranker
     report["cross_encoder"] = reranker.report.__dict__ if reranker.report else {}

@@ -92,7 +92,8 @@ def _freeze_backbone_layers(backbone: torch.nn.Module, train_layers: int | None)
     for param in backbone.parameters():
         param.requires_grad = False
     layers = list(backbone.encoder.layer) if hasattr(backbone, "encoder") else []
-    for layer in layers[len(layers) - train_layers :] if train_layers else []:
+    # More than the model has: all of them (a negative start would keep only the last few).
+    for layer in layers[max(0, len(layers) - train_layers) :] if train_layers else []:
         for param in layer.parameters():
             param.requires_grad = True
 
