@@ -707,8 +707,11 @@ class ItemIndex:
     ) -> tuple[list[list[str]], list[np.ndarray]]:
         """(ids, scores) per query from rows of int ids sorted by descending score, FAISS's
         padding (-1, at the end of a row) dropped."""
-        if isinstance(labels, np.ndarray) and labels.size and labels[:, -1].min() >= 0:
-            return self._names[labels].tolist(), list(scores.astype(np.float32, copy=False))
+        if isinstance(labels, np.ndarray) and labels.size:  # FAISS's rows (float32 scores)
+            if len(labels) == 1 and labels[0, -1] >= 0:  # the serving case, a few us cheaper
+                return [self._names[labels[0]].tolist()], [scores[0]]
+            if labels[:, -1].min() >= 0:
+                return self._names[labels].tolist(), list(scores)
         out_ids, out_scores = [], []
         for lab, sc in zip(labels, scores, strict=True):
             keep = (lab >= 0) & np.isfinite(sc)
