@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--shard", type=int, default=10_000, help="items per cached vector shard")
     parser.add_argument("--encode-only", action="store_true",
-                        help="encode the catalogs into the shard cache and stop (index them in a later run)")
+                        help="encode the catalogs into the shard cache and stop (index them in a later run); keeps the other rows as --merge does")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -607,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     names = [f"demo-{n}" for n in sizes] + ([f"synthetic-{_short(args.synthetic)}"] if args.synthetic else [])
-    kept = _kept_rows(args.out / f"{BENCHMARK}.json", names) if args.merge else []
+    # An encode-only run adds its rows: it must not wipe the indexes' rows of earlier runs.
+    kept = _kept_rows(args.out / f"{BENCHMARK}.json", names) if args.merge or args.encode_only else []
     rows: list[dict[str, Any]] = []
 
     def write() -> None:
