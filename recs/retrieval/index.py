@@ -676,11 +676,7 @@ class ItemIndex:
             and restrict is None
             and self._n_tombstones == 0
         ):  # the common request: one plain FAISS search, nothing to filter
-            k = min(int(k), len(self))
-            if self.kind == "flat":
-                scores, labels = self._search_flat_maybe_gpu(q, k)
-            else:
-                scores, labels = self._searched().search(q, k, params=self._params(None))
+            scores, labels = self._search_plain(q, min(int(k), len(self)))
             return self._results(labels, scores)
         excl = self._exclusions(exclude, n)
         filtered = category is not None or in_stock_only or self._n_tombstones > 0
@@ -804,17 +800,20 @@ class ItemIndex:
         refiner.ntotal = self._refine_index.ntotal  # the bound its label check uses
         return refiner
 
+    def _search_plain(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, labels) of one FAISS search without a selector."""
+        if self.kind == "flat":
+            return self._search_flat_maybe_gpu(q, k)
+        return self._searched().search(q, k, params=self._params(None))
+
     def _search_faiss(
         self, q: np.ndarray, k: int, mask: np.ndarray | None, allowed: int, excl: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, allowed))
-        searched = self._searched()
         if mask is None and not any(len(e) for e in excl):  # no selector: one plain search
-            if self.kind == "flat":
-                scores, labels = self._search_flat_maybe_gpu(q, k)
-            else:
-                scores, labels = searched.search(q, k, params=self._params(None))
+            scores, labels = self._search_plain(q, k)
             return labels, scores
+        searched = self._searched()
         labels = np.full((len(q), k), -1, dtype=np.int64)
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         groups: dict[bytes, list[int]] = {}
