@@ -387,16 +387,19 @@ def test_recs_serve_runs_the_real_server(onnx_dir: Path, tmp_path: Path) -> None
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while True:
+        ready_in_a_row = 0  # each of the 2 workers answers /ready for itself: one 200 is one worker
+        while ready_in_a_row < 10:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
+                ok = httpx.get(f"{base}/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
+                ok = False
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.02 if ok else 0.2)
+        while (got := httpx.post(f"{base}/recommend", json={"text": "coffee", "k": 3}, timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()  # a worker still loading
             time.sleep(0.2)
-        got = httpx.post(f"{base}/recommend", json={"text": "coffee", "k": 3}, timeout=30)
         assert got.status_code == 200 and len(got.json()["items"]) == 3
         reload = httpx.post(f"{base}/admin/reload", json={"path": str(newer)}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         assert reload.status_code == 200, reload.text
