@@ -66,7 +66,8 @@ def latency_rows(name: str, pipeline: Any, users: list[str], rerank_top: int, n:
     return out
 
 
-def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top: int, out_dir: Path) -> list[dict[str, Any]]:
+def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top: int, out_dir: Path,
+                      results: str = "rerank") -> list[dict[str, Any]]:
     """The ranker and the cross-encoder as classifiers (relevant or not) of the test users'
     candidates: ROC and PR curves with AUCs, one PNG per dataset. The ranker is judged on all N
     candidates and on the first stage's top `top` (the set the cross-encoder sees), the
@@ -100,7 +101,7 @@ def classifier_curves(name: str, pipeline: Any, split: Any, max_users: int, top:
     curves = {key: (np.concatenate(ls), np.concatenate(ss)) for key, (ls, ss) in collected.items()}
     if not curves:
         return []
-    path = plot_roc_pr(curves, out_dir / f"rerank_curves_{name.replace('/', '-')}.png",
+    path = plot_roc_pr(curves, out_dir / f"{results}_curves_{name.replace('/', '-')}.png",  # --name's own file
                        f"{name}: candidates of {len(examples)} test users as classifiers")
     rows = []
     for key, (labels, scores) in curves.items():
@@ -194,7 +195,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         rows.extend({**r, "method": "engine", "notes": r["notes"] + "; default R = 0 (held-out users: reranking did not add NDCG@10)"}
                     for r in list(rows) if r["method"] == "ranker" and r["dataset"] == name)
     if models.ranker is not None and args.curve_users > 0:
-        rows.extend(classifier_curves(name, pipeline, split, args.curve_users, args.curve_top, args.out))
+        rows.extend(classifier_curves(name, pipeline, split, args.curve_users, args.curve_top, args.out, args.name))
     return rows
 
 
