@@ -88,6 +88,20 @@ def _pick_pq_m(dim: int) -> int:
     return min(divisors, key=lambda m: (abs(dim / m - 4), -m))
 
 
+def _store_codes(store: Any) -> np.ndarray:
+    """A flat-codes store's (SQ or flat) codes, one row per stored vector."""
+    return faiss.vector_to_array(store.codes).reshape(int(store.ntotal), int(store.code_size))
+
+
+def _store_with_codes(template: Any, codes: np.ndarray) -> Any:
+    """A store trained like `template` holding exactly `codes` (rows in order)."""
+    store = faiss.clone_index(template)
+    store.reset()
+    if len(codes):
+        store.add_sa_codes(np.ascontiguousarray(codes))
+    return store
+
+
 class ItemIndex:
     """Nearest-item search over normalised item vectors (see module doc)."""
 
@@ -522,12 +536,7 @@ class ItemIndex:
 
     def _compact_refined(self) -> None:
         alive = np.flatnonzero(self._alive).astype(np.int64)
-        store = self._refine_index
-        codes = faiss.vector_to_array(store.codes).reshape(int(store.ntotal), int(store.code_size))
-        new_store = faiss.clone_index(store)
-        new_store.reset()
-        if len(alive):
-            new_store.add_sa_codes(np.ascontiguousarray(codes[alive]))
+        new_store = _store_with_codes(self._refine_index, _store_codes(self._refine_index)[alive])
         self._index.reset()  # keeps the trained quantizer and PQ
         if len(alive):
             vecs = np.asarray(new_store.reconstruct_n(0, len(alive)), dtype=np.float32)
@@ -992,13 +1001,9 @@ class ItemIndex:
             ids = faiss.vector_to_array(native.id_map).astype(np.int64)
             if len(ids) and (ids.min() < 0 or ids.max() >= rows):
                 raise ArtifactError(f"{path}: ids outside 0..{rows - 1}")
-            codes = faiss.vector_to_array(inner.codes).reshape(int(inner.ntotal), int(inner.code_size))
             by_id = np.zeros((rows, int(inner.code_size)), dtype=np.uint8)
-            by_id[ids] = codes
-            native = faiss.clone_index(inner)
-            native.reset()
-            if rows:
-                native.add_sa_codes(by_id)
+            by_id[ids] = _store_codes(inner)
+            native = _store_with_codes(inner, by_id)
         if native.ntotal != rows:
             raise ArtifactError(f"{path}: {native.ntotal} rows for {rows} int ids")
         return native
