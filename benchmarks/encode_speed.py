@@ -6,8 +6,8 @@
 The item tower (and user tower) of an untrained `TwoTowerModel` over the backbone (default:
 all-MiniLM-L6-v2), and a cross-encoder over the same backbone, are exported with
 `recs.export.quantize.export_transformer` exactly as `recs export --int8` does (TorchScript
-exporter, onnxruntime basic optimisation, the transformer optimiser's BERT fusions, dynamic int8
-per channel on the fused graph) and run with the serving runtime
+exporter, onnxruntime basic optimisation, the transformer optimiser's BERT fusions for fp32, dynamic
+int8 per channel on the unfused graph) and run with the serving runtime
 (`recs.serving.onnx_runtime.OnnxGraph`). Texts are the demo shop's item texts, tokenised
 ahead of time to exactly 32 or 128 tokens (model time only, same batches for every variant).
 The variants are timed round-robin (torch, fp32, int8, torch, ...) so that load from other
@@ -23,12 +23,12 @@ Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
   `p50_ms` / `p99_ms` over every call, model time only);
 - slice `user_latency`: one user per call, tokenisation included: `p50_ms`, `p99_ms`, `cosine`;
 - slice `cross_encoder_r20`: one request's cross-encoder pass, serially: the user's text paired
-  with R = 20 candidate texts, 64 tokens, tokenised and scored in one batch: `p50_ms`, `p95_ms`,
+  with R = 20 candidate texts, cut to `[ranking.cross_encoder] max_tokens` (default 48), tokenised and scored in one batch: `p50_ms`, `p95_ms`,
   `p99_ms`, `max_abs_diff` (scores against torch's; the head is random, not the zero one of an
   untrained cross-encoder, so that the scores differ). The methods' names are for the cross-encoder
   of the default depth (`[ranking.cross_encoder] layers`, default: all the backbone's); each depth
   of `--ce-layers N[,M...]` adds `torch_lN`, `onnx_fp32_lN`, `onnx_int8_lN` (the first N layers,
-  as `recs.encoders.keep_first_layers` cuts them; no unfused graphs), timed in the same rounds,
+  as `recs.encoders.keep_first_layers` cuts them; not the alternatives), timed in the same rounds,
   `ratio_vs_torch` and `max_abs_diff` against torch at the same depth;
 - slice `ndcg_zero_shot`: two-tower NDCG@10 on the demo shop (leave-last-out, full ranking, the
   untrained towers; int8 re-encodes the catalog with its own item tower).
@@ -62,13 +62,13 @@ import numpy as np  # noqa: E402
 
 BENCHMARK = "encode_speed"
 RESULTS_DIR = _REPO / "benchmarks" / "results"
-# `_unfused`: the same graphs without the BERT fusions (`recs export --no-fuse`; the export before
-# issue 17), timed in the same rounds so that the fusions' own effect is measured on this CPU.
-METHODS = ("torch", "onnx_fp32", "onnx_int8", "onnx_fp32_unfused", "onnx_int8_unfused")
-GRAPH_VARIANTS = (("onnx_fp32", "fp32", ""), ("onnx_int8", "int8", ".int8"), ("onnx_fp32_unfused", "fp32", ".unfused"),
-                  ("onnx_int8_unfused", "int8", ".unfused.int8"))
+# What `recs export --int8` writes: `onnx_fp32` (fused) and `onnx_int8` (quantised from the
+# graph that `recs.export.quantize.INT8_FROM_FUSED` names for it). Timed in the same rounds, the
+# alternatives it did not pick, so that each choice is re-measured on this CPU:
+# `onnx_fp32_unfused` (`recs export --no-fuse`, the export before issue 17) and the other int8
+# graph (`onnx_int8_fused`: with `QAttention`, or `onnx_int8_unfused`): see `graph_variants`.
 SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
-CROSS_R, CROSS_TOKENS = 20, 64
+CROSS_R = 20
 # The /proc/cpuinfo flags that decide int8 and fp32 GEMM speed (VNNI: int8 dot products).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
@@ -139,6 +139,29 @@ def timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def graph_variants(graph: str, alternatives: bool = True) -> tuple[tuple[str, str, str], ...]:
+    """(method, precision, file suffix) of the graphs timed for the exported graph `graph`
+    (`item_tower`, `user_tower`, `cross_encoder`): the export's, then the alternatives."""
+    from recs.export.quantize import INT8_FROM_FUSED
+
+    chosen = (("onnx_fp32", "fp32", ""), ("onnx_int8", "int8", ".int8"))
+    other = "onnx_int8_unfused" if graph in INT8_FROM_FUSED else "onnx_int8_fused"
+    return (*chosen, ("onnx_fp32_unfused", "fp32", ".unfused"), (other, "int8", ".other.int8")) if alternatives else chosen
+
+
+def export_graphs(module: Any, example: dict[str, Any], work: Path, name: str, graph: str, alternatives: bool = True) -> dict[str, Any]:
+    """`<name>.onnx` and `<name>.int8.onnx` as `recs export --int8` writes the exported graph
+    `graph`; with `alternatives`, `<name>.unfused.onnx` and `<name>.other.int8.onnx` beside them.
+    Returns the export's `io` (`fusion`, `int8_from`)."""
+    from recs.export.quantize import INT8_FROM_FUSED, export_transformer, quantize_graph
+
+    io = export_transformer(module, example, work, work / f"{name}.onnx", work / f"{name}.int8.onnx", int8_fused=graph in INT8_FROM_FUSED)
+    if alternatives:
+        export_transformer(module, example, work, work / f"{name}.unfused.onnx", fuse=False)
+        quantize_graph(work / (f"{name}.unfused.onnx" if io["int8_from"] == "fused" else f"{name}.onnx"), work / f"{name}.other.int8.onnx")
+    return io
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
@@ -172,7 +195,6 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
     import torch
 
     from recs.evaluation.report import format_table, write_results
-    from recs.export.quantize import export_transformer
     from recs.export.towers import ItemTowerGraph, UserTowerGraph, example_batch
     from recs.serving.onnx_runtime import OnnxGraph, RuntimeOptions
 
@@ -189,10 +211,11 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         example = example_batch(tokenizer)
         if name == "user":
             example["history_mean"] = torch.nn.functional.normalize(torch.randn(2, model.dim), dim=1)
-        io = export_transformer(module, example, work, work / f"{name}.onnx", work / f"{name}.int8.onnx")
-        export_transformer(module, example, work, work / f"{name}.unfused.onnx", work / f"{name}.unfused.int8.onnx", fuse=False)
-        print(f"{name} tower fused operators: {io['fusion']}", flush=True)
-        graphs[name] = {m: OnnxGraph(work / f"{name}{suffix}.onnx", options[p]) for m, p, suffix in GRAPH_VARIANTS}
+        io = export_graphs(module, example, work, name, f"{name}_tower")
+        print(f"{name} tower fused operators: {io['fusion']}; int8 quantised from the {io['int8_from']} graph", flush=True)
+        graphs[name] = {m: OnnxGraph(work / f"{name}{suffix}.onnx", options[p]) for m, p, suffix in graph_variants(f"{name}_tower")}
+
+    methods = ("torch", *graphs["item"])
 
     def item_fn(method: str, batch: dict[str, np.ndarray]) -> Any:
         if method == "torch":
@@ -209,18 +232,18 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
     for label, batch_size, length in SETTINGS:
         full = token_batch(tokenizer, texts, length)
         batch = {k: v[:batch_size] for k, v in full.items()}
-        fns = {m: item_fn(m, batch) for m in METHODS}
+        fns = {m: item_fn(m, batch) for m in methods}
         outputs = {m: fn() for m, fn in fns.items()}  # warm-up, and the vectors compared below
         reps = max(1, (20 if batch_size == 1 else 1) // (2 if args.quick else 1))
-        times: dict[str, list[float]] = {m: [] for m in METHODS}
-        calls: dict[str, list[float]] = {m: [] for m in METHODS}  # each call's seconds (p99 at batch 1)
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        calls: dict[str, list[float]] = {m: [] for m in methods}  # each call's seconds (p99 at batch 1)
         for _ in range(rounds):
             for method, fn in fns.items():
                 each = [timed(fn) for _ in range(reps)]
                 calls[method] += each
                 times[method].append(sum(each) / reps)
         torch_s = statistics.median(times["torch"])
-        for method in METHODS:
+        for method in methods:
             seconds = statistics.median(times[method])
             cos = cosine(outputs[method], outputs["torch"])
             latency = {"p50_ms": float(np.percentile(calls[method], 50)) * 1000, "p99_ms": float(np.percentile(calls[method], 99)) * 1000}
@@ -309,14 +332,13 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
     import torch
 
     from recs.encoders.backbone import keep_first_layers, load_backbone
-    from recs.export.quantize import export_transformer
     from recs.export.towers import CrossEncoderGraph, example_batch
     from recs.ranking.config import CrossEncoderConfig
     from recs.ranking.cross_encoder import CrossEncoderModel, CrossEncoderReranker
     from recs.serving.onnx_runtime import OnnxCrossEncoder, OnnxGraph
 
     full = int(load_backbone(model_name).config.num_hidden_layers)
-    default = CrossEncoderConfig().layers or full
+    default, tokens = CrossEncoderConfig().layers or full, CrossEncoderConfig().max_tokens  # what `recs fit` trains
     depths = list(dict.fromkeys([default, *args.ce_layers]))  # the default first, each depth once
     example = example_batch(tokenizer, pairs=True)
     onnx_tok = onnx_tokenizer(tokenizer)
@@ -329,16 +351,13 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
         ce = CrossEncoderModel(keep_first_layers(load_backbone(model_name), depth)).eval()
         torch.manual_seed(0)
         torch.nn.init.normal_(ce.head.weight, std=0.05)  # a zero head scores 0 everywhere: nothing to compare
-        io = export_transformer(CrossEncoderGraph(ce), example, work, work / f"cross{tag}.onnx", work / f"cross{tag}.int8.onnx")
-        variants = GRAPH_VARIANTS
-        if depth == default:  # the fusions' own effect is measured at the default depth only
-            export_transformer(CrossEncoderGraph(ce), example, work, work / "cross.unfused.onnx", work / "cross.unfused.int8.onnx", fuse=False)
-        else:
-            variants = tuple(v for v in GRAPH_VARIANTS if not v[2].startswith(".unfused"))
-        print(f"cross-encoder ({depth} of {full} layers) fused operators: {io['fusion']}", flush=True)
-        added = {f"torch{tag}": CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=CROSS_TOKENS, layers=depth))}
+        # The alternatives are measured at the default depth only.
+        io = export_graphs(CrossEncoderGraph(ce), example, work, f"cross{tag}", "cross_encoder", alternatives=depth == default)
+        variants = graph_variants("cross_encoder", alternatives=depth == default)
+        print(f"cross-encoder ({depth} of {full} layers) fused operators: {io['fusion']}; int8 quantised from the {io['int8_from']} graph", flush=True)
+        added = {f"torch{tag}": CrossEncoderReranker(ce, tokenizer, CrossEncoderConfig(max_tokens=tokens, layers=depth))}
         for method, precision, suffix in variants:
-            added[f"{method}{tag}"] = OnnxCrossEncoder(OnnxGraph(work / f"cross{tag}{suffix}.onnx", options[precision]), onnx_tok, CROSS_TOKENS)
+            added[f"{method}{tag}"] = OnnxCrossEncoder(OnnxGraph(work / f"cross{tag}{suffix}.onnx", options[precision]), onnx_tok, tokens)
         scorers |= added
         same_depth |= dict.fromkeys(added, f"torch{tag}")
         depth_of |= dict.fromkeys(added, depth)
@@ -364,7 +383,7 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
                         "p99_ms": float(np.percentile(ms, 99)), "ratio_vs_torch": torch_p50 / float(np.percentile(ms, 50)),
                         "max_abs_diff": float(np.abs(scorer.score(user_text, candidates) - references[same_depth[method]]).max())},
             "notes": f"cross-encoder ({depth_of[method]} of {full} layers), 1 user x {CROSS_R} candidates in one batch, "
-                     f"{CROSS_TOKENS} max tokens, tokenisation included, {n} calls, serial; {where}",
+                     f"{tokens} max tokens, tokenisation included, {n} calls, serial; {where}",
         })
     print(format_rows(rows), flush=True)
     return rows

@@ -9,7 +9,7 @@ are trained here. The ranker and the cross-encoder (a residual on its logit) lea
 `two_tower`, `ranker` (learned ranker alone), `ranker+cross_encoder` (slice `all@R=..`), `engine`
 (the default pipeline: R chosen by `fit_ranking` on held-out users, or --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
 `--ce-layers N`: the cross-encoder keeps the backbone's first N layers (`[ranking.cross_encoder]
-layers`); with `--name` (say `rerank_ce2`) its rows go to their own file, to compare with the full depth's.
+layers`), `--ce-max-tokens T` its pairs are cut to T tokens (`max_tokens`); with `--name` (say `rerank_ce2`) its rows go to their own file, to compare with the full depth's.
 Slice `discover`: the `new_to_user` question asked of each method's "discover" shelf: its list
 without the items the user bought (the engine's and ranker's `--novelty` shelf, the baselines'
 lists with `exclude_bought`). A single list cannot lead both `all` (re-buys) and `new_to_user`;
@@ -141,7 +141,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
                                   train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes)),
         ranking=RankingConfig(train_cross_encoder=not args.no_cross_encoder,
                               cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
-                                                               max_queries=args.ce_max_queries, layers=args.ce_layers)),
+                                                               max_queries=args.ce_max_queries, layers=args.ce_layers,
+                                                               **({"max_tokens": args.ce_max_tokens} if args.ce_max_tokens else {}))),
     )
     # Towers trained on the tune split by benchmarks/retrieval.py (or an earlier run) are reused.
     saved = Retriever.load(folder) if (folder / "manifest.json").is_file() else None
@@ -153,6 +154,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     notes = stages.notes()
     if args.ce_layers is not None and models.cross_encoder is not None:  # which depth these rows measured
         notes += f"; cross-encoder of the backbone's first {args.ce_layers} layers"
+    if args.ce_max_tokens is not None and models.cross_encoder is not None:
+        notes += f"; cross-encoder pairs of {args.ce_max_tokens} tokens"
 
     def add(method: str, recommender: Any, slice_suffix: str = "", extra: dict[str, float] | None = None,
             discover: Any = None) -> None:
@@ -212,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ce-max-queries", type=int, default=800)
     parser.add_argument("--ce-layers", type=int, default=None,
                         help="cross-encoder of the backbone's first N layers ([ranking.cross_encoder] layers; default: all)")
+    parser.add_argument("--ce-max-tokens", type=int, default=None,
+                        help="cross-encoder pair length ([ranking.cross_encoder] max_tokens; default: the config's)")
     parser.add_argument("--latency-queries", type=int, default=60)
     parser.add_argument("--max-test-users", type=int, default=600)
     parser.add_argument("--curve-users", type=int, default=200, help="test users for the ROC/PR curves (0: none)")

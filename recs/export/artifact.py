@@ -198,10 +198,11 @@ class _Exporter:
         return self.tokenizer_spec
 
     def _transformer(self, writer: ArtifactWriter, tmp: Path, name: str, module: Any, example: dict[str, Any], max_tokens: int) -> None:
-        from recs.export.quantize import export_transformer
+        from recs.export.quantize import INT8_FROM_FUSED, export_transformer
 
         rel, rel8 = f"onnx/{name}.onnx", f"onnx/{name}.int8.onnx"
-        io = export_transformer(module, example, tmp, writer.file(rel), writer.file(rel8) if self.int8 else None, self.opset, self.fuse)
+        io = export_transformer(module, example, tmp, writer.file(rel), writer.file(rel8) if self.int8 else None, self.opset, self.fuse,
+                                int8_fused=name in INT8_FROM_FUSED)
         entry: dict[str, Any] = {"fp32": rel, **io, "max_tokens": int(max_tokens)}
         self.files.append(rel)
         if self.int8:

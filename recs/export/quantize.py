@@ -10,9 +10,15 @@
   (see `recs.export.towers.eager_attention`).
 - `quantize_graph`: `quantize_dynamic` with int8 weights *per channel*. Per-tensor scales
   (the default) measured a cosine of only ~0.85-0.91 against fp32 on the towers; per channel
-  ~0.99 at nearly the same speed. On a fused graph the attention becomes `QAttention`.
-- `export_transformer`: the one pipeline (export -> basic -> fuse -> int8) that `recs export`
-  and the speed benchmark both use.
+  ~0.99 at nearly the same speed. Static int8 (QDQ or QOperator, calibrated on the shop's texts)
+  measured both slower (+17-24%) and less faithful (cosine ~0.95) on a 2-core AVX-512 VNNI CPU.
+- `export_transformer`: the one pipeline (export -> basic -> fuse -> fp32; basic -> int8) that
+  `recs export` and the speed benchmark both use. int8 runs on CPUs, and which graph to quantise
+  depends on the batch a graph is served at (`INT8_FROM_FUSED`): from 8 rows up, the *unfused*
+  basic graph quantised, with onnxruntime's own session-time fusions (quantised MatMul + bias,
+  skip LayerNorm, GELU), was 6-13% faster than the quantised fused graph, whose `QAttention` is
+  the slow part (profiled per operator); at one row the fused graph was ~5% faster.
+  `benchmarks/encode_speed.py` times both on each CPU (`onnx_int8` / `onnx_int8_fused`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ from typing import Any
 
 from recs.io import atomic_write_file, make_temp_dir, remove_tree
 
-__all__ = ["FUSED_OPERATORS", "export_transformer", "fuse_graph", "optimize_graph", "quantize_graph"]
+__all__ = ["FUSED_OPERATORS", "INT8_FROM_FUSED", "export_transformer", "fuse_graph", "optimize_graph", "quantize_graph"]
 
 log = logging.getLogger(__name__)
 
 # The operators whose counts `fuse_graph` reports (the optimiser's statistics list more kinds).
 FUSED_OPERATORS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "LayerNormalization")
+
+# The exported graphs whose int8 is quantised from the fused graph: those served one row per call
+# (the user tower: one user per request). The batched ones (the item tower encodes the catalog in
+# batches of 64, the cross-encoder scores a request's R pairs in one batch) quantise the unfused one.
+INT8_FROM_FUSED = frozenset({"user_tower"})
 
 
 def optimize_graph(src: Path, dst: Path) -> Path:
@@ -92,10 +103,11 @@ def quantize_graph(src: Path, dst: Path) -> Path:
 
 
 def export_transformer(module: Any, example: dict[str, Any], work: Path, fp32: Path, int8: Path | None = None,
-                       opset: int | None = None, fuse: bool = True) -> dict[str, Any]:
+                       opset: int | None = None, fuse: bool = True, int8_fused: bool = False) -> dict[str, Any]:
     """A BERT-based torch module -> its serving graphs: `fp32` (basic-optimised, then fused) and,
-    when given, `int8` (quantised from the fused graph). Scratch graphs go to `work`. Returns the
-    graph's input/output names and `fusion` (the fused operators' counts)."""
+    when given, `int8` (quantised from the basic-optimised graph; `int8_fused`: from the fused
+    one). Scratch graphs go to `work`. Returns the graph's input/output names, `fusion` (the
+    fused operators' counts) and, with `int8`, `int8_from` ("fused" or "unfused")."""
     from recs.export.towers import DEFAULT_OPSET, attention_shape, eager_attention, export_module
 
     name = Path(fp32).name.removesuffix(".onnx")
@@ -109,5 +121,6 @@ def export_transformer(module: Any, example: dict[str, Any], work: Path, fp32: P
         if "Attention" not in io["fusion"]:
             log.warning("%s: onnxruntime's transformer optimiser fused no attention (%s)", name, io["fusion"] or "nothing")
     if int8 is not None:
-        quantize_graph(fp32, int8)
+        quantize_graph(fp32 if int8_fused or not fuse else basic, int8)  # without fusions fp32 is the basic graph
+        io["int8_from"] = "fused" if fuse and int8_fused else "unfused"
     return io

@@ -24,6 +24,7 @@ from torch import nn
 
 from recs.device import torch_device
 from recs.distributed import average_gradients, broadcast_flags, init_process_group, reduce_step
+from recs.encoders.pairs import PairTokenizer
 from recs.encoders.pooling import mean_pool
 from recs.errors import ArtifactError
 from recs.progress import progress_bar
@@ -78,13 +79,23 @@ class CrossEncoderReranker:
         self.config = config or CrossEncoderConfig()
         self.report: CrossEncoderReport | None = None
         self.budget = PairBudget()  # this scorer's measured cost per pair, shared by its requests
+        self._pairs: PairTokenizer | None = None  # built on first use, for config.max_tokens
 
     def _batch(self, user_text: str, item_texts: list[str], device: str) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(
-            [user_text or " "] * len(item_texts), item_texts, truncation="longest_first",
-            max_length=self.config.max_tokens, padding=True, return_tensors="pt",
-        )
-        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        """The pairs (user text, each item text) as the Hugging Face tokenizer makes them
+        (longest-first truncation to `max_tokens`, padded to the longest), by `PairTokenizer`
+        when it is a fast one: the user's text tokenised once, not once per pair."""
+        hf = self.tokenizer
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is None:
+            enc = hf([user_text or " "] * len(item_texts), item_texts, truncation="longest_first",
+                     max_length=self.config.max_tokens, padding=True, return_tensors="np")
+        else:
+            if self._pairs is None or self._pairs.max_length != self.config.max_tokens:
+                self._pairs = PairTokenizer(backend, self.config.max_tokens, hf.pad_token_id or 0, getattr(hf, "pad_token_type_id", 0) or 0)
+            enc = self._pairs(user_text or " ", item_texts)
+        names = ("input_ids", "attention_mask", "token_type_ids") if "token_type_ids" in hf.model_input_names else ("input_ids", "attention_mask")
+        return {k: torch.from_numpy(np.asarray(enc[k], dtype=np.int64)).to(device) for k in names}
 
     @torch.no_grad()
     def score(self, user_text: str, item_texts: list[str], deadline: float | None = None) -> np.ndarray | None:

@@ -26,6 +26,7 @@ import numpy as np
 from recs.artifacts import Artifact, open_artifact
 from recs.device import onnx_providers
 from recs.encoders.batching import length_batches, pad_rows
+from recs.encoders.pairs import PairTokenizer
 from recs.errors import ArtifactError, ConfigError
 from recs.protocols import TowerEncoders
 from recs.ranking.budget import PairBudget
@@ -171,6 +172,7 @@ class OnnxTokenizer:
         # One configured copy per max_length (towers and cross-encoder differ): no shared state is
         # switched per call, so concurrent requests cannot truncate each other's inputs.
         self._by_length: dict[tuple[int, bool], Any] = {}
+        self._pairs: dict[int, PairTokenizer] = {}
         self._lock = threading.Lock()
 
     def _for(self, max_length: int, padded: bool = True) -> Any:
@@ -195,6 +197,18 @@ class OnnxTokenizer:
         if not self.uses_token_type_ids:
             types = np.zeros_like(ids)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def pairs(self, first: str, seconds: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
+        """`self([first] * len(seconds), max_length, pairs=seconds)`, the same arrays, with `first`
+        tokenised once (`recs.encoders.pairs`): one user's text with a request's R candidates."""
+        pairs = self._pairs.get(max_length)
+        if pairs is None:
+            with self._lock:
+                pairs = self._pairs[max_length] = PairTokenizer(self.tokenizer, max_length, self.pad_id, self.pad_type_id)
+        inputs = pairs(first, seconds)
+        if not self.uses_token_type_ids:
+            inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])
+        return inputs
 
     def batches(self, texts: Sequence[str], max_length: int, batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """(rows, inputs) per batch: `texts` tokenised once, sorted by token count and padded per
@@ -290,7 +304,7 @@ class OnnxCrossEncoder:
 
         def chunk(start: int, stop: int) -> np.ndarray:
             texts = item_texts[start:stop]
-            return self.graph.run(self.tokenizer([user_text or " "] * len(texts), self.max_tokens, pairs=texts))
+            return self.graph.run(self.tokenizer.pairs(user_text or " ", texts, self.max_tokens))
 
         return self.budget.run(len(item_texts), chunk, deadline)
 
