@@ -142,7 +142,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         ranking=RankingConfig(train_cross_encoder=not args.no_cross_encoder,
                               cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
                                                                max_queries=args.ce_max_queries, layers=args.ce_layers,
-                                                               **({"max_tokens": args.ce_max_tokens} if args.ce_max_tokens else {}))),
+                                                               **({"max_tokens": args.ce_max_tokens} if args.ce_max_tokens else {}),
+                                                               **({"patience": args.ce_patience} if args.ce_patience else {}))),
     )
     # Towers trained on the tune split by benchmarks/retrieval.py (or an earlier run) are reused.
     saved = Retriever.load(folder) if (folder / "manifest.json").is_file() else None
@@ -156,6 +157,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
         notes += f"; cross-encoder of the backbone's first {args.ce_layers} layers"
     if args.ce_max_tokens is not None and models.cross_encoder is not None:
         notes += f"; cross-encoder pairs of {args.ce_max_tokens} tokens"
+    if args.ce_patience is not None and models.cross_encoder is not None:
+        notes += f"; cross-encoder patience {args.ce_patience}"
 
     def add(method: str, recommender: Any, slice_suffix: str = "", extra: dict[str, float] | None = None,
             discover: Any = None) -> None:
@@ -215,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ce-max-queries", type=int, default=800)
     parser.add_argument("--ce-layers", type=int, default=None,
                         help="cross-encoder of the backbone's first N layers ([ranking.cross_encoder] layers; default: all)")
+    parser.add_argument("--ce-patience", type=int, default=None,
+                        help="cross-encoder epochs without a validation gain before it stops ([ranking.cross_encoder] patience)")
     parser.add_argument("--ce-max-tokens", type=int, default=None,
                         help="cross-encoder pair length ([ranking.cross_encoder] max_tokens; default: the config's)")
     parser.add_argument("--latency-queries", type=int, default=60)

@@ -87,7 +87,8 @@ class CrossEncoderReranker:
         when it is a fast one: the user's text tokenised once, not once per pair."""
         hf = self.tokenizer
         backend = getattr(hf, "backend_tokenizer", None)
-        if backend is None:
+        sides = (getattr(hf, "truncation_side", "right"), getattr(hf, "padding_side", "right"))
+        if backend is None or sides != ("right", "right"):  # PairTokenizer cuts and pads on the right
             enc = hf([user_text or " "] * len(item_texts), item_texts, truncation="longest_first",
                      max_length=self.config.max_tokens, padding=True, return_tensors="np")
         else:
