@@ -40,7 +40,7 @@ class CrossEncoderConfig(StrictModel):
     # were). 48: the user's few most recent items, the candidate's title and relation words
     # (longest-first truncation cuts the older end of the history first). On the demo shop 48
     # tokens reranked as well as 64 (test NDCG@10 at R = 20 0.4644 vs 0.4636) at ~3/4 of the cost
-    # per pair: R = 20 in one int8 batch fits 60 ms on 2 CPU cores (benchmarks/encode_speed.py).
+    # per pair: R = 20 in one int8 batch, p50 / p95 54 / 66 ms on 2 CPU cores (encode_speed.py).
     max_tokens: int = Field(default=48, ge=16)
     epochs: int = Field(default=2, ge=1)
     queries_per_step: int = Field(default=4, ge=1)
