@@ -251,3 +251,36 @@ def test_merge_keeps_the_rows_of_every_dataset_and_task_not_rerun(tmp_path: Path
     assert [(r["dataset"], r["slice"]) for r in kept_rows(path, new)] == [
         ("demo", "bundle_completion"), ("online_retail", "anchor_bundle"), ("online_retail", "bundle_completion")]
     assert kept_rows(tmp_path / "missing.json", new) == []
+
+
+class _RequestProbe:
+    """A stand-in bundler for `fit_bundle_item_model`: every request proposes every item."""
+
+    def __init__(self, table: ItemTable) -> None:
+        self.table, self.item_model = table, None
+        self.requests: list[tuple[str, tuple[int, ...]]] = []
+
+    def request(self, user_id: str | None, history: object, text: object, policy: object, anchor_rows: list[int],
+                in_stock: bool, exclude: Sequence[str]) -> SimpleNamespace:
+        self.requests.append((str(user_id), tuple(anchor_rows)))
+        return SimpleNamespace(sources=dict.fromkeys(range(len(self.table)), {"user"}), mode="anchor" if anchor_rows else "user")
+
+    def item_features(self, req: object, rows: np.ndarray) -> np.ndarray:
+        return np.random.default_rng(len(self.requests)).normal(size=(len(rows), len(ITEM_FEATURES)))
+
+
+def test_the_user_mode_learns_only_from_baskets_of_a_bundle_requests_size() -> None:
+    """One- and two-item held-out baskets (mostly re-buys) teach only the anchor mode; a basket of
+    MIN_BASKET_ITEMS items teaches both."""
+    from recs.bundling.basket_queries import MIN_BASKET_ITEMS
+    from recs.bundling.config import ItemModelConfig
+    from recs.bundling.item_training import fit_bundle_item_model
+
+    sizes = {"u1": 1, "u2": 2, "u3": MIN_BASKET_ITEMS, "u4": MIN_BASKET_ITEMS + 1}
+    held = pl.DataFrame([{"user_id": u, "item_id": f"I{i}", "basket_id": f"b{u}"} for u, n in sizes.items() for i in range(n)])
+    probe = _RequestProbe(small_table())
+    model = fit_bundle_item_model(probe, held, ItemModelConfig(select_baskets=0), seed=0, default_weight=10.0)
+    assert model is not None
+    users_alone = sorted(u for u, anchors in probe.requests if not anchors)
+    with_anchor = sorted(u for u, anchors in probe.requests if anchors)
+    assert users_alone == ["u3", "u4"] and with_anchor == ["u2", "u3", "u4"]

@@ -24,6 +24,7 @@ BundleTask = Literal["anchor_bundle", "user_bundle"]
 BUNDLE_TASKS: tuple[BundleTask, ...] = ("anchor_bundle", "user_bundle")
 BUNDLE_METRICS: tuple[str, ...] = ("precision", "hit_rate", "pair_ndcg")
 SIZE = (2, 4)
+MIN_BASKET_ITEMS = 3  # a held-out basket is a bundle request when it holds this many catalog items
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def bundle_queries(
     queries: list[BundleQuery] = []
     for user, basket, items in grouped.iter_rows():
         rows = sorted({table.row_of[i] for i in items})
-        if len(rows) < 3:
+        if len(rows) < MIN_BASKET_ITEMS:
             continue
         anchor = None
         budget = None if typical is None else 4 * typical

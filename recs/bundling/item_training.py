@@ -3,8 +3,8 @@
 A seeded sample of users' last baskets is held out (`recs.data.splits.leave_last_out`: the
 history is cut where the session of that basket starts). The set scorer trains on everything
 else; a retriever serving only that history composes the requests a shop would have sent just
-before each basket: with one of the basket's items as the anchor ("anchor" mode) and for the
-user alone ("user" mode). Every candidate the composer would consider is a row, labelled by
+before each basket: with one of the basket's items as the anchor ("anchor" mode) and, for
+baskets of a bundle request's size (`MIN_BASKET_ITEMS`), for the user alone ("user" mode). Every candidate the composer would consider is a row, labelled by
 whether the user bought it in that basket. The same baskets then choose, per mode, how far the
 item model leads the set logit in the compose objective (`select_item_weights`).
 """
@@ -17,7 +17,13 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from recs.bundling.basket_queries import SIZE, BundleTask, bundle_queries, score_bundles
+from recs.bundling.basket_queries import (
+    MIN_BASKET_ITEMS,
+    SIZE,
+    BundleTask,
+    bundle_queries,
+    score_bundles,
+)
 from recs.bundling.composer import ItemTable
 from recs.bundling.config import ItemModelConfig
 from recs.bundling.item_model import ItemMode, ItemModel, fit_item_model
@@ -87,7 +93,10 @@ def fit_bundle_item_model(
     with progress_bar("bundle item model", total=grouped.height, enabled=show_progress) as advance:
         for user, _basket, items in grouped.iter_rows():
             basket = {row_of[i] for i in items}
-            anchors: list[list[int]] = [[]]
+            # "user" mode learns from the baskets a user bundle stands for (as many items as a
+            # bundle request's basket): one- and two-item baskets are mostly re-buys, and taught
+            # it to put the user's own purchases first where multi-item baskets hold new items.
+            anchors: list[list[int]] = [[]] if len(basket) >= MIN_BASKET_ITEMS else []
             if len(basket) >= 2:
                 anchors.append([int(sorted(basket)[int(rng.integers(len(basket)))])])
             for anchor in anchors:
