@@ -263,7 +263,7 @@ class _RequestProbe:
     def request(self, user_id: str | None, history: object, text: object, policy: object, anchor_rows: list[int],
                 in_stock: bool, exclude: Sequence[str]) -> SimpleNamespace:
         self.requests.append((str(user_id), tuple(anchor_rows)))
-        return SimpleNamespace(sources=dict.fromkeys(range(len(self.table)), {"user"}), mode="anchor" if anchor_rows else "user")
+        return SimpleNamespace(sources={row: {"user"} for row in range(len(self.table))}, mode="anchor" if anchor_rows else "user")
 
     def item_features(self, req: object, rows: np.ndarray) -> np.ndarray:
         return np.random.default_rng(len(self.requests)).normal(size=(len(rows), len(ITEM_FEATURES)))
