@@ -8,7 +8,8 @@ times, and each pair's encoding is cloned and merged: 20 pairs of 48 tokens took
 CPU cores, a third of the int8 cross-encoder pass itself. Here the shared text and the partners
 are each tokenised once, without special tokens; each pair's kept lengths come from
 `longest_first` (the rule of `tokenizers`' own truncation) and its rows are assembled in numpy
-around the special tokens of the tokenizer's post-processor, read once from a probe pair.
+around the special tokens of the tokenizer's post-processor, read once from a probe pair, and
+padded by `recs.encoders.batching.pad_rows`.
 `tests/test_pairs.py` checks equality with `tokenizers`' pair encoding over every pair of lengths
 around the budget. numpy + tokenizers only (the torch and ONNX cross-encoders both use it).
 """
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from recs.encoders.batching import pad_rows
 
 __all__ = ["PairTokenizer", "longest_first"]
 
@@ -72,27 +75,16 @@ class PairTokenizer:
     def __call__(self, first: str, seconds: Sequence[str]) -> dict[str, np.ndarray]:
         """`input_ids`, `attention_mask`, `token_type_ids` of the pairs (first, seconds[i]),
         right-padded to the longest (int64), as `tokenizers` encodes and pads the batch."""
-        if not seconds:
-            empty = np.zeros((0, 0), np.int64)
-            return {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
         shared = np.asarray(self._plain.encode(first, add_special_tokens=False).ids, np.int64)
         partners = [np.asarray(e.ids, np.int64) for e in self._plain.encode_batch(list(seconds), add_special_tokens=False)]
         budget = max(self.max_length - self.n_special, 0)
-        kept = [longest_first(len(shared), len(p), budget) for p in partners]
-        width = self.n_special + max(k1 + k2 for k1, k2 in kept)
-        ids = np.full((len(partners), width), self.pad_id, np.int64)
-        types = np.full((len(partners), width), self.pad_type_id, np.int64)
-        mask = np.zeros((len(partners), width), np.int64)
-        for row, (partner, (k1, k2)) in enumerate(zip(partners, kept, strict=True)):
-            at = 0
-            for seq, special, type_ids in self._layout:
-                if seq is None:
-                    part, part_types = special, type_ids
-                else:
-                    part = shared[:k1] if seq == 0 else partner[:k2]
-                    part_types = np.broadcast_to(type_ids[0], part.shape)
-                ids[row, at : at + len(part)] = part
-                types[row, at : at + len(part)] = part_types
-                at += len(part)
-            mask[row, :at] = 1
+        rows, row_types = [], []
+        for partner in partners:
+            k1, k2 = longest_first(len(shared), len(partner), budget)
+            parts = [special if seq is None else shared[:k1] if seq == 0 else partner[:k2] for seq, special, _ in self._layout]
+            rows.append(np.concatenate(parts))
+            row_types.append(np.concatenate([types if seq is None else np.full(len(part), types[0], np.int64)
+                                             for (seq, _, types), part in zip(self._layout, parts, strict=True)]))
+        ids, mask = pad_rows(rows, self.pad_id)
+        types = pad_rows(row_types, self.pad_type_id)[0]
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
