@@ -26,7 +26,7 @@ Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
   with R = 20 candidate texts, cut to `[ranking.cross_encoder] max_tokens` (default 48), tokenised and scored in one batch: `p50_ms`, `p95_ms`,
   `p99_ms`, `max_abs_diff` (scores against torch's; the head is random, not the zero one of an
   untrained cross-encoder, so that the scores differ). The methods' names are for the cross-encoder
-  of the default depth (`[ranking.cross_encoder] layers`, default: all the backbone's); each depth
+  of the default depth (`[ranking.cross_encoder] layers`, default: the first 4); each depth
   of `--ce-layers N[,M...]` adds `torch_lN`, `onnx_fp32_lN`, `onnx_int8_lN` (the first N layers,
   as `recs.encoders.keep_first_layers` cuts them; not the alternatives), timed in the same rounds,
   `ratio_vs_torch` and `max_abs_diff` against torch at the same depth;
@@ -338,7 +338,8 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
     from recs.serving.onnx_runtime import OnnxCrossEncoder, OnnxGraph
 
     full = int(load_backbone(model_name).config.num_hidden_layers)
-    default, tokens = CrossEncoderConfig().layers or full, CrossEncoderConfig().max_tokens  # what `recs fit` trains
+    # What `recs fit` trains: at most `layers` of the backbone's, pairs of `max_tokens`.
+    default, tokens = min(CrossEncoderConfig().layers or full, full), CrossEncoderConfig().max_tokens
     depths = list(dict.fromkeys([default, *args.ce_layers]))  # the default first, each depth once
     example = example_batch(tokenizer, pairs=True)
     onnx_tok = onnx_tokenizer(tokenizer)

@@ -9,7 +9,7 @@ are trained here. The ranker and the cross-encoder (a residual on its logit) lea
 `two_tower`, `ranker` (learned ranker alone), `ranker+cross_encoder` (slice `all@R=..`), `engine`
 (the default pipeline: R chosen by `fit_ranking` on held-out users, or --default-r). Latency per query of each stage (p50/p95 ms) on this CPU.
 `--ce-layers N`: the cross-encoder keeps the backbone's first N layers (`[ranking.cross_encoder]
-layers`), `--ce-max-tokens T` its pairs are cut to T tokens (`max_tokens`); with `--name` (say `rerank_ce2`) its rows go to their own file, to compare with the full depth's.
+layers`, default 4; 0: all), `--ce-max-tokens T` its pairs are cut to T tokens (`max_tokens`); with `--name` (say `rerank_ce2`) its rows go to their own file, to compare with the full depth's.
 Slice `discover`: the `new_to_user` question asked of each method's "discover" shelf: its list
 without the items the user bought (the engine's and ranker's `--novelty` shelf, the baselines'
 lists with `exclude_bought`). A single list cannot lead both `all` (re-buys) and `new_to_user`;
@@ -141,7 +141,8 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
                                   train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes)),
         ranking=RankingConfig(train_cross_encoder=not args.no_cross_encoder,
                               cross_encoder=CrossEncoderConfig(epochs=args.ce_epochs, max_minutes=args.ce_max_minutes,
-                                                               max_queries=args.ce_max_queries, layers=args.ce_layers,
+                                                               max_queries=args.ce_max_queries,
+                                                               **({"layers": args.ce_layers or None} if args.ce_layers is not None else {}),
                                                                **({"max_tokens": args.ce_max_tokens} if args.ce_max_tokens else {}),
                                                                **({"patience": args.ce_patience} if args.ce_patience else {}))),
     )
@@ -154,7 +155,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> list[dict[st
     retriever, models, pipeline = stages.retriever, stages.models, stages.pipeline
     notes = stages.notes()
     if args.ce_layers is not None and models.cross_encoder is not None:  # which depth these rows measured
-        notes += f"; cross-encoder of the backbone's first {args.ce_layers} layers"
+        notes += f"; cross-encoder of the backbone's first {args.ce_layers} layers" if args.ce_layers else "; cross-encoder of all the backbone's layers"
     if args.ce_max_tokens is not None and models.cross_encoder is not None:
         notes += f"; cross-encoder pairs of {args.ce_max_tokens} tokens"
     if args.ce_patience is not None and models.cross_encoder is not None:
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ce-max-minutes", type=float, default=6.0)
     parser.add_argument("--ce-max-queries", type=int, default=800)
     parser.add_argument("--ce-layers", type=int, default=None,
-                        help="cross-encoder of the backbone's first N layers ([ranking.cross_encoder] layers; default: all)")
+                        help="cross-encoder of the backbone's first N layers ([ranking.cross_encoder] layers; default: the config's, 4; 0: all)")
     parser.add_argument("--ce-patience", type=int, default=None,
                         help="cross-encoder epochs without a validation gain before it stops ([ranking.cross_encoder] patience)")
     parser.add_argument("--ce-max-tokens", type=int, default=None,

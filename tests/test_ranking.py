@@ -411,30 +411,20 @@ def test_cross_encoder_layers_keep_the_backbones_first_layers(tmp_path: Path) ->
     np.testing.assert_allclose(again.score("purchase: sleeping bag", items), scores, atol=1e-6)
 
 
-def test_cross_encoder_layers_beyond_the_backbone_are_a_config_error(tiny_model_dir: Path) -> None:
+def test_cross_encoder_layers_are_at_most_the_backbones(tiny_model_dir: Path) -> None:
+    """`layers` is a ceiling: a backbone with fewer keeps all of its own (the default of 4 on the
+    2-layer tiny BERT), below 1 is a config error."""
     from recs.config import RecsConfig
     from recs.encoders import keep_first_layers, load_backbone
     from recs.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^layers = 3: the backbone has 2 transformer layers \(choose 1 to 2, or none for all\)$"):
-        keep_first_layers(load_backbone(tiny_model_dir), 3)
+    kept = keep_first_layers(load_backbone(tiny_model_dir), 3)
+    assert len(kept.encoder.layer) == 2 and kept.config.num_hidden_layers == 2
+    with pytest.raises(ConfigError, match=r"^layers = 0: keep at least 1 transformer layer \(or none for all\)$"):
+        keep_first_layers(load_backbone(tiny_model_dir), 0)
     with pytest.raises(ConfigError, match=r"cross_encoder\.layers: Input should be greater than or equal to 1"):
         RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": 0}}})
-    assert CrossEncoderConfig().layers is None  # the default keeps every layer
+    assert CrossEncoderConfig().layers == 4  # the default keeps MiniLM-L6's first 4 layers
     # Set like every cross-encoder field: `[ranking.cross_encoder] layers = 2` in the --config TOML.
     assert RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": 2}}}).ranking.cross_encoder.layers == 2
-
-
-def test_fit_ranking_refuses_more_cross_encoder_layers_before_training(trained_artifact: Path, small_demo_dir: Path,
-                                                                       tmp_path: Path) -> None:
-    """The check runs before any ranker trains: a 3-layer CE of the 2-layer tiny BERT fails at once."""
-    from recs.data import leave_last_out, load_dataset
-    from recs.errors import ConfigError
-    from recs.ranking.fit import RankingConfig, fit_ranking
-    from recs.retrieval.retriever import Retriever
-
-    dataset, _ = load_dataset(small_demo_dir)
-    split = leave_last_out(dataset.events, dataset.items["item_id"])
-    config = RankingConfig(ranker=RankerConfig(max_users=80), cross_encoder=CrossEncoderConfig(layers=3))
-    with pytest.raises(ConfigError, match="layers = 3: the backbone has 2 transformer layers"):
-        fit_ranking(Retriever.load(trained_artifact), split.fit_events, split.test, config, tmp_path, show_progress=False)
+    assert RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": None}}}).ranking.cross_encoder.layers is None

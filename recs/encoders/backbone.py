@@ -71,16 +71,19 @@ def load_backbone(model: str | Path | None) -> PreTrainedModel:
 
 
 def keep_first_layers(backbone: PreTrainedModel, layers: int | None) -> PreTrainedModel:
-    """`backbone` with only its first `layers` transformer layers (None: all), in place; its config's
-    `num_hidden_layers` follows, so that a model rebuilt from the saved config (and its ONNX export)
-    has the same depth. Per-pair cost is about linear in the depth: how a cross-encoder buys speed."""
+    """`backbone` with only its first `layers` transformer layers (None, or at least as many as it
+    has: all of them), in place; its config's `num_hidden_layers` follows, so that a model rebuilt
+    from the saved config (and its ONNX export) has the same depth. Per-pair cost is about linear
+    in the depth: how a cross-encoder buys speed."""
     if layers is None:
         return backbone
     stack = getattr(getattr(backbone, "encoder", None), "layer", None)
     if stack is None:
         raise ConfigError(f"layers = {layers}: {type(backbone).__name__} has no encoder.layer stack to cut (BERT-family models only)")
-    if not 1 <= layers <= len(stack):
-        raise ConfigError(f"layers = {layers}: the backbone has {len(stack)} transformer layers (choose 1 to {len(stack)}, or none for all)")
+    if layers < 1:
+        raise ConfigError(f"layers = {layers}: keep at least 1 transformer layer (or none for all)")
+    if layers >= len(stack):
+        return backbone
     # The lower layers are kept: the embeddings feed them, and each layer reads the one below.
     backbone.encoder.layer = type(stack)(list(stack)[:layers])
     backbone.config.num_hidden_layers = layers

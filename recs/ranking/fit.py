@@ -92,7 +92,7 @@ def fit_ranking(
     group_train: list[QueryExample] = []  # the CE's users: every user with a positive outside C
     ce_model: CrossEncoderModel | None = None
     if use_cross_encoder:
-        # Built before the rankers train: a `layers` the backbone does not have fails in seconds.
+        # Built before the rankers train: a backbone `layers` cannot cut (not BERT-family) fails in seconds.
         ce_model = CrossEncoderModel(keep_first_layers(copy.deepcopy(retriever.torch_towers().model.item_backbone),
                                                        config.cross_encoder.layers))
         rng = np.random.default_rng(config.ranker.seed)
