@@ -413,7 +413,8 @@ def test_cross_encoder_layers_keep_the_backbones_first_layers(tmp_path: Path) ->
 
 def test_cross_encoder_layers_are_at_most_the_backbones(tiny_model_dir: Path) -> None:
     """`layers` is a ceiling: a backbone with fewer keeps all of its own (the default of 4 on the
-    2-layer tiny BERT), below 1 is a config error."""
+    2-layer tiny BERT), below 1 is a config error, and so is a backbone it cannot cut unless the
+    depth is only the default (`required=False`)."""
     from recs.config import RecsConfig
     from recs.encoders import keep_first_layers, load_backbone
     from recs.errors import ConfigError
@@ -422,6 +423,11 @@ def test_cross_encoder_layers_are_at_most_the_backbones(tiny_model_dir: Path) ->
     assert len(kept.encoder.layer) == 2 and kept.config.num_hidden_layers == 2
     with pytest.raises(ConfigError, match=r"^layers = 0: keep at least 1 transformer layer \(or none for all\)$"):
         keep_first_layers(load_backbone(tiny_model_dir), 0)
+    # A backbone without a BERT-style stack: an error when the config asked for the cut, else all kept.
+    other = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match=r"^layers = 4: Linear has no encoder.layer stack to cut"):
+        keep_first_layers(other, 4)
+    assert keep_first_layers(other, 4, required=False) is other
     with pytest.raises(ConfigError, match=r"cross_encoder\.layers: Input should be greater than or equal to 1"):
         RecsConfig.parse_dict({"ranking": {"cross_encoder": {"layers": 0}}})
     assert CrossEncoderConfig().layers == 4  # the default keeps MiniLM-L6's first 4 layers

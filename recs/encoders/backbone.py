@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recs.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -70,16 +73,21 @@ def load_backbone(model: str | Path | None) -> PreTrainedModel:
         raise ConfigError(f"{path}: cannot load model: {str(err).splitlines()[0]}") from None
 
 
-def keep_first_layers(backbone: PreTrainedModel, layers: int | None) -> PreTrainedModel:
+def keep_first_layers(backbone: PreTrainedModel, layers: int | None, *, required: bool = True) -> PreTrainedModel:
     """`backbone` with only its first `layers` transformer layers (None, or at least as many as it
     has: all of them), in place; its config's `num_hidden_layers` follows, so that a model rebuilt
     from the saved config (and its ONNX export) has the same depth. Per-pair cost is about linear
-    in the depth: how a cross-encoder buys speed."""
+    in the depth: how a cross-encoder buys speed. A backbone without a BERT-style layer stack is a
+    config error when the cut was asked for (`required`), else it keeps every layer (a warning)."""
     if layers is None:
         return backbone
     stack = getattr(getattr(backbone, "encoder", None), "layer", None)
     if stack is None:
-        raise ConfigError(f"layers = {layers}: {type(backbone).__name__} has no encoder.layer stack to cut (BERT-family models only)")
+        message = f"layers = {layers}: {type(backbone).__name__} has no encoder.layer stack to cut (BERT-family models only)"
+        if required:
+            raise ConfigError(message)
+        log.warning("%s; keeping all of its layers", message)
+        return backbone
     if layers < 1:
         raise ConfigError(f"layers = {layers}: keep at least 1 transformer layer (or none for all)")
     if layers >= len(stack):

@@ -93,8 +93,10 @@ def fit_ranking(
     ce_model: CrossEncoderModel | None = None
     if use_cross_encoder:
         # Built before the rankers train: a backbone `layers` cannot cut (not BERT-family) fails in seconds.
+        # The default depth is a ceiling any backbone may ignore; a depth the config sets must apply.
         ce_model = CrossEncoderModel(keep_first_layers(copy.deepcopy(retriever.torch_towers().model.item_backbone),
-                                                       config.cross_encoder.layers))
+                                                       config.cross_encoder.layers,
+                                                       required="layers" in config.cross_encoder.model_fields_set))
         rng = np.random.default_rng(config.ranker.seed)
         shuffled = rng.permutation(len(with_positive))
         n_c = min(int(len(shuffled) * config.decision_share), config.decision_max_queries)
