@@ -50,7 +50,7 @@ class TrainedStages:
     def notes(self) -> str:
         report = self.models.report
         ce = self.models.cross_encoder.report if self.models.cross_encoder and self.models.cross_encoder.report else None
-        trained = f"{ce.steps} steps, valid MRR {ce.best_metric:.3f}" if ce else "not trained"
+        trained = f"{ce.steps} steps, valid NDCG@10 {ce.best_metric:.3f}" if ce else "not trained"
         return (f"towers {self.towers_seconds:.0f}s; ranking trained on validation baskets in {self.ranking_seconds:.0f}s: "
                 f"{report.get('queries_with_positive')} queries with a positive of {report.get('queries')}; "
                 f"cross-encoder {trained}")
