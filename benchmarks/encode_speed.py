@@ -153,11 +153,17 @@ def export_graphs(module: Any, example: dict[str, Any], work: Path, name: str, g
     """`<name>.onnx` and `<name>.int8.onnx` as `recs export --int8` writes the exported graph
     `graph`; with `alternatives`, `<name>.unfused.onnx` and `<name>.other.int8.onnx` beside them.
     Returns the export's `io` (`fusion`, `int8_from`)."""
-    from recs.export.quantize import INT8_FROM_FUSED, export_transformer, quantize_graph
+    from recs.export.quantize import (
+        INT8_FROM_FUSED,
+        export_transformer,
+        quantize_graph,
+        scratch_graphs,
+    )
 
     io = export_transformer(module, example, work, work / f"{name}.onnx", work / f"{name}.int8.onnx", int8_fused=graph in INT8_FROM_FUSED)
     if alternatives:
-        export_transformer(module, example, work, work / f"{name}.unfused.onnx", fuse=False)
+        # The unfused graph is the export's own basic-optimised one (`recs export --no-fuse` writes it).
+        shutil.copyfile(scratch_graphs(work, work / f"{name}.onnx")[1], work / f"{name}.unfused.onnx")
         quantize_graph(work / (f"{name}.unfused.onnx" if io["int8_from"] == "fused" else f"{name}.onnx"), work / f"{name}.other.int8.onnx")
     return io
 

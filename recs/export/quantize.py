@@ -29,7 +29,7 @@ from typing import Any
 
 from recs.io import atomic_write_file, make_temp_dir, remove_tree
 
-__all__ = ["FUSED_OPERATORS", "INT8_FROM_FUSED", "export_transformer", "fuse_graph", "optimize_graph", "quantize_graph"]
+__all__ = ["FUSED_OPERATORS", "INT8_FROM_FUSED", "export_transformer", "fuse_graph", "optimize_graph", "quantize_graph", "scratch_graphs"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,13 @@ def quantize_graph(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
+def scratch_graphs(work: Path, fp32: Path) -> tuple[Path, Path]:
+    """Where `export_transformer` leaves the raw export and the basic-optimised graph of `fp32` in
+    `work` (with fusions on, the basic graph is the unfused one the speed benchmark also times)."""
+    name = Path(fp32).name.removesuffix(".onnx")
+    return work / f"{name}.raw.onnx", work / f"{name}.basic.onnx"
+
+
 def export_transformer(module: Any, example: dict[str, Any], work: Path, fp32: Path, int8: Path | None = None,
                        opset: int | None = None, fuse: bool = True, int8_fused: bool = False) -> dict[str, Any]:
     """A BERT-based torch module -> its serving graphs: `fp32` (basic-optimised, then fused) and,
@@ -111,7 +118,7 @@ def export_transformer(module: Any, example: dict[str, Any], work: Path, fp32: P
     from recs.export.towers import DEFAULT_OPSET, attention_shape, eager_attention, export_module
 
     name = Path(fp32).name.removesuffix(".onnx")
-    raw, basic = work / f"{name}.raw.onnx", work / f"{name}.basic.onnx"
+    raw, basic = scratch_graphs(work, fp32)
     with eager_attention(module):
         io = export_module(module, example, raw, opset or DEFAULT_OPSET)
     optimize_graph(raw, basic if fuse else fp32)
