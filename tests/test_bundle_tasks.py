@@ -148,6 +148,50 @@ def test_item_features_without_anchor_or_user_are_finite_constants() -> None:
     assert np.all(anchored[:, col["anchor_logp"]] < 0)
 
 
+def test_a_format_1_item_model_scores_as_it_did() -> None:
+    """Format 1 had 13 features; read as format 2 with zero weights on the new ones."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, len(ITEM_FEATURES)))
+    y = (x[:, 0] > 0).astype(float)
+    model = fit_item_model({"anchor": (x, y), "user": (x, 1.0 - y)})
+    old = model.to_json()
+    old.update(format=1, features=list(ITEM_FEATURES[:13]), mean=old["mean"][:13], std=old["std"][:13],
+               weights={m: w[:13] + w[-1:] for m, w in old["weights"].items()})
+    upgraded = ItemModel.from_json(json.loads(json.dumps(old)), "old.json")
+    z = (x[:, :13] - model.mean[:13]) / model.std[:13]
+    w = model.weights["anchor"]
+    np.testing.assert_allclose(upgraded.log_odds(x, "anchor"), z @ w[:13] + w[-1])
+
+
+def test_history_cooc_and_category_affinity_features() -> None:
+    n = 8
+    cooc = CoocStats.from_sets([np.array([0, 1]), np.array([0, 1, 2]), np.array([3, 4])], n)
+    cols, counts = cooc.summed([0, 3, 0])  # distinct rows: a repeat counts once
+    assert dict(zip(cols.tolist(), counts.tolist(), strict=True)) == {1: 2.0, 2: 1.0, 4: 1.0}  # no self-pairs
+    assert cooc.summed([])[0].size == 0
+    rows = np.array([1, 4, 7])
+    x = item_features(rows, [], completion=None, cooc=cooc, item_vectors=np.eye(n, dtype=np.float32), user_scores=None,
+                      user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None,
+                      history_cooc=np.array([2.0, 1.0, 0.0]), affinity=(np.array([0.5, 0.0, 0.0]), np.array([1.0, 0.25, 0.0])))
+    col = {f: j for j, f in enumerate(ITEM_FEATURES)}
+    np.testing.assert_allclose(x[:, col["history_cooc"]], np.log1p([2.0, 1.0, 0.0]))
+    assert x[:, col["leaf_affinity"]].tolist() == [0.5, 0.0, 0.0] and x[:, col["top_affinity"]].tolist() == [1.0, 0.25, 0.0]
+    assert np.all(x[:, col["price_tier_gap"]] == 0)
+
+
+def test_price_tier_gap_is_the_distance_from_the_users_usual_price_rank_in_a_leaf() -> None:
+    from recs.bundling.item_model import price_ranks, user_price_tier_gap
+
+    prices = np.array([1.0, 2.0, 2.0, np.nan, 5.0, 7.0, 3.0, np.inf])
+    ranks = price_ranks(prices, np.array([0, 0, 0, 0, 1, -1, -1, 0]))
+    # leaf 0: 1 < 2 = 2 (ties share their mean rank); leaf 1 has one priced item; no category: 3 < 7
+    np.testing.assert_allclose(ranks, [0.0, 0.75, 0.75, np.nan, np.nan, 1.0, 0.0, np.nan])
+    assert price_ranks(np.zeros(0), np.zeros(0, np.int64)).shape == (0,)
+    # a budget buyer (ranks 0 and 0): the dear item is far, the unranked one 0
+    np.testing.assert_allclose(user_price_tier_gap(ranks, np.array([0, 6]), np.array([1, 5, 3])), [0.75, 1.0, 0.0])
+    assert user_price_tier_gap(ranks, np.array([3, 4]), np.array([0])) is None  # no purchase has a rank
+
+
 # ------------------------------------------------------------------------------ on a tiny shop
 
 
@@ -175,6 +219,29 @@ def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path, small_
     user = load_dataset(small_demo_dir)[0].events["user_id"][0]
     default = [b.item_ids for b in bundler.compose(user, n=2)]  # composed with the chosen weight
     assert default == [b.item_ids for b in bundler.compose(user, n=2, relevance_weight=bundler.item_model.item_weights["user"])]
+
+
+def test_a_users_bundle_candidates_hold_what_their_purchases_were_bought_with(bundled: Path, small_demo_dir: Path) -> None:
+    bundler = Engine.load(bundled).bundler
+    assert bundler is not None and bundler.item_model is not None
+    events = load_dataset(small_demo_dir)[0].events
+    user = events.filter(pl.col("event") == "purchase")["user_id"][0]
+    req = bundler.request(user, None, None, "raise", [], False, ())
+    cols, counts = req.history_cooc
+    assert len(cols) and np.all(counts > 0)
+    top = cols[np.lexsort((cols, -counts))[: bundler.config.compose.n_history_cooc]]
+    assert all("copurchase" in req.sources[int(r)] for r in top)
+    x = bundler.item_features(req, np.asarray(sorted(req.sources), np.int64))
+    col = {f: j for j, f in enumerate(ITEM_FEATURES)}
+    assert np.all(np.isfinite(x)) and x[:, col["history_cooc"]].max() > 0 and x[:, col["top_affinity"]].max() > 0
+    assert x[:, col["price_tier_gap"]].max() > 0
+    config = bundler.config
+    bundler.config = config.model_copy(update={"compose": config.compose.model_copy(update={"n_history_cooc": 0})})
+    try:
+        fewer = bundler.request(user, None, None, "raise", [], False, ())
+    finally:
+        bundler.config = config
+    assert set(fewer.sources) <= set(req.sources)
 
 
 class _WeightProbe:

@@ -143,3 +143,34 @@ def test_history_is_cut_at_the_start_of_the_target_session() -> None:
     assert split.fit_events["event"].to_list() == ["purchase"]  # the view and cart of B are not history
     uncut = leave_last_out(events, session_gap=None)
     assert uncut.fit_events.height == 3
+
+
+def test_last_baskets_of_size_hold_out_each_users_last_large_basket() -> None:
+    from recs.data.splits import last_baskets_of_size
+
+    rows = [
+        ("u1", "A", "2026-01-01T10:00:00", "purchase", "o1", 1.0),
+        ("u1", "B", "2026-01-03T10:00:00", "purchase", "o2", 1.0),
+        ("u1", "C", "2026-01-03T10:00:00", "purchase", "o2", 1.0),
+        ("u1", "D", "2026-01-03T10:00:00", "purchase", "o2", 1.0),
+        ("u1", "E", "2026-01-05T09:00:00", "view", None, 1.0),
+        ("u1", "E", "2026-01-05T10:00:00", "purchase", "o3", 1.0),  # last basket: one item
+        ("u2", "B", "2026-01-02T10:00:00", "purchase", "o4", 1.0),  # a large first basket only
+        ("u2", "C", "2026-01-02T10:00:00", "purchase", "o4", 1.0),
+        ("u2", "D", "2026-01-02T10:00:00", "purchase", "o4", 1.0),
+        ("u3", "A", "2026-01-01T10:00:00", "purchase", "o5", 1.0),
+        ("u3", "B", "2026-01-04T10:00:00", "purchase", "o6", 1.0),
+        ("u3", "C", "2026-01-04T10:00:00", "purchase", "o6", 1.0),
+        ("u3", "X", "2026-01-04T10:00:00", "purchase", "o6", 1.0),  # not in the catalog below
+    ]
+    events = assign_baskets(events_frame(rows))
+    targets, kept = last_baskets_of_size(events, 3, pl.Series(["A", "B", "C", "D", "E"]))
+    assert sorted(set(targets["user_id"])) == ["u1"]
+    assert sorted(targets["item_id"]) == ["B", "C", "D"]
+    # u1's history ends before that basket: the later view and one-item basket are gone too
+    assert kept.filter(pl.col("user_id") == "u1")["item_id"].to_list() == ["A"]
+    assert kept.filter(pl.col("user_id") != "u1").height == 7  # other users whole
+    without_catalog, _ = last_baskets_of_size(events, 3)
+    assert sorted(set(without_catalog["user_id"])) == ["u1", "u3"]
+    sampled, _ = last_baskets_of_size(events, 3, max_users=1, seed=0)
+    assert sampled["user_id"].n_unique() == 1

@@ -27,7 +27,14 @@ from recs.artifacts import Artifact, ArtifactWriter, open_artifact
 from recs.bundling.composer import BundleConstraints, ComposedBundle, ItemTable, compose
 from recs.bundling.config import BundlerConfig
 from recs.bundling.cooc import CoocStats
-from recs.bundling.item_model import ABSENT_RANK, ItemMode, ItemModel, item_features
+from recs.bundling.item_model import (
+    ABSENT_RANK,
+    ItemMode,
+    ItemModel,
+    item_features,
+    price_ranks,
+    user_price_tier_gap,
+)
 from recs.bundling.sets import collect_sets, leaf_ids
 from recs.configmodel import UnknownUserPolicy
 from recs.data import category as category_rule
@@ -47,6 +54,7 @@ FOLDER = "set_scorer"
 BUNDLER_FORMAT = 2
 READABLE_FORMATS: tuple[int, ...] = (1, 2)
 ITEM_MODEL_FILE = f"{FOLDER}/item_model.json"
+HISTORY_COOC_ITEMS = 50  # the user's most recent distinct purchases whose co-purchases count (as the retriever's)
 
 
 @dataclass
@@ -113,6 +121,8 @@ class ComposeRequest:
     user: UserRanking
     completion: np.ndarray | None  # set logits of the anchors (or the user's first item) + each row
     sources: dict[int, set[str]]  # candidate row -> the sources that proposed it
+    # (columns, counts): co-purchase counts with the user's recent distinct purchases, summed
+    history_cooc: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0)))
 
     @property
     def mode(self) -> ItemMode:
@@ -140,6 +150,7 @@ class Bundler:
         # the set logit + the user's relevance alone (a bundles-only training, an older artifact).
         self.item_model = item_model
         self.table = ItemTable.from_items(retriever.items)
+        self.price_ranks = price_ranks(self.table.prices, retriever.category_codes[0])  # within each leaf
         if scorer.n_items != len(self.table):
             raise ArtifactError(f"set scorer covers {scorer.n_items} items, the catalog has {len(self.table)}")
 
@@ -395,16 +406,44 @@ class Bundler:
         user = self._user_ranking(ctx, user_vector, in_stock, exclude)
         seeds = anchor_rows or (user.rows if len(user.rows) else self.retriever.stats.popular_rows)[:3].tolist()
         completion = self.scorer.complete([np.asarray(anchor_rows or seeds[:1], np.int64)], user=scorer_user)[0] if seeds else None
-        sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock)
-        return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources)
+        history_cooc = self._history_cooc(ctx)
+        sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock,
+                                   history_cooc if self.item_model is not None else None)
+        return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources, history_cooc)
+
+    def _history_cooc(self, ctx: UserContext | None) -> tuple[np.ndarray, np.ndarray]:
+        """Co-purchase counts with the user's `HISTORY_COOC_ITEMS` most recent distinct purchases,
+        summed: (columns, counts)."""
+        if ctx is None or not ctx.known or not len(ctx.history.rows):
+            return np.zeros(0, np.int64), np.zeros(0)
+        recent = list(dict.fromkeys(ctx.history.rows[::-1].tolist()))[:HISTORY_COOC_ITEMS]
+        return self.scorer.cooc.summed(recent)
 
     def item_features(self, req: ComposeRequest, rows: np.ndarray) -> np.ndarray:
         """The item model's features of candidate `rows` for one request (item_model.py)."""
+        from recs.ranking.features import user_signals
+        from recs.retrieval.rowscores import lookup
+
         r = self.retriever
+        cols, counts = req.history_cooc
+        history_cooc = affinity = tier_gap = None
+        if req.ctx is not None and req.ctx.known:
+            history_cooc = np.zeros(len(rows))
+            if len(cols):
+                at = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
+                hit = cols[at] == rows
+                history_cooc[hit] = counts[at[hit]]
+            signals = user_signals(r, req.ctx)
+            leaf_codes, top_codes = r.category_codes
+            has_category = leaf_codes[rows] >= 0
+            affinity = (np.where(has_category, lookup(signals.leaf, leaf_codes[rows]), 0.0),
+                        np.where(has_category, lookup(signals.top, top_codes[rows]), 0.0))
+            tier_gap = user_price_tier_gap(self.price_ranks, req.ctx.history.rows, rows)
         return item_features(
             rows, req.anchors, completion=req.completion if req.anchors else None, cooc=self.scorer.cooc,
             item_vectors=r.item_vectors, user_scores=req.user.scores, user_vector=req.user_vector, found=req.user.found,
-            popularity=r.stats.popularity, rebuy_rate=r.stats.rebuy_rate,
+            popularity=r.stats.popularity, rebuy_rate=r.stats.rebuy_rate, history_cooc=history_cooc, affinity=affinity,
+            price_tier_gap=tier_gap,
         )
 
     def _user_ranking(
@@ -439,9 +478,11 @@ class Bundler:
         exclude: Sequence[str],
         completion: np.ndarray | None,
         in_stock: bool,
+        history_cooc: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[int, set[str]]:
         """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement");
-        `seeds`: the anchors, or the user's first candidates."""
+        `seeds`: the anchors, or the user's first candidates; `history_cooc`: the items most
+        co-purchased with the user's purchases, (columns, counts), candidates without anchors."""
         cfg = self.config.compose
         r = self.retriever
         out: dict[int, set[str]] = {}
@@ -458,6 +499,11 @@ class Bundler:
             add(r.stats.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
         for seed in seeds:
             add(r.stats.neighbour_rows[seed][: cfg.n_neighbours].tolist(), "copurchase")
+        if not anchors and history_cooc is not None and cfg.n_history_cooc and len(history_cooc[0]):
+            cols, counts = history_cooc
+            if in_stock:
+                cols, counts = cols[self.table.in_stock[cols]], counts[self.table.in_stock[cols]]
+            add(cols[np.lexsort((cols, -counts))[: cfg.n_history_cooc]].tolist(), "copurchase")
         if completion is not None and cfg.n_complements:
             # The set scorer's own best completions of the anchors: complements even where the
             # shop has no co-purchase data yet (new items, a bundles-only training set).

@@ -58,6 +58,9 @@ class ComposeConfig(StrictModel):
     n_user_candidates: int = Field(default=50, ge=0)  # retriever's top N for the user
     n_neighbours: int = Field(default=30, ge=0)  # co-purchase neighbours per anchor
     n_complements: int = Field(default=30, ge=0)  # the set scorer's best completions per anchor
+    # Without anchors (a user's bundle, with an item model): the items most co-purchased with the
+    # user's recent purchases join the candidates (the item model ranks them).
+    n_history_cooc: int = Field(default=50, ge=0)
     # Objective = set logit + relevance_weight * mean z-scored user relevance of the items.
     relevance_weight: float = Field(default=0.5, ge=0)
     # What the user relevance is: "candidates" = the retriever's merged candidates from every
@@ -79,10 +82,10 @@ class ComposeConfig(StrictModel):
 
 
 class ItemModelConfig(StrictModel):
-    """The bundle item model (recs/bundling/item_model.py), fitted on held-out last baskets."""
+    """The bundle item model (recs/bundling/item_model.py), fitted on held-out baskets (each sampled user's last of 3+ items)."""
 
     enabled: bool = True
-    max_baskets: int = Field(default=2000, ge=10)  # held-out last baskets (a seeded sample of users)
+    max_baskets: int = Field(default=2000, ge=10)  # held-out baskets: a seeded sample of users, each one's last of 3+ items
     l2: float = Field(default=1.0, ge=0)
     # The item model's weight in the compose objective, per mode (with an anchor / for the user
     # alone): the one of `weight_grid` whose bundles hold most of the held-out baskets' items, on

@@ -98,6 +98,16 @@ class CoocStats:
         lo, hi = np.searchsorted(self.keys, [i * self.n_items, (i + 1) * self.n_items])
         return (self.keys[lo:hi] - i * self.n_items).astype(np.int64), self.counts[lo:hi]
 
+    def summed(self, rows: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, counts): co-occurrence counts with each item, summed over the distinct
+        `rows` (a user's history: what a team's "bought with what you bought" reads); columns
+        sorted, only those with a count. Costs what those rows' neighbours hold, not the catalog."""
+        parts = [self.row(i) for i in dict.fromkeys(int(r) for r in np.asarray(rows, np.int64).ravel() if r >= 0)]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        cols, where = np.unique(np.concatenate([c for c, _ in parts]), return_inverse=True)
+        return cols, np.bincount(where, weights=np.concatenate([c for _, c in parts]).astype(np.float64), minlength=len(cols))
+
     def popularity_feature(self, rows: np.ndarray, own: np.ndarray | bool = False) -> np.ndarray:
         """log1p(frequency) scaled to about [0, 1] by the number of sets."""
         scale = float(np.log1p(max(self.n_sets, 1)))

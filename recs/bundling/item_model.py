@@ -7,12 +7,17 @@ of each candidate item:
 - the user's side: the item's place in the retriever's merged candidates (own purchases first,
   then two-tower, co-purchase, TIFU-KNN, ALS), and the retriever's per-candidate signals (times
   bought, recency, share of baskets, TIFU-KNN, co-purchase with the history, two-tower score);
+- the user's co-purchases: the item's co-purchase count with the user's recent distinct
+  purchases, summed (what a "bought with what you bought" list reads), and the user's
+  interaction shares in the item's leaf and top-level category (the ranker's affinities), and
+  how far the item's price rank within its leaf is from the user's usual one (budget or premium
+  buyer: `price_ranks`);
 - the item's popularity and re-buy rate.
-`Bundler.fit` fits it on held-out last baskets (each user's, from the history before it), so its
-weights are what this shop's baskets reward: how far to trust the user's habits against the
-anchor's complements. A bundle's objective is then the mean log-odds of its added items (plus a
-small set-logit term for how the added items go together): bundles hold the items most likely
-bought with the anchor by this user. numpy + scipy; saved as JSON (no pickle).
+`Bundler.fit` fits it on held-out baskets (each sampled user's last of 3+ items, from the history
+before it), so its weights are what this shop's baskets reward: how far to trust the user's
+habits against the anchor's complements. A bundle's objective is then the mean log-odds of its
+added items (plus a small set-logit term for how the added items go together): bundles hold the
+items most likely bought with the anchor by this user. numpy + scipy; saved as JSON (no pickle).
 """
 
 from __future__ import annotations
@@ -46,9 +51,16 @@ ITEM_FEATURES: tuple[str, ...] = (
     "two_tower_score",
     "item_rebuy_rate",
     "popularity",
+    "history_cooc",
+    "leaf_affinity",
+    "top_affinity",
+    "price_tier_gap",
 )
 ABSENT_RANK = 1000  # an item outside the user's candidates ranks here (its user_logp)
-ITEM_MODEL_FORMAT = 1
+ITEM_MODEL_FORMAT = 2
+# Format 1 had the first 13 features: read as format 2 with zero weights on the rest, which
+# scores every item as it did.
+_FORMAT_FEATURES = {1: ITEM_FEATURES[:13], 2: ITEM_FEATURES}
 
 
 @dataclass
@@ -77,11 +89,18 @@ class ItemModel:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str) -> ItemModel:
-        if data.get("format") != ITEM_MODEL_FORMAT or list(data.get("features", [])) != list(ITEM_FEATURES):
-            raise ArtifactError(f"{source}: bundle item model format {data.get('format')!r} with other features; retrain the bundler")
+        fmt = data.get("format")
+        features = _FORMAT_FEATURES.get(fmt) if isinstance(fmt, int) else None
+        if features is None or list(data.get("features", [])) != list(features):
+            raise ArtifactError(f"{source}: bundle item model format {fmt!r} with other features; retrain the bundler")
         n = len(ITEM_FEATURES)
         mean, std = np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64)
         weights = {m: np.asarray(w, np.float64) for m, w in data["weights"].items()}
+        if len(features) < n and mean.shape == std.shape == (len(features),):
+            extra = n - len(features)
+            mean, std = np.concatenate([mean, np.zeros(extra)]), np.concatenate([std, np.ones(extra)])
+            weights = {m: np.concatenate([w[:-1], np.zeros(extra), w[-1:]]) if w.shape == (len(features) + 1,) else w
+                       for m, w in weights.items()}
         if mean.shape != (n,) or std.shape != (n,) or set(weights) != set(MODES) or any(w.shape != (n + 1,) for w in weights.values()):
             raise ArtifactError(f"{source}: bundle item model arrays do not match its {n} features")
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)
@@ -147,11 +166,17 @@ def item_features(
     found: CandidateSet | None,
     popularity: np.ndarray,
     rebuy_rate: np.ndarray | None,
+    history_cooc: np.ndarray | None = None,
+    affinity: tuple[np.ndarray, np.ndarray] | None = None,
+    price_tier_gap: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), len(ITEM_FEATURES)) float64, finite. `completion`: the set scorer's logits of
     anchors + each catalog row (None: no anchors); `user_scores`: -log(1 + rank) in the user's
     merged candidates per catalog row (None: no user); `found`: those candidates with the
-    retriever's per-candidate features."""
+    retriever's per-candidate features; `history_cooc`: per row of `rows`, its co-purchase
+    count with the user's recent purchases; `affinity`: per row of `rows`, the user's (leaf,
+    top-level) category shares (None: no user); `price_tier_gap`: per row of `rows`,
+    `user_price_tier_gap`."""
     rows = np.asarray(rows, np.int64)
     out = np.zeros((len(rows), len(ITEM_FEATURES)), np.float64)
     col = {name: j for j, name in enumerate(ITEM_FEATURES)}
@@ -178,4 +203,37 @@ def item_features(
     out[:, col["popularity"]] = np.log1p(np.asarray(popularity, np.float64)[rows])
     if rebuy_rate is not None:
         out[:, col["item_rebuy_rate"]] = np.asarray(rebuy_rate, np.float64)[rows]
+    if history_cooc is not None:
+        out[:, col["history_cooc"]] = np.log1p(np.maximum(np.asarray(history_cooc, np.float64), 0.0))
+    if affinity is not None:
+        out[:, col["leaf_affinity"]], out[:, col["top_affinity"]] = affinity
+    if price_tier_gap is not None:
+        out[:, col["price_tier_gap"]] = price_tier_gap
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def price_ranks(prices: np.ndarray, leaf_codes: np.ndarray) -> np.ndarray:
+    """Each item's price rank within its leaf category, in [0, 1] (0 the cheapest; ties share
+    their mean rank; items without a category ranked among themselves); NaN where the price is
+    unknown or the leaf has one priced item. One grouped pass (polars), whatever the leaves."""
+    import polars as pl
+
+    prices = np.asarray(prices, np.float64)
+    frame = pl.DataFrame({"leaf": np.asarray(leaf_codes, np.int64),
+                          "price": pl.Series(np.where(np.isinf(prices), np.nan, prices), nan_to_null=True)})
+    ranked = frame.select(
+        (pl.col("price").rank("average").over("leaf") - 1.0) / (pl.col("price").count().over("leaf") - 1)
+    ).to_series()
+    out = ranked.cast(pl.Float64).to_numpy()
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def user_price_tier_gap(ranks: np.ndarray, bought: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """|the item's price rank - the mean price rank of the user's purchases| per row of `rows`
+    (0 where the item's rank is unknown); None when no purchase has a rank."""
+    mine = ranks[np.asarray(bought, np.int64)]
+    mine = mine[np.isfinite(mine)]
+    if not len(mine):
+        return None
+    theirs = ranks[np.asarray(rows, np.int64)]
+    return np.where(np.isfinite(theirs), np.abs(theirs - float(mine.mean())), 0.0)

@@ -134,6 +134,35 @@ def leave_last_out(
     )
 
 
+def last_baskets_of_size(
+    events: pl.DataFrame,
+    min_items: int,
+    item_ids: pl.Series | None = None,
+    max_users: int | None = None,
+    seed: int = 0,
+    session_gap: timedelta | None = DEFAULT_SESSION_GAP,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per user, the last purchase basket with at least `min_items` distinct items (of `item_ids`,
+    when given) and an earlier basket; at most `max_users` users, a seeded sample. Returns
+    (targets, as `Split.test`; the events with each chosen user's history cut as
+    `leave_last_out` cuts it: the basket, its browsing session and everything after them gone;
+    other users' events whole). For learning from baskets of a given size: a user's very last
+    basket is often a one-item re-buy."""
+    if "basket_id" not in events.columns:
+        raise DataError("events have no basket_id column: call recs.data.assign_baskets first")
+    baskets = basket_table(events).with_columns(pl.col("time").rank("ordinal").over("user_id").alias("_n"))
+    known = pl.col("items") if item_ids is None else pl.col("items").list.set_intersection(item_ids.unique().implode())
+    chosen = (
+        baskets.filter((known.list.len() >= min_items) & (pl.col("_n") > 1))
+        .group_by("user_id").agg(pl.all().sort_by("_n").last())
+        .sort("user_id")
+    )
+    if max_users is not None and chosen.height > max_users:
+        chosen = chosen.sample(max_users, seed=seed).sort("user_id")
+    cut = session_starts(events, chosen, session_gap) if session_gap is not None else chosen
+    return _targets(chosen), _strictly_before_basket(events, cut)
+
+
 def _strictly_before_basket(events: pl.DataFrame, target_baskets: pl.DataFrame) -> pl.DataFrame:
     """Drop, for each target user, the target basket's rows and everything at or after its time."""
     kept = _before(events, target_baskets)

@@ -150,11 +150,10 @@ class BaselineData:
 
     def cooc(self, query: BundleQuery) -> np.ndarray:
         """Co-purchase counts with the anchor, or summed over the user's distinct history items."""
+        seeds = [query.anchor] if query.anchor is not None else self.histories.get(query.user_id, np.zeros(0, np.int64))
         out = np.zeros(len(self.table), np.float64)
-        seeds = [query.anchor] if query.anchor is not None else list(dict.fromkeys(self.histories.get(query.user_id, []).tolist()))
-        for row in seeds:
-            cols, counts = self.baskets.row(int(row))
-            out[cols] += counts
+        cols, counts = self.baskets.summed(seeds)
+        out[cols] = counts
         return out
 
     def similarity(self, query: BundleQuery) -> np.ndarray:
