@@ -166,9 +166,9 @@ def test_a_format_1_item_model_scores_as_it_did() -> None:
 def test_history_cooc_and_category_affinity_features() -> None:
     n = 8
     cooc = CoocStats.from_sets([np.array([0, 1]), np.array([0, 1, 2]), np.array([3, 4])], n)
-    cols, counts = cooc.summed([0, 3, 0])  # distinct rows: a repeat counts once
-    assert dict(zip(cols.tolist(), counts.tolist(), strict=True)) == {1: 2.0, 2: 1.0, 4: 1.0}  # no self-pairs
-    assert cooc.summed([])[0].size == 0
+    summed = cooc.summed([0, 3, 0])  # distinct rows: a repeat counts once
+    assert dict(zip(summed.rows.tolist(), summed.values.tolist(), strict=True)) == {1: 2.0, 2: 1.0, 4: 1.0}  # no self-pairs
+    assert summed.top(2).tolist() == [1, 2] and cooc.summed([]).rows.size == 0
     rows = np.array([1, 4, 7])
     x = item_features(rows, [], completion=None, cooc=cooc, item_vectors=np.eye(n, dtype=np.float32), user_scores=None,
                       user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None,
@@ -227,10 +227,9 @@ def test_a_users_bundle_candidates_hold_what_their_purchases_were_bought_with(bu
     events = load_dataset(small_demo_dir)[0].events
     user = events.filter(pl.col("event") == "purchase")["user_id"][0]
     req = bundler.request(user, None, None, "raise", [], False, ())
-    cols, counts = req.history_cooc
-    assert len(cols) and np.all(counts > 0)
-    top = cols[np.lexsort((cols, -counts))[: bundler.config.compose.n_history_cooc]]
-    assert all("copurchase" in req.sources[int(r)] for r in top)
+    summed = req.history_cooc
+    assert len(summed.rows) and np.all(summed.values > 0)
+    assert all("copurchase" in req.sources[int(r)] for r in summed.top(bundler.config.compose.n_history_cooc))
     x = bundler.item_features(req, np.asarray(sorted(req.sources), np.int64))
     col = {f: j for j, f in enumerate(ITEM_FEATURES)}
     assert np.all(np.isfinite(x)) and x[:, col["history_cooc"]].max() > 0 and x[:, col["top_affinity"]].max() > 0

@@ -39,6 +39,7 @@ from recs.bundling.sets import collect_sets, leaf_ids
 from recs.configmodel import UnknownUserPolicy
 from recs.data import category as category_rule
 from recs.errors import ArtifactError, ConfigError, UnknownItemError
+from recs.retrieval.rowscores import SparseScores
 
 if TYPE_CHECKING:
     from recs.protocols import SetScorer
@@ -121,8 +122,8 @@ class ComposeRequest:
     user: UserRanking
     completion: np.ndarray | None  # set logits of the anchors (or the user's first item) + each row
     sources: dict[int, set[str]]  # candidate row -> the sources that proposed it
-    # (columns, counts): co-purchase counts with the user's recent distinct purchases, summed
-    history_cooc: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0)))
+    # co-purchase counts with the user's recent distinct purchases, summed (CoocStats.summed)
+    history_cooc: SparseScores = field(default_factory=lambda: SparseScores(np.zeros(0, np.int64), np.zeros(0)))
 
     @property
     def mode(self) -> ItemMode:
@@ -411,11 +412,11 @@ class Bundler:
                                    history_cooc if self.item_model is not None else None)
         return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources, history_cooc)
 
-    def _history_cooc(self, ctx: UserContext | None) -> tuple[np.ndarray, np.ndarray]:
+    def _history_cooc(self, ctx: UserContext | None) -> SparseScores:
         """Co-purchase counts with the user's `HISTORY_COOC_ITEMS` most recent distinct purchases,
-        summed: (columns, counts)."""
+        summed."""
         if ctx is None or not ctx.known or not len(ctx.history.rows):
-            return np.zeros(0, np.int64), np.zeros(0)
+            return self.scorer.cooc.summed([])
         recent = list(dict.fromkeys(ctx.history.rows[::-1].tolist()))[:HISTORY_COOC_ITEMS]
         return self.scorer.cooc.summed(recent)
 
@@ -425,14 +426,9 @@ class Bundler:
         from recs.retrieval.rowscores import lookup
 
         r = self.retriever
-        cols, counts = req.history_cooc
         history_cooc = affinity = tier_gap = None
         if req.ctx is not None and req.ctx.known:
-            history_cooc = np.zeros(len(rows))
-            if len(cols):
-                at = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
-                hit = cols[at] == rows
-                history_cooc[hit] = counts[at[hit]]
+            history_cooc = req.history_cooc.at(rows)
             signals = user_signals(r, req.ctx)
             leaf_codes, top_codes = r.category_codes
             has_category = leaf_codes[rows] >= 0
@@ -478,11 +474,11 @@ class Bundler:
         exclude: Sequence[str],
         completion: np.ndarray | None,
         in_stock: bool,
-        history_cooc: tuple[np.ndarray, np.ndarray] | None = None,
+        history_cooc: SparseScores | None = None,
     ) -> dict[int, set[str]]:
         """Candidate rows -> the sources that proposed them ("user", "copurchase", "complement");
-        `seeds`: the anchors, or the user's first candidates; `history_cooc`: the items most
-        co-purchased with the user's purchases, (columns, counts), candidates without anchors."""
+        `seeds`: the anchors, or the user's first candidates; `history_cooc`: co-purchase counts
+        with the user's purchases, whose best items are candidates without anchors."""
         cfg = self.config.compose
         r = self.retriever
         out: dict[int, set[str]] = {}
@@ -499,11 +495,11 @@ class Bundler:
             add(r.stats.popular_rows[: cfg.n_user_candidates].tolist(), "popular")
         for seed in seeds:
             add(r.stats.neighbour_rows[seed][: cfg.n_neighbours].tolist(), "copurchase")
-        if not anchors and history_cooc is not None and cfg.n_history_cooc and len(history_cooc[0]):
-            cols, counts = history_cooc
+        if not anchors and history_cooc is not None and cfg.n_history_cooc:
             if in_stock:
-                cols, counts = cols[self.table.in_stock[cols]], counts[self.table.in_stock[cols]]
-            add(cols[np.lexsort((cols, -counts))[: cfg.n_history_cooc]].tolist(), "copurchase")
+                stocked = self.table.in_stock[history_cooc.rows]
+                history_cooc = SparseScores(history_cooc.rows[stocked], history_cooc.values[stocked])
+            add(history_cooc.top(cfg.n_history_cooc).tolist(), "copurchase")
         if completion is not None and cfg.n_complements:
             # The set scorer's own best completions of the anchors: complements even where the
             # shop has no co-purchase data yet (new items, a bundles-only training set).

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recs.retrieval.cooccurrence import cooccurrence, cosine, incidence_matrix, item_frequency
+from recs.retrieval.rowscores import SparseScores
 
 N_PAIR_FEATURES = 3  # log1p(count), cosine, count > 0
 
@@ -98,15 +99,15 @@ class CoocStats:
         lo, hi = np.searchsorted(self.keys, [i * self.n_items, (i + 1) * self.n_items])
         return (self.keys[lo:hi] - i * self.n_items).astype(np.int64), self.counts[lo:hi]
 
-    def summed(self, rows: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(columns, counts): co-occurrence counts with each item, summed over the distinct
-        `rows` (a user's history: what a team's "bought with what you bought" reads); columns
-        sorted, only those with a count. Costs what those rows' neighbours hold, not the catalog."""
+    def summed(self, rows: Sequence[int] | np.ndarray) -> SparseScores:
+        """Co-occurrence counts with each item, summed over the distinct `rows` (a user's
+        history: what a team's "bought with what you bought" reads), 0 for items never seen with
+        them. Costs what those rows' neighbours hold, not the catalog."""
         parts = [self.row(i) for i in dict.fromkeys(int(r) for r in np.asarray(rows, np.int64).ravel() if r >= 0)]
         if not parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+            return SparseScores(np.zeros(0, np.int64), np.zeros(0, np.float32))
         cols, where = np.unique(np.concatenate([c for c, _ in parts]), return_inverse=True)
-        return cols, np.bincount(where, weights=np.concatenate([c for _, c in parts]).astype(np.float64), minlength=len(cols))
+        return SparseScores(cols, np.bincount(where, weights=np.concatenate([c for _, c in parts]), minlength=len(cols)))
 
     def popularity_feature(self, rows: np.ndarray, own: np.ndarray | bool = False) -> np.ndarray:
         """log1p(frequency) scaled to about [0, 1] by the number of sets."""

@@ -152,8 +152,8 @@ class BaselineData:
         """Co-purchase counts with the anchor, or summed over the user's distinct history items."""
         seeds = [query.anchor] if query.anchor is not None else self.histories.get(query.user_id, np.zeros(0, np.int64))
         out = np.zeros(len(self.table), np.float64)
-        cols, counts = self.baskets.summed(seeds)
-        out[cols] = counts
+        summed = self.baskets.summed(seeds)
+        out[summed.rows] = summed.values
         return out
 
     def similarity(self, query: BundleQuery) -> np.ndarray:
