@@ -407,9 +407,9 @@ class Bundler:
         user = self._user_ranking(ctx, user_vector, in_stock, exclude)
         seeds = anchor_rows or (user.rows if len(user.rows) else self.retriever.stats.popular_rows)[:3].tolist()
         completion = self.scorer.complete([np.asarray(anchor_rows or seeds[:1], np.int64)], user=scorer_user)[0] if seeds else None
-        history_cooc = self._history_cooc(ctx)
-        sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock,
-                                   history_cooc if self.item_model is not None else None)
+        # Read by the item model only (a feature, and a user bundle's candidates).
+        history_cooc = self._history_cooc(ctx if self.item_model is not None else None)
+        sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock, history_cooc)
         return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources, history_cooc)
 
     def _history_cooc(self, ctx: UserContext | None) -> SparseScores:
