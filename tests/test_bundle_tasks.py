@@ -209,6 +209,9 @@ def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path, small_
     assert ITEM_MODEL_FILE in json.loads((bundled / "manifest.json").read_text())["components"]["set_scorer"]["files"]
     report = bundler.item_model.report
     assert report["baskets"] > 0 and report["anchor"]["positives"] > 0
+    # The fit's requests gathered what only the item model reads: it learnt from every feature.
+    col = {f: j for j, f in enumerate(ITEM_FEATURES)}
+    assert bundler.item_model.mean[col["history_cooc"]] > 0 and bundler.item_model.weights["user"][col["history_cooc"]] != 0
     again = Bundler.load(bundled, bundler.retriever)
     np.testing.assert_array_equal(again.item_model.weights["anchor"], bundler.item_model.weights["anchor"])
     # The held-out baskets chose the item model's weight in the compose objective, per mode.

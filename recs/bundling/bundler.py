@@ -142,6 +142,8 @@ class Bundler:
         config: BundlerConfig | None = None,
         bundles: pl.DataFrame | None = None,
         item_model: ItemModel | None = None,
+        *,
+        fitting_item_model: bool = False,
     ) -> None:
         self.retriever = retriever
         self.scorer = scorer
@@ -150,10 +152,17 @@ class Bundler:
         # How likely an item joins the user's basket with the anchors (item_model.py); None:
         # the set logit + the user's relevance alone (a bundles-only training, an older artifact).
         self.item_model = item_model
+        self._fitting_item_model = fitting_item_model
         self.table = ItemTable.from_items(retriever.items)
         self.price_ranks = price_ranks(self.table.prices, retriever.category_codes[0])  # within each leaf
         if scorer.n_items != len(self.table):
             raise ArtifactError(f"set scorer covers {scorer.n_items} items, the catalog has {len(self.table)}")
+
+    @property
+    def gathers_item_inputs(self) -> bool:
+        """Whether requests gather what only the item model reads (the user's summed
+        co-purchases): when one is served, and when this bundler's requests are its examples."""
+        return self.item_model is not None or self._fitting_item_model
 
     def rebased(self, retriever: Retriever, new_row_of_old: np.ndarray) -> Bundler:
         """This bundler over `retriever`'s changed catalog: the scorer's vectors and co-occurrence
@@ -196,7 +205,7 @@ class Bundler:
         )
         if held is None:
             return cls(retriever, scorer, config, known)
-        past = cls(retriever.with_events(history), scorer, config, known)
+        past = cls(retriever.with_events(history), scorer, config, known, fitting_item_model=True)
         item_model = fit_bundle_item_model(past, held[0], config.item_model, config.train.seed, config.compose.item_weight,
                                            show_progress)
         # Served with the co-occurrences of every basket, the held-out ones included.
@@ -408,7 +417,7 @@ class Bundler:
         seeds = anchor_rows or (user.rows if len(user.rows) else self.retriever.stats.popular_rows)[:3].tolist()
         completion = self.scorer.complete([np.asarray(anchor_rows or seeds[:1], np.int64)], user=scorer_user)[0] if seeds else None
         # Read by the item model only (a feature, and a user bundle's candidates).
-        history_cooc = self._history_cooc(ctx if self.item_model is not None else None)
+        history_cooc = self._history_cooc(ctx if self.gathers_item_inputs else None)
         sources = self._candidates(anchor_rows, seeds, user.rows, exclude, completion, in_stock, history_cooc)
         return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources, history_cooc)
 

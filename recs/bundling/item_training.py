@@ -71,7 +71,8 @@ def fit_bundle_item_model(
     show_progress: bool = False,
 ) -> ItemModel | None:
     """The item model from `past` (a bundler whose retriever and set scorer know only the events
-    before `held`'s baskets). None when no basket gave both labels."""
+    before `held`'s baskets, built with `fitting_item_model=True` so that its requests gather
+    every feature's inputs). None when no basket gave both labels."""
     rng = np.random.default_rng(seed)
     row_of = past.table.row_of
     grouped = (
