@@ -148,19 +148,23 @@ def test_item_features_without_anchor_or_user_are_finite_constants() -> None:
     assert np.all(anchored[:, col["anchor_logp"]] < 0)
 
 
-def test_a_format_1_item_model_scores_as_it_did() -> None:
-    """Format 1 had 13 features; read as format 2 with zero weights on the new ones."""
+@pytest.mark.parametrize(("fmt", "k"), [(1, 13), (2, 17)])
+def test_an_older_item_model_scores_as_it_did(fmt: int, k: int) -> None:
+    """Format 1 had 13 features, format 2 had 17; read with zero weights on the new ones."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, len(ITEM_FEATURES)))
     y = (x[:, 0] > 0).astype(float)
     model = fit_item_model({"anchor": (x, y), "user": (x, 1.0 - y)})
     old = model.to_json()
-    old.update(format=1, features=list(ITEM_FEATURES[:13]), mean=old["mean"][:13], std=old["std"][:13],
-               weights={m: w[:13] + w[-1:] for m, w in old["weights"].items()})
+    old.update(format=fmt, features=list(ITEM_FEATURES[:k]), mean=old["mean"][:k], std=old["std"][:k],
+               weights={m: w[:k] + w[-1:] for m, w in old["weights"].items()})
     upgraded = ItemModel.from_json(json.loads(json.dumps(old)), "old.json")
-    z = (x[:, :13] - model.mean[:13]) / model.std[:13]
+    z = (x[:, :k] - model.mean[:k]) / model.std[:k]
     w = model.weights["anchor"]
-    np.testing.assert_allclose(upgraded.log_odds(x, "anchor"), z @ w[:13] + w[-1])
+    np.testing.assert_allclose(upgraded.log_odds(x, "anchor"), z @ w[:k] + w[-1])
+    old.update(features=list(ITEM_FEATURES[:k - 1]))
+    with pytest.raises(ArtifactError, match="other features"):
+        ItemModel.from_json(old, "old.json")
 
 
 def test_history_cooc_and_category_affinity_features() -> None:
@@ -176,7 +180,12 @@ def test_history_cooc_and_category_affinity_features() -> None:
     col = {f: j for j, f in enumerate(ITEM_FEATURES)}
     np.testing.assert_allclose(x[:, col["history_cooc"]], np.log1p([2.0, 1.0, 0.0]))
     assert x[:, col["leaf_affinity"]].tolist() == [0.5, 0.0, 0.0] and x[:, col["top_affinity"]].tolist() == [1.0, 0.25, 0.0]
-    assert np.all(x[:, col["price_tier_gap"]] == 0)
+    assert np.all(x[:, col["price_tier_gap"]] == 0) and np.all(x[:, col["trending"]] == 0)
+    trending = np.zeros(n)
+    trending[[1, 7]] = [3.0, 0.5]
+    x = item_features(rows, [], completion=None, cooc=cooc, item_vectors=np.eye(n, dtype=np.float32), user_scores=None,
+                      user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None, trending=trending)
+    np.testing.assert_allclose(x[:, col["trending"]], np.log1p([3.0, 0.0, 0.5]))
 
 
 def test_price_tier_gap_is_the_distance_from_the_users_usual_price_rank_in_a_leaf() -> None:

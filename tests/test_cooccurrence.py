@@ -24,6 +24,7 @@ from recs.retrieval.cooccurrence import (
     prune_rows,
     purchase_popularity,
     top_neighbours,
+    trending_purchases,
 )
 from recs.retrieval.copurchase import USER_LEVEL_WEIGHT, copurchase_neighbours
 
@@ -180,6 +181,21 @@ def test_purchase_popularity() -> None:
     assert pop.tolist() == [3, 3, 2, 1]  # purchase rows; the view and the unknown item not counted
     assert purchase_popularity(EVENTS.drop("event"), ROW_OF, 4).tolist() == [3, 3, 2, 2]
     assert purchase_popularity(EVENTS, {"b": 0}, 1).tolist() == [3]
+
+
+def test_trending_purchases_halve_every_half_life() -> None:
+    day = 86400.0
+    events = pl.DataFrame({
+        "item_id": ["a", "a", "b", "c", "zz", "d"],
+        "timestamp": pl.Series([int(d * day * 1e6) for d in (10, 3, 10, 12, 10, 10)]).cast(pl.Datetime("us", "UTC")),
+        "event": ["purchase", "purchase", "purchase", "purchase", "purchase", "view"],
+    })
+    got = trending_purchases(events, ROW_OF, 4, now=10 * day, half_life_days=7.0)
+    # a: one now + one a half-life ago; c after `now` weighs 1; the view and the unknown item: 0
+    np.testing.assert_allclose(got, [1.5, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(trending_purchases(events.drop("event"), ROW_OF, 4, now=17 * day, half_life_days=7.0),
+                               [0.5 + 0.25, 0.5, 2 ** (-5 / 7), 0.5])
+    assert trending_purchases(events.head(0), ROW_OF, 4, now=0.0, half_life_days=7.0).tolist() == [0.0] * 4
 
 
 # -- the callers, unchanged ---------------------------------------------------------------------------

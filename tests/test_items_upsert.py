@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -106,11 +107,20 @@ def test_row_map_carries_every_kind_of_per_item_array() -> None:
         now=5.0, popularity=np.array([4.0, 3.0, 2.0, 1.0]), rebuy_rate=np.array([0.1, 0.2, 0.3, 0.4], np.float32),
         neighbour_rows=np.array([[1, 2, -1], [0, -1, -1], [1, 3, 0], [2, -1, -1]], np.int32),
         neighbour_scores=np.array([[0.9, 0.5, 0], [0.8, 0, 0], [0.7, 0.6, 0.5], [0.4, 0, 0]], np.float32),
-        factors=factors, tifu=tifu,
+        factors=factors, tifu=tifu, trending=np.array([0.5, 0.4, 0.3, 0.2]),
     )
     stats.forget_user("b")
     out = stats.rebased(rows)
     assert out.popularity.tolist() == [4.0, 2.0, 1.0, 0.0, 0.0] and out.now == 5.0
+    assert out.trending is not None and out.trending.tolist() == [0.5, 0.3, 0.2, 0.0, 0.0]
+    # Saved and read back; an artifact from before the trending statistic reads zeros.
+    files = stats.arrays()
+    meta = json.dumps(stats.meta())
+    for kept in (files, {k: v for k, v in files.items() if k != "trending.npy"}):
+        names = {*kept, "statistics.json"}
+        back = BehaviourStats.from_files(kept.__getitem__, lambda _name: meta, names.__contains__)
+        want = stats.trending if "trending.npy" in kept else np.zeros(4)
+        assert back.trending is not None and back.trending.tolist() == want.tolist()
     assert out.popular_rows.tolist()[:3] == [0, 1, 2]
     # Removed neighbour 1 leaves each list, which closes up; new items have none.
     assert out.neighbour_rows.tolist() == [[1, -1, -1], [2, 0, -1], [1, -1, -1], [-1, -1, -1], [-1, -1, -1]]

@@ -54,7 +54,11 @@ def _assert_same_stats(a, b) -> None:
     left, right = _stats_arrays(a), _stats_arrays(b)
     assert sorted(left) == sorted(right)
     for name in left:
-        assert left[name].dtype == right[name].dtype and np.array_equal(left[name], right[name]), name
+        assert left[name].dtype == right[name].dtype, name
+        if name == "trending.npy":  # partitions' decayed sums, each decayed on to the last event: rounding apart
+            np.testing.assert_allclose(left[name], right[name], rtol=1e-12, err_msg=name)
+        else:
+            assert np.array_equal(left[name], right[name]), name
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The behaviour statistics that grow with the log, from Parquet event files partitioned by user:
 each partition counted on its own (`StatisticsParts.count`, in-process or as a Ray task), the
 counts summed as they arrive (`merge`), and what is not a sum (top neighbours, ALS, re-buy rate)
-computed once at the end (`finish`). The result equals `fit_statistics` on all the events.
+computed once at the end (`finish`). The result equals `fit_statistics` on all the events (the
+trending counts to rounding: each part's is decayed on to the last event before the sum).
 
 A partition file holds whole users (every event of a user in one file) with the served log's
 columns: user_id, item_id, timestamp, event, basket_id (`write_event_partitions` writes them

@@ -55,12 +55,13 @@ ITEM_FEATURES: tuple[str, ...] = (
     "leaf_affinity",
     "top_affinity",
     "price_tier_gap",
+    "trending",
 )
 ABSENT_RANK = 1000  # an item outside the user's candidates ranks here (its user_logp)
-ITEM_MODEL_FORMAT = 2
-# Format 1 had the first 13 features: read as format 2 with zero weights on the rest, which
-# scores every item as it did.
-_FORMAT_FEATURES = {1: ITEM_FEATURES[:13], 2: ITEM_FEATURES}
+ITEM_MODEL_FORMAT = 3
+# Format 1 had the first 13 features, format 2 the first 17: read as format 3 with zero weights
+# on the rest, which scores every item as it did.
+_FORMAT_FEATURES = {1: ITEM_FEATURES[:13], 2: ITEM_FEATURES[:17], 3: ITEM_FEATURES}
 
 
 @dataclass
@@ -169,6 +170,7 @@ def item_features(
     history_cooc: np.ndarray | None = None,
     affinity: tuple[np.ndarray, np.ndarray] | None = None,
     price_tier_gap: np.ndarray | None = None,
+    trending: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), len(ITEM_FEATURES)) float64, finite. `completion`: the set scorer's logits of
     anchors + each catalog row (None: no anchors); `user_scores`: -log(1 + rank) in the user's
@@ -176,7 +178,8 @@ def item_features(
     retriever's per-candidate features; `history_cooc`: per row of `rows`, its co-purchase
     count with the user's recent purchases; `affinity`: per row of `rows`, the user's (leaf,
     top-level) category shares (None: no user); `price_tier_gap`: per row of `rows`,
-    `user_price_tier_gap`."""
+    `user_price_tier_gap`; `trending`: per catalog row, purchases decayed to the log's end
+    (`recs.retrieval.cooccurrence.trending_purchases`)."""
     rows = np.asarray(rows, np.int64)
     out = np.zeros((len(rows), len(ITEM_FEATURES)), np.float64)
     col = {name: j for j, name in enumerate(ITEM_FEATURES)}
@@ -209,6 +212,8 @@ def item_features(
         out[:, col["leaf_affinity"]], out[:, col["top_affinity"]] = affinity
     if price_tier_gap is not None:
         out[:, col["price_tier_gap"]] = price_tier_gap
+    if trending is not None:
+        out[:, col["trending"]] = np.log1p(np.maximum(np.asarray(trending, np.float64)[rows], 0.0))
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -78,6 +78,9 @@ class CandidateConfig(StrictModel):
     n_knn: int = Field(default=100, ge=0)
     tifu: TifuConfig = TifuConfig()
     n_popularity: int = 20
+    # `trending_purchases`' half-life: the per-item "what sells now" statistic the bundle item
+    # model reads (recs/bundling/item_model.py), next to all-time popularity.
+    trend_half_life_days: float = Field(default=14.0, gt=0, allow_inf_nan=False)
     rrf_k: float = 10.0
     history_first: bool = True
     # The towers learn baskets' new-to-user items (TrainConfig.positives): their source searches

@@ -34,6 +34,7 @@ __all__ = [
     "prune_rows",
     "purchase_popularity",
     "top_neighbours",
+    "trending_purchases",
 ]
 
 Normalisation = Literal["count", "cosine", "scaled_cosine"]
@@ -241,6 +242,22 @@ def purchase_popularity(events: pl.DataFrame, row_of: Mapping[str, int], n_items
     counts = _with_rows(purchases.group_by("item_id").len(), row_of)
     out = np.zeros(n_items, dtype=np.float64)
     out[counts["_row"].to_numpy()] = counts["len"].to_numpy()
+    return out
+
+
+def trending_purchases(
+    events: pl.DataFrame, row_of: Mapping[str, int], n_items: int, now: float, half_life_days: float
+) -> np.ndarray:
+    """`purchase_popularity` with each purchase weighted 0.5 ** (its age at `now`, epoch seconds,
+    / `half_life_days`): what sells now, where popularity also counts last season's sellers.
+    Purchases after `now` weigh 1."""
+    purchases = events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
+    rows = _with_rows(purchases.select("item_id", "timestamp"), row_of)
+    out = np.zeros(n_items, dtype=np.float64)
+    if rows.height:
+        seconds = rows["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
+        age_days = np.maximum(now - seconds, 0.0) / 86400.0
+        np.add.at(out, rows["_row"].to_numpy(), np.exp2(-age_days / half_life_days))
     return out
 
 

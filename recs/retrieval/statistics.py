@@ -1,8 +1,9 @@
 """The behaviour statistics serving needs, fitted once from a log into plain arrays.
 
-Popularity, the re-buy rate per item, co-purchase neighbours and the ALS factors are computed by
-`fit_statistics` (training, `recs build-index`, a serving view over other events) and saved as .npy
-files in the artifact's `interactions` component; nothing refits them when an artifact is loaded.
+Popularity (all-time and trending), the re-buy rate per item, co-purchase neighbours and the ALS
+factors are computed by `fit_statistics` (training, `recs build-index`, a serving view over other
+events) and saved as .npy files in the artifact's `interactions` component; nothing refits them
+when an artifact is loaded.
 This is the state a service updates as events arrive.
 """
 
@@ -18,7 +19,7 @@ import scipy.sparse as sp
 
 from recs.errors import DataError
 from recs.retrieval.candidates import CandidateConfig
-from recs.retrieval.cooccurrence import purchase_popularity
+from recs.retrieval.cooccurrence import purchase_popularity, trending_purchases
 from recs.retrieval.copurchase import copurchase_grams, neighbours_from_grams
 from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, factor_matrix, fit_factor_matrix
@@ -31,6 +32,7 @@ __all__ = ["FILES", "BehaviourStats", "StatisticsParts", "epoch_seconds", "fit_s
 # Where each array lives in an artifact (component "interactions"); the factors add FACTOR_FILES.
 FILES: dict[str, str] = {
     "popularity": "popularity.npy",
+    "trending": "trending.npy",
     "rebuy_rate": "rebuy_rate.npy",
     "neighbour_rows": "neighbour_rows.npy",
     "neighbour_scores": "neighbour_scores.npy",
@@ -79,9 +81,14 @@ class BehaviourStats:
     neighbour_scores: np.ndarray  # (n_items, m) float32
     factors: UserItemFactors | None = None
     tifu: TifuModel | None = None
+    # float64 per row: purchases decayed to `now` (`trending_purchases`); artifacts from before
+    # it read zeros until `recs refresh` refits the statistics.
+    trending: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.popularity)
+        if self.trending is None:
+            self.trending = np.zeros(n, np.float64)
         self.popular_rows = np.lexsort((np.arange(n), -self.popularity))
 
     def forget_user(self, user_id: str) -> None:
@@ -94,7 +101,8 @@ class BehaviourStats:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved."""
-        out = {FILES[name]: getattr(self, name) for name in ("popularity", "rebuy_rate", "neighbour_rows", "neighbour_scores")}
+        names = ("popularity", "trending", "rebuy_rate", "neighbour_rows", "neighbour_scores")
+        out = {FILES[name]: getattr(self, name) for name in names}
         if self.factors is not None:
             out.update(self.factors.arrays())
         if self.tifu is not None:
@@ -124,6 +132,7 @@ class BehaviourStats:
             neighbour_scores=read(FILES["neighbour_scores"]),
             factors=factors,
             tifu=tifu,
+            trending=read(FILES["trending"]).astype(np.float64) if has(FILES["trending"]) else None,
         )
 
     def rebased(self, rows: RowMap) -> BehaviourStats:
@@ -140,6 +149,7 @@ class BehaviourStats:
             neighbour_rows=mapped, neighbour_scores=scores,
             factors=self.factors.rebased(rows) if self.factors is not None else None,
             tifu=self.tifu.rebased(rows) if self.tifu is not None else None,
+            trending=rows.take(self.trending),
         )
 
     @staticmethod
@@ -162,6 +172,8 @@ class StatisticsParts:
 
     now: float  # -inf: no events
     popularity: np.ndarray  # float64 purchases per row
+    trending: np.ndarray  # float64 purchases per row decayed to `now` (`trending_purchases`)
+    trend_half_life_days: float
     repeaters: np.ndarray  # int64 (see `rebuy_counts`)
     buyers: np.ndarray
     basket_gram: sp.csr_matrix  # items x items (see `copurchase_grams`)
@@ -179,7 +191,9 @@ class StatisticsParts:
         baskets, users = copurchase_grams(events, row_of, n_items)
         als_users, als_matrix = factor_matrix(events, row_of, n_items) if config.als_factors > 0 else (None, None)
         return cls(
-            now=now, popularity=purchase_popularity(events, row_of, n_items), repeaters=repeaters, buyers=buyers,
+            now=now, popularity=purchase_popularity(events, row_of, n_items),
+            trending=trending_purchases(events, row_of, n_items, now, config.trend_half_life_days),
+            trend_half_life_days=config.trend_half_life_days, repeaters=repeaters, buyers=buyers,
             basket_gram=baskets, user_gram=users, users=np.unique(events["user_id"].cast(pl.Utf8).to_numpy()).astype(str),
             tifu=TifuModel.fit(purchases, row_of, n_items, config.tifu) if config.n_knn > 0 else None,
             als_users=als_users, als_matrix=als_matrix,
@@ -198,12 +212,20 @@ class StatisticsParts:
         if self.als_matrix is not None and other.als_matrix is not None:
             als_users = np.concatenate([self.als_users, other.als_users])  # type: ignore[list-item]
             als_matrix = sp.vstack([self.als_matrix, other.als_matrix], format="csr")
+        now = max(self.now, other.now)
         return StatisticsParts(
-            now=max(self.now, other.now), popularity=self.popularity + other.popularity,
+            now=now, popularity=self.popularity + other.popularity,
+            trending=self._trending_at(now) + other._trending_at(now), trend_half_life_days=self.trend_half_life_days,
             repeaters=self.repeaters + other.repeaters, buyers=self.buyers + other.buyers,
             basket_gram=self.basket_gram + other.basket_gram, user_gram=self.user_gram + other.user_gram,
             users=np.union1d(self.users, other.users), tifu=tifu, als_users=als_users, als_matrix=als_matrix,
         )
+
+    def _trending_at(self, now: float) -> np.ndarray:
+        """`trending` decayed on from this part's `now` to a later one."""
+        if self.now == float("-inf"):
+            return self.trending
+        return self.trending * np.exp2(-(now - self.now) / 86400.0 / self.trend_half_life_days)
 
     def finish(self, config: CandidateConfig) -> BehaviourStats:
         neighbour_rows, neighbour_scores = neighbours_from_grams(self.basket_gram, self.user_gram)
@@ -221,4 +243,5 @@ class StatisticsParts:
             now=self.now if self.now > float("-inf") else 0.0, popularity=self.popularity,
             rebuy_rate=rebuy_rate_from_counts(self.repeaters, self.buyers),
             neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors, tifu=tifu,
+            trending=self.trending,
         )
