@@ -33,6 +33,7 @@ from recs.evaluation.bundle_tasks import (
     score_bundles,
 )
 from recs.evaluation.stages import split_for_benchmark
+from recs.retrieval.candidates import NEVER_DAYS
 from recs.serving import Engine
 
 
@@ -186,6 +187,11 @@ def test_history_cooc_and_category_affinity_features() -> None:
     x = item_features(rows, [], completion=None, cooc=cooc, item_vectors=np.eye(n, dtype=np.float32), user_scores=None,
                       user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None, trending=trending)
     np.testing.assert_allclose(x[:, col["trending"]], np.log1p([3.0, 0.0, 0.5]))
+    x = item_features(rows, [], completion=None, cooc=cooc, item_vectors=np.eye(n, dtype=np.float32), user_scores=None,
+                      user_vector=None, found=None, popularity=np.zeros(n), rebuy_rate=None,
+                      days_since_first_sold=np.array([0.0, 30.0, NEVER_DAYS]))
+    np.testing.assert_allclose(x[:, col["log_days_since_first_sold"]], np.log1p([0.0, 30.0, NEVER_DAYS]))
+    assert np.all(x[:, col["trending"]] == 0)
 
 
 def test_price_tier_gap_is_the_distance_from_the_users_usual_price_rank_in_a_leaf() -> None:

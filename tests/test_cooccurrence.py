@@ -18,6 +18,7 @@ from recs.evaluation.protocol import training_popularity
 from recs.retrieval.cooccurrence import (
     cooccurrence,
     cosine,
+    first_purchase_times,
     incidence,
     incidence_matrix,
     item_frequency,
@@ -196,6 +197,8 @@ def test_trending_purchases_halve_every_half_life() -> None:
     np.testing.assert_allclose(trending_purchases(events.drop("event"), ROW_OF, 4, now=17 * day, half_life_days=7.0),
                                [0.5 + 0.25, 0.5, 2 ** (-5 / 7), 0.5])
     assert trending_purchases(events.head(0), ROW_OF, 4, now=0.0, half_life_days=7.0).tolist() == [0.0] * 4
+    # first purchases: a on day 3; d was only viewed
+    assert (first_purchase_times(events, ROW_OF, 4) / day).tolist() == [3.0, 10.0, 12.0, np.inf]
 
 
 # -- the callers, unchanged ---------------------------------------------------------------------------

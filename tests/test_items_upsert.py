@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from recs.errors import ConfigError, DataError, UnknownItemError
+from recs.retrieval.candidates import NEVER_DAYS
 from recs.retrieval.itemchanges import ItemChanges
 from recs.serving import Engine
 from recs.serving.items import changed_engine, changes_from_fields
@@ -107,20 +108,23 @@ def test_row_map_carries_every_kind_of_per_item_array() -> None:
         now=5.0, popularity=np.array([4.0, 3.0, 2.0, 1.0]), rebuy_rate=np.array([0.1, 0.2, 0.3, 0.4], np.float32),
         neighbour_rows=np.array([[1, 2, -1], [0, -1, -1], [1, 3, 0], [2, -1, -1]], np.int32),
         neighbour_scores=np.array([[0.9, 0.5, 0], [0.8, 0, 0], [0.7, 0.6, 0.5], [0.4, 0, 0]], np.float32),
-        factors=factors, tifu=tifu, trending=np.array([0.5, 0.4, 0.3, 0.2]),
+        factors=factors, tifu=tifu, trending=np.array([0.5, 0.4, 0.3, 0.2]), first_sold=np.array([1.0, 2.0, np.inf, 4.0]),
     )
     stats.forget_user("b")
     out = stats.rebased(rows)
     assert out.popularity.tolist() == [4.0, 2.0, 1.0, 0.0, 0.0] and out.now == 5.0
     assert out.trending is not None and out.trending.tolist() == [0.5, 0.3, 0.2, 0.0, 0.0]
+    assert out.first_sold is not None and out.first_sold.tolist() == [1.0, np.inf, 4.0, np.inf, np.inf]  # new: never sold
+    assert out.days_since_first_sold(np.arange(5)).tolist() == [4.0 / 86400, NEVER_DAYS, 1.0 / 86400, NEVER_DAYS, NEVER_DAYS]
     # Saved and read back; an artifact from before the trending statistic reads zeros.
     files = stats.arrays()
     meta = json.dumps(stats.meta())
-    for kept in (files, {k: v for k, v in files.items() if k != "trending.npy"}):
+    for kept in (files, {k: v for k, v in files.items() if k not in ("trending.npy", "first_sold.npy")}):
         names = {*kept, "statistics.json"}
         back = BehaviourStats.from_files(kept.__getitem__, lambda _name: meta, names.__contains__)
         want = stats.trending if "trending.npy" in kept else np.zeros(4)
         assert back.trending is not None and back.trending.tolist() == want.tolist()
+        assert back.first_sold is not None and np.array_equal(back.first_sold, stats.first_sold if "first_sold.npy" in kept else np.full(4, np.inf))
     assert out.popular_rows.tolist()[:3] == [0, 1, 2]
     # Removed neighbour 1 leaves each list, which closes up; new items have none.
     assert out.neighbour_rows.tolist() == [[1, -1, -1], [2, 0, -1], [1, -1, -1], [-1, -1, -1], [-1, -1, -1]]

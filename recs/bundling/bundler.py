@@ -448,7 +448,7 @@ class Bundler:
             rows, req.anchors, completion=req.completion if req.anchors else None, cooc=self.scorer.cooc,
             item_vectors=r.item_vectors, user_scores=req.user.scores, user_vector=req.user_vector, found=req.user.found,
             popularity=r.stats.popularity, rebuy_rate=r.stats.rebuy_rate, history_cooc=history_cooc, affinity=affinity,
-            price_tier_gap=tier_gap, trending=r.stats.trending,
+            price_tier_gap=tier_gap, trending=r.stats.trending, days_since_first_sold=r.stats.days_since_first_sold(rows),
         )
 
     def _user_ranking(

@@ -56,6 +56,7 @@ ITEM_FEATURES: tuple[str, ...] = (
     "top_affinity",
     "price_tier_gap",
     "trending",
+    "log_days_since_first_sold",
 )
 ABSENT_RANK = 1000  # an item outside the user's candidates ranks here (its user_logp)
 ITEM_MODEL_FORMAT = 3
@@ -171,6 +172,7 @@ def item_features(
     affinity: tuple[np.ndarray, np.ndarray] | None = None,
     price_tier_gap: np.ndarray | None = None,
     trending: np.ndarray | None = None,
+    days_since_first_sold: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), len(ITEM_FEATURES)) float64, finite. `completion`: the set scorer's logits of
     anchors + each catalog row (None: no anchors); `user_scores`: -log(1 + rank) in the user's
@@ -179,7 +181,8 @@ def item_features(
     count with the user's recent purchases; `affinity`: per row of `rows`, the user's (leaf,
     top-level) category shares (None: no user); `price_tier_gap`: per row of `rows`,
     `user_price_tier_gap`; `trending`: per catalog row, purchases decayed to the log's end
-    (`recs.retrieval.cooccurrence.trending_purchases`)."""
+    (`recs.retrieval.cooccurrence.trending_purchases`); `days_since_first_sold`: per row of
+    `rows`, the item's days on sale (`BehaviourStats.days_since_first_sold`; None: NEVER_DAYS)."""
     rows = np.asarray(rows, np.int64)
     out = np.zeros((len(rows), len(ITEM_FEATURES)), np.float64)
     col = {name: j for j, name in enumerate(ITEM_FEATURES)}
@@ -214,6 +217,8 @@ def item_features(
         out[:, col["price_tier_gap"]] = price_tier_gap
     if trending is not None:
         out[:, col["trending"]] = np.log1p(np.maximum(np.asarray(trending, np.float64)[rows], 0.0))
+    out[:, col["log_days_since_first_sold"]] = np.log1p(
+        np.maximum(days_since_first_sold, 0.0) if days_since_first_sold is not None else NEVER_DAYS)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 

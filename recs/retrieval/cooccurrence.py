@@ -27,6 +27,7 @@ __all__ = [
     "cooccurrence",
     "cooccurrence_from_grams",
     "cosine",
+    "first_purchase_times",
     "gram",
     "incidence",
     "incidence_matrix",
@@ -258,6 +259,17 @@ def trending_purchases(
         seconds = rows["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
         age_days = np.maximum(now - seconds, 0.0) / 86400.0
         np.add.at(out, rows["_row"].to_numpy(), np.exp2(-age_days / half_life_days))
+    return out
+
+
+def first_purchase_times(events: pl.DataFrame, row_of: Mapping[str, int], n_items: int) -> np.ndarray:
+    """Per catalog row, the epoch seconds of its first purchase (float64; inf: never bought):
+    a new line sells differently from a long-standing one."""
+    purchases = events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
+    first = _with_rows(purchases.group_by("item_id").agg(pl.col("timestamp").min()), row_of)
+    out = np.full(n_items, np.inf, dtype=np.float64)
+    if first.height:
+        out[first["_row"].to_numpy()] = first["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
     return out
 
 

@@ -18,8 +18,12 @@ import polars as pl
 import scipy.sparse as sp
 
 from recs.errors import DataError
-from recs.retrieval.candidates import CandidateConfig
-from recs.retrieval.cooccurrence import purchase_popularity, trending_purchases
+from recs.retrieval.candidates import NEVER_DAYS, CandidateConfig
+from recs.retrieval.cooccurrence import (
+    first_purchase_times,
+    purchase_popularity,
+    trending_purchases,
+)
 from recs.retrieval.copurchase import copurchase_grams, neighbours_from_grams
 from recs.retrieval.factors import FILES as FACTOR_FILES
 from recs.retrieval.factors import UserItemFactors, factor_matrix, fit_factor_matrix
@@ -33,6 +37,7 @@ __all__ = ["FILES", "BehaviourStats", "StatisticsParts", "epoch_seconds", "fit_s
 FILES: dict[str, str] = {
     "popularity": "popularity.npy",
     "trending": "trending.npy",
+    "first_sold": "first_sold.npy",
     "rebuy_rate": "rebuy_rate.npy",
     "neighbour_rows": "neighbour_rows.npy",
     "neighbour_scores": "neighbour_scores.npy",
@@ -84,12 +89,23 @@ class BehaviourStats:
     # float64 per row: purchases decayed to `now` (`trending_purchases`); artifacts from before
     # it read zeros until `recs refresh` refits the statistics.
     trending: np.ndarray | None = None
+    # float64 per row: epoch seconds of its first purchase (`first_purchase_times`; inf: never,
+    # and in artifacts from before it).
+    first_sold: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.popularity)
         if self.trending is None:
             self.trending = np.zeros(n, np.float64)
+        if self.first_sold is None:
+            self.first_sold = np.full(n, np.inf)
         self.popular_rows = np.lexsort((np.arange(n), -self.popularity))
+
+    def days_since_first_sold(self, rows: np.ndarray) -> np.ndarray:
+        """Per row of `rows`, days from its first purchase to `now`; NEVER_DAYS if never bought."""
+        first = np.asarray(self.first_sold)[rows]
+        sold = np.isfinite(first)
+        return np.where(sold, np.maximum(self.now - np.where(sold, first, 0.0), 0.0) / 86400.0, NEVER_DAYS)
 
     def forget_user(self, user_id: str) -> None:
         """Nothing per user is served for `user_id` any more (ALS factors, TIFU vector and
@@ -101,7 +117,7 @@ class BehaviourStats:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """File name -> array, as saved."""
-        names = ("popularity", "trending", "rebuy_rate", "neighbour_rows", "neighbour_scores")
+        names = ("popularity", "trending", "first_sold", "rebuy_rate", "neighbour_rows", "neighbour_scores")
         out = {FILES[name]: getattr(self, name) for name in names}
         if self.factors is not None:
             out.update(self.factors.arrays())
@@ -133,6 +149,7 @@ class BehaviourStats:
             factors=factors,
             tifu=tifu,
             trending=read(FILES["trending"]).astype(np.float64) if has(FILES["trending"]) else None,
+            first_sold=read(FILES["first_sold"]).astype(np.float64) if has(FILES["first_sold"]) else None,
         )
 
     def rebased(self, rows: RowMap) -> BehaviourStats:
@@ -149,7 +166,7 @@ class BehaviourStats:
             neighbour_rows=mapped, neighbour_scores=scores,
             factors=self.factors.rebased(rows) if self.factors is not None else None,
             tifu=self.tifu.rebased(rows) if self.tifu is not None else None,
-            trending=rows.take(self.trending),
+            trending=rows.take(self.trending), first_sold=rows.take(self.first_sold, fill=np.inf),
         )
 
     @staticmethod
@@ -174,6 +191,7 @@ class StatisticsParts:
     popularity: np.ndarray  # float64 purchases per row
     trending: np.ndarray  # float64 purchases per row decayed to `now` (`trending_purchases`)
     trend_half_life_days: float
+    first_sold: np.ndarray  # float64 epoch seconds of each row's first purchase (inf: none)
     repeaters: np.ndarray  # int64 (see `rebuy_counts`)
     buyers: np.ndarray
     basket_gram: sp.csr_matrix  # items x items (see `copurchase_grams`)
@@ -193,7 +211,8 @@ class StatisticsParts:
         return cls(
             now=now, popularity=purchase_popularity(events, row_of, n_items),
             trending=trending_purchases(events, row_of, n_items, now, config.trend_half_life_days),
-            trend_half_life_days=config.trend_half_life_days, repeaters=repeaters, buyers=buyers,
+            trend_half_life_days=config.trend_half_life_days, first_sold=first_purchase_times(events, row_of, n_items),
+            repeaters=repeaters, buyers=buyers,
             basket_gram=baskets, user_gram=users, users=np.unique(events["user_id"].cast(pl.Utf8).to_numpy()).astype(str),
             tifu=TifuModel.fit(purchases, row_of, n_items, config.tifu) if config.n_knn > 0 else None,
             als_users=als_users, als_matrix=als_matrix,
@@ -216,6 +235,7 @@ class StatisticsParts:
         return StatisticsParts(
             now=now, popularity=self.popularity + other.popularity,
             trending=self._trending_at(now) + other._trending_at(now), trend_half_life_days=self.trend_half_life_days,
+            first_sold=np.minimum(self.first_sold, other.first_sold),
             repeaters=self.repeaters + other.repeaters, buyers=self.buyers + other.buyers,
             basket_gram=self.basket_gram + other.basket_gram, user_gram=self.user_gram + other.user_gram,
             users=np.union1d(self.users, other.users), tifu=tifu, als_users=als_users, als_matrix=als_matrix,
@@ -243,5 +263,5 @@ class StatisticsParts:
             now=self.now if self.now > float("-inf") else 0.0, popularity=self.popularity,
             rebuy_rate=rebuy_rate_from_counts(self.repeaters, self.buyers),
             neighbour_rows=neighbour_rows, neighbour_scores=neighbour_scores, factors=factors, tifu=tifu,
-            trending=self.trending,
+            trending=self.trending, first_sold=self.first_sold,
         )
