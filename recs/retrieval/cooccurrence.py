@@ -239,7 +239,7 @@ def purchase_popularity(events: pl.DataFrame, row_of: Mapping[str, int], n_items
     """Purchase events per catalog row (float64, n_items): every row with event == "purchase"
     (every row when there is no `event` column, the data contract's default); items outside
     `row_of` are not counted."""
-    purchases = events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
+    purchases = _purchases(events)
     counts = _with_rows(purchases.group_by("item_id").len(), row_of)
     out = np.zeros(n_items, dtype=np.float64)
     out[counts["_row"].to_numpy()] = counts["len"].to_numpy()
@@ -252,7 +252,7 @@ def trending_purchases(
     """`purchase_popularity` with each purchase weighted 0.5 ** (its age at `now`, epoch seconds,
     / `half_life_days`): what sells now, where popularity also counts last season's sellers.
     Purchases after `now` weigh 1."""
-    purchases = events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
+    purchases = _purchases(events)
     rows = _with_rows(purchases.select("item_id", "timestamp"), row_of)
     out = np.zeros(n_items, dtype=np.float64)
     if rows.height:
@@ -265,12 +265,17 @@ def trending_purchases(
 def first_purchase_times(events: pl.DataFrame, row_of: Mapping[str, int], n_items: int) -> np.ndarray:
     """Per catalog row, the epoch seconds of its first purchase (float64; inf: never bought):
     a new line sells differently from a long-standing one."""
-    purchases = events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
+    purchases = _purchases(events)
     first = _with_rows(purchases.group_by("item_id").agg(pl.col("timestamp").min()), row_of)
     out = np.full(n_items, np.inf, dtype=np.float64)
     if first.height:
         out[first["_row"].to_numpy()] = first["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
     return out
+
+
+def _purchases(events: pl.DataFrame) -> pl.DataFrame:
+    """The rows with event == "purchase" (every row when there is no `event` column)."""
+    return events.filter(pl.col("event") == "purchase") if "event" in events.columns else events
 
 
 def _with_rows(frame: pl.DataFrame, row_of: Mapping[str, int]) -> pl.DataFrame:
