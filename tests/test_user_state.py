@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recs.data.schema import epoch_seconds
 from recs.retrieval.pairs import state_from_events
 from recs.retrieval.retriever import Retriever
-from recs.retrieval.statistics import epoch_seconds
 from recs.serving.engine import Engine
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 EVENT_KINDS: tuple[str, ...] = ("view", "click", "cart", "purchase")
@@ -33,6 +34,12 @@ BUNDLE_REQUIRED: tuple[str, ...] = ("bundle_id", "item_id")
 BUNDLE_OPTIONAL: dict[str, pl.DataType] = {"title": pl.Utf8()}
 
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
+
+
+def epoch_seconds(timestamps: pl.Series) -> np.ndarray:
+    """A TIMESTAMP_DTYPE column as float64 seconds since the epoch (the statistics' and the
+    histories' clock)."""
+    return timestamps.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
 
 # Canonical schemas after loading. Items also keep any extra column, cast to Utf8.
 ITEMS_SCHEMA: dict[str, pl.DataType] = {

@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recs.data.schema import epoch_seconds
+
 __all__ = [
     "NORMALISATIONS",
     "cooccurrence",
@@ -256,8 +258,7 @@ def trending_purchases(
     rows = _with_rows(purchases.select("item_id", "timestamp"), row_of)
     out = np.zeros(n_items, dtype=np.float64)
     if rows.height:
-        seconds = rows["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
-        age_days = np.maximum(now - seconds, 0.0) / 86400.0
+        age_days = np.maximum(now - epoch_seconds(rows["timestamp"]), 0.0) / 86400.0
         np.add.at(out, rows["_row"].to_numpy(), np.exp2(-age_days / half_life_days))
     return out
 
@@ -269,7 +270,7 @@ def first_purchase_times(events: pl.DataFrame, row_of: Mapping[str, int], n_item
     first = _with_rows(purchases.group_by("item_id").agg(pl.col("timestamp").min()), row_of)
     out = np.full(n_items, np.inf, dtype=np.float64)
     if first.height:
-        out[first["_row"].to_numpy()] = first["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
+        out[first["_row"].to_numpy()] = epoch_seconds(first["timestamp"])
     return out
 
 

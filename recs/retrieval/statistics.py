@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recs.data.schema import epoch_seconds
 from recs.errors import DataError
 from recs.retrieval.candidates import NEVER_DAYS, CandidateConfig
 from recs.retrieval.cooccurrence import (
@@ -31,7 +32,7 @@ from recs.retrieval.rowmap import RowMap
 from recs.retrieval.tifu import FILES as TIFU_FILES
 from recs.retrieval.tifu import TifuConfig, TifuModel
 
-__all__ = ["FILES", "BehaviourStats", "StatisticsParts", "epoch_seconds", "fit_statistics", "item_rebuy_rate"]
+__all__ = ["FILES", "BehaviourStats", "StatisticsParts", "fit_statistics", "item_rebuy_rate"]
 
 # Where each array lives in an artifact (component "interactions"); the factors add FACTOR_FILES.
 FILES: dict[str, str] = {
@@ -43,10 +44,6 @@ FILES: dict[str, str] = {
     "neighbour_scores": "neighbour_scores.npy",
     "meta": "statistics.json",
 }
-
-
-def epoch_seconds(series: pl.Series) -> np.ndarray:
-    return series.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
 
 
 def item_rebuy_rate(purchases: pl.DataFrame, row_of: dict[str, int], n_items: int, shrink: float = 5.0) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recs.data.schema import epoch_seconds
 from recs.retrieval.pairs import Catalog, UserState, user_state_of_rows
 from recs.retrieval.rowmap import RowMap
 
@@ -72,7 +73,7 @@ class UserStore:
         users = ordered["user_id"].to_numpy()
         item_ids = ordered["item_id"].to_list()
         rows = np.fromiter((catalog.row_of[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        times = ordered["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
+        times = epoch_seconds(ordered["timestamp"])
         store._codes(sorted(ordered["event"].unique().to_list()))
         kinds = ordered["event"].replace_strict(store._code, return_dtype=pl.Int16).to_numpy()
         order = np.argsort(users, kind="stable")  # stable: each user's events stay chronological

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from recs.data.schema import epoch_seconds
 from recs.errors import DataError
-from recs.retrieval.statistics import epoch_seconds
 from recs.serving.engine import Engine
 from recs.serving.eventstore import EventStore, NewEvent, check_event
 
