@@ -39,6 +39,7 @@ from recs.bundling.sets import collect_sets, leaf_ids
 from recs.configmodel import UnknownUserPolicy
 from recs.data import category as category_rule
 from recs.errors import ArtifactError, ConfigError, UnknownItemError
+from recs.retrieval.candidates import COOC_HISTORY_ITEMS
 from recs.retrieval.rowscores import SparseScores
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ FOLDER = "set_scorer"
 BUNDLER_FORMAT = 2
 READABLE_FORMATS: tuple[int, ...] = (1, 2)
 ITEM_MODEL_FILE = f"{FOLDER}/item_model.json"
-HISTORY_COOC_ITEMS = 50  # the user's most recent distinct purchases whose co-purchases count (as the retriever's)
 
 
 @dataclass
@@ -422,12 +422,11 @@ class Bundler:
         return ComposeRequest(list(anchor_rows), ctx, user_vector, scorer_user, has_history, user, completion, sources, history_cooc)
 
     def _history_cooc(self, ctx: UserContext | None) -> SparseScores:
-        """Co-purchase counts with the user's `HISTORY_COOC_ITEMS` most recent distinct purchases,
-        summed."""
+        """Co-purchase counts with the user's `COOC_HISTORY_ITEMS` most recent distinct purchases
+        (the retriever's co-purchase source reads as many), summed."""
         if ctx is None or not ctx.known or not len(ctx.history.rows):
             return self.scorer.cooc.summed([])
-        recent = list(dict.fromkeys(ctx.history.rows[::-1].tolist()))[:HISTORY_COOC_ITEMS]
-        return self.scorer.cooc.summed(recent)
+        return self.scorer.cooc.summed(ctx.history.recent_distinct(COOC_HISTORY_ITEMS))
 
     def item_features(self, req: ComposeRequest, rows: np.ndarray) -> np.ndarray:
         """The item model's features of candidate `rows` for one request (item_model.py)."""

@@ -87,7 +87,7 @@ def user_signals(retriever: Retriever, context: UserContext) -> UserSignals:
 def history_cosines(retriever: Retriever, context: UserContext, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(max, mean) item-tower cosine of each candidate to the user's most recent distinct bought
     items: the text towers' view of "like what they buy" (zeros without a purchase history)."""
-    recent = list(dict.fromkeys(context.history.rows[::-1].tolist()))[:_COSINE_HISTORY]
+    recent = context.history.recent_distinct(_COSINE_HISTORY)
     if not recent or len(rows) == 0:
         return np.zeros(len(rows), np.float32), np.zeros(len(rows), np.float32)
     vectors = retriever.item_vectors

@@ -52,6 +52,7 @@ FEATURES: tuple[str, ...] = (
     "from_popularity",
 )
 _HISTORY_BONUS = 100.0
+COOC_HISTORY_ITEMS = 50  # the user's most recent distinct purchases whose co-purchases count
 NEVER_DAYS = 3650.0  # "days since bought" for an item never bought: far, finite (no NaN downstream)
 NEVER_BASKETS = 1000.0  # "baskets since bought" for an item never bought
 RECENT_HALF_LIFE = 5.0  # baskets: a purchase this many of the user's baskets back counts half
@@ -102,6 +103,10 @@ class UserHistory:
     @classmethod
     def empty(cls) -> UserHistory:
         return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+    def recent_distinct(self, k: int) -> list[int]:
+        """The `k` most recently bought distinct rows, most recent first."""
+        return list(dict.fromkeys(self.rows[::-1].tolist()))[:k]
 
 
 @dataclass
@@ -193,7 +198,7 @@ def generate_candidates(
         ranks["history"][row] = rank
     cooc: dict[int, tuple[float, int]] = {}
     if len(history.rows):
-        recent = list(dict.fromkeys(history.rows[::-1].tolist()))[:50]  # most recent distinct first
+        recent = history.recent_distinct(COOC_HISTORY_ITEMS)
         weights = np.power(0.5, np.arange(len(recent)) / 5.0)
         cooc = cooc_of(np.asarray(recent), weights, neighbour_rows, neighbour_scores)
         by_cooc = sorted(cooc, key=lambda r: (-cooc[r][0], r))[: config.n_cooc]
