@@ -375,7 +375,8 @@ def composed_bundle_rows(
     item = model.report.get("baskets", 0) if model is not None else 0
     chosen = ", ".join(f"{m} {w:g}" for m, w in model.item_weights.items()) if model is not None else ""
     notes = (f"zero-shot towers (untuned all-MiniLM-L6-v2); set scorer trained on the history: {rep['train_sets']} sets, "
-             f"best epoch {rep['best_epoch']}, residual gate {rep.get('residual_gate', 1.0)}; item model on {item} held-out "
+             f"best epoch {rep['best_epoch']}, residual gate {rep.get('residual_gate', 1.0)}; item model "
+             f"({model.report.get('model', 'logistic') if model is not None else 'none'}) on {item} held-out "
              f"baskets, each user's last of 3+ items (its weight in the objective chosen on them: {chosen or 'none'}); "
              f"{time.perf_counter() - started:.0f}s with encoding")
     return bundle_task_rows(name, split.test, split.fit_events, dataset.items, bundler, n=args.n_bundles,

@@ -19,6 +19,7 @@ from recs.bundling.item_model import (
     ABSENT_RANK,
     ITEM_FEATURES,
     ItemModel,
+    fit_item_boosters,
     fit_item_model,
     item_features,
 )
@@ -131,6 +132,50 @@ def test_item_model_learns_the_signal_and_round_trips() -> None:
     np.testing.assert_array_equal(lone.weights["user"], lone.weights["anchor"])
 
 
+def test_the_item_models_trees_learn_what_one_weight_per_feature_cannot_and_round_trip(tmp_path: Path) -> None:
+    from recs.ranking.config import RankerConfig
+    from recs.ranking.ranker import LearnedRanker
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(ITEM_FEATURES)))
+    y = ((x[:, 4] > 0) == (x[:, 7] > 0)).astype(float)  # an interaction: bought often AND lately, or neither
+    sizes = np.full(40, 100)
+    logistic = fit_item_model({"user": (x, y)})
+    boosters, report = fit_item_boosters({"user": (x, y, sizes), "anchor": (x[:100], np.zeros(100), np.array([100]))},
+                                         RankerConfig(objective="binary", min_data_in_leaf=20))
+    assert sorted(boosters) == ["user"] and report["user"]["trees"] >= 1  # one label only: no trees
+    model = ItemModel(logistic.mean, logistic.std, logistic.weights, boosters=boosters)
+    test = rng.normal(size=(1000, len(ITEM_FEATURES)))
+    truth = (test[:, 4] > 0) == (test[:, 7] > 0)
+
+    def accuracy(scores: np.ndarray) -> float:
+        return float(np.mean((scores > np.median(scores)) == truth))
+
+    assert accuracy(model.log_odds(test, "user")) > 0.9 > 0.6 > accuracy(logistic.log_odds(test, "user"))
+    np.testing.assert_array_equal(model.log_odds(test, "anchor"), logistic.log_odds(test, "anchor"))  # no trees: the regression
+    boosters["user"].save(tmp_path, "item_booster_user")
+    data = json.loads(json.dumps(model.to_json()))
+    assert data["boosters"] == ["user"]
+    again = ItemModel.from_json(data, "m.json", lambda mode: LearnedRanker.load(tmp_path, f"item_booster_{mode}"))
+    np.testing.assert_array_equal(again.log_odds(test, "user"), model.log_odds(test, "user"))
+    with pytest.raises(ArtifactError, match="trees for 'user'"):
+        ItemModel.from_json(data, "m.json")
+    with pytest.raises(ArtifactError, match="other features"):
+        ItemModel.from_json(data, "m.json", lambda mode: SimpleNamespace(feature_names=("x",)))
+    with pytest.raises(ArtifactError, match="modes"):
+        ItemModel.from_json({**data, "boosters": ["other"]}, "m.json")
+
+
+def test_the_item_models_trees_must_give_log_odds() -> None:
+    from recs.bundling.config import ItemModelConfig
+    from recs.errors import ConfigError
+    from recs.ranking.config import RankerConfig
+
+    assert ItemModelConfig().booster.objective == "binary"
+    with pytest.raises(ConfigError, match="log-odds"):
+        ItemModelConfig.parse_dict({"booster": RankerConfig(objective="lambdarank").model_dump()})
+
+
 def test_item_features_without_anchor_or_user_are_finite_constants() -> None:
     n = 8
     vectors = np.eye(n, dtype=np.float32)
@@ -229,6 +274,12 @@ def test_fit_learns_an_item_model_that_is_saved_and_served(bundled: Path, small_
     assert bundler.item_model.mean[col["history_cooc"]] > 0 and bundler.item_model.weights["user"][col["history_cooc"]] != 0
     again = Bundler.load(bundled, bundler.retriever)
     np.testing.assert_array_equal(again.item_model.weights["anchor"], bundler.item_model.weights["anchor"])
+    # The default model is the trees (saved as LightGBM text beside the JSON), one per mode.
+    assert bundler.config.item_model.model == "boosted" and sorted(again.item_model.boosters) == ["anchor", "user"]
+    assert report["boosters"]["user"]["trees"] >= 1
+    x = np.random.default_rng(0).normal(size=(20, len(ITEM_FEATURES)))
+    for mode in ("anchor", "user"):
+        np.testing.assert_array_equal(again.item_model.log_odds(x, mode), bundler.item_model.log_odds(x, mode))
     # The held-out baskets chose the item model's weight in the compose objective, per mode.
     selection = report["item_weight_selection"]
     assert selection and again.item_model.item_weights == bundler.item_model.item_weights

@@ -432,8 +432,17 @@ def test_set_scorer_exports_and_bundles_identically(ranked_artifact: Path, small
     engine = Engine.load(result.path)
     onnx_bundler = engine.bundler
     torch_bundler = bundler_module.Bundler.load(source, Retriever.load(source))
-    # The bundle item model travels with the export (plain JSON) and is served by both runtimes.
+    # The bundle item model travels with the export (JSON, its trees as ONNX graphs like the
+    # ranker's, no LightGBM text) and is served by both runtimes.
     assert onnx_bundler.item_model is not None and torch_bundler.item_model is not None
+    from recs.bundling.item_model import booster_name
+    from recs.serving.onnx_runtime import OnnxRanker
+
+    modes = sorted(torch_bundler.item_model.boosters)
+    assert modes and sorted(onnx_bundler.item_model.boosters) == modes
+    assert all(isinstance(b, OnnxRanker) for b in onnx_bundler.item_model.boosters.values())
+    assert {booster_name(m) for m in modes} <= set(result.graphs) and not list((result.path / "set_scorer").glob("*.txt"))
+    assert all(r["ok"] for r in result.parity["set_scorer"]["item_boosters"].values())
     user = str(retriever.events["user_id"][0])
     anchor = [retriever.catalog.item_ids[0]]
 

@@ -8,14 +8,16 @@
 
 Artifact files (all under `set_scorer/`): weights.safetensors (the net), cooc.safetensors
 (co-occurrence statistics), item_ids.json (their row order), config.json (configs + training
-report), bundles.parquet (curated bundles, when trained with a bundles file). No pickle.
+report), bundles.parquet (curated bundles, when trained with a bundles file), item_model.json and
+item_booster_{anchor,user}.{txt,json} (the bundle item model and its LightGBM trees, when fitted
+on baskets). No pickle.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +31,10 @@ from recs.bundling.config import BundlerConfig
 from recs.bundling.cooc import CoocStats
 from recs.bundling.item_model import (
     ABSENT_RANK,
+    ItemBooster,
     ItemMode,
     ItemModel,
+    booster_name,
     item_features,
     price_ranks,
     user_price_tier_gap,
@@ -280,6 +284,7 @@ class Bundler:
         if self.item_model is not None:
             writer.write_json(ITEM_MODEL_FILE, self.item_model.to_json())
             files.append(ITEM_MODEL_FILE)
+            files += write_item_boosters(writer, self.item_model)
         writer.add_component(COMPONENT, "set_scorer", files=files, config={
             "format": BUNDLER_FORMAT, "sets": report.get("sets", {}), "best_epoch": report.get("best_epoch"),
             "valid_auc": report.get("best_metric"),
@@ -613,11 +618,33 @@ class Bundler:
         return out
 
 
-def read_item_model(artifact: Artifact, files: Sequence[str]) -> ItemModel | None:
-    """The bundle item model of an artifact's set scorer component (None: it has none)."""
+def write_item_boosters(writer: ArtifactWriter, model: ItemModel) -> list[str]:
+    """The item model's trees as LightGBM text beside its JSON; the files written."""
+    from recs.ranking.ranker import LearnedRanker
+
+    files: list[str] = []
+    for mode, booster in sorted(model.boosters.items()):
+        if not isinstance(booster, LearnedRanker):
+            raise ArtifactError("an exported ONNX folder is read-only: retrain the bundler on the torch artifact")
+        files += [f"{FOLDER}/{name}" for name in booster.save(writer.path / FOLDER, booster_name(mode))]
+    return files
+
+
+def read_item_model(
+    artifact: Artifact, files: Sequence[str], load_booster: Callable[[str], ItemBooster] | None = None
+) -> ItemModel | None:
+    """The bundle item model of an artifact's set scorer component (None: it has none), its trees
+    read by `load_booster(mode)` (default: LightGBM, from the text files beside the JSON)."""
     if ITEM_MODEL_FILE not in files:
         return None
-    return ItemModel.from_json(artifact.read_json(ITEM_MODEL_FILE), source=f"{artifact.path}/{ITEM_MODEL_FILE}")
+
+    def lightgbm(mode: str) -> ItemBooster:
+        from recs.ranking.ranker import LearnedRanker
+
+        return LearnedRanker.load(artifact.path / FOLDER, booster_name(mode))
+
+    return ItemModel.from_json(artifact.read_json(ITEM_MODEL_FILE), source=f"{artifact.path}/{ITEM_MODEL_FILE}",
+                               load_booster=load_booster or lightgbm)
 
 
 def save_bundler(path: str | Path, bundler: Bundler) -> Path:

@@ -1,7 +1,9 @@
 """The bundle item model: how likely an item joins this basket, given the user and the anchors.
 
-Two logistic regressions ("anchor": with anchor items, "user": for the user alone) over features
-of each candidate item:
+Per mode ("anchor": with anchor items, "user": for the user alone), LightGBM trees (binary, raw
+score = log-odds; `[bundling.item_model] model = "boosted"`, the default) and a logistic
+regression (always fitted: the report's readable weights, and the model where trees are off or
+were not fitted) over features of each candidate item:
 - the anchors' side: the set scorer's completion of the anchors as a log-probability over the
   catalog, the co-purchase count and the mean vector cosine with the anchors;
 - the user's side: the item's place in the retriever's merged candidates (own purchases first,
@@ -17,14 +19,15 @@ of each candidate item:
 before it), so its weights are what this shop's baskets reward: how far to trust the user's
 habits against the anchor's complements. A bundle's objective is then the mean log-odds of its
 added items (plus a small set-logit term for how the added items go together): bundles hold the
-items most likely bought with the anchor by this user. numpy + scipy; saved as JSON (no pickle).
+items most likely bought with the anchor by this user. numpy + scipy + LightGBM; saved as JSON
+and LightGBM text (no pickle), the trees exported to ONNX like the ranker's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -33,6 +36,7 @@ from recs.errors import ArtifactError
 from recs.retrieval.candidates import NEVER_DAYS
 
 if TYPE_CHECKING:
+    from recs.ranking.config import RankerConfig
     from recs.retrieval.candidates import CandidateSet
 
 ItemMode = Literal["anchor", "user"]
@@ -59,15 +63,30 @@ ITEM_FEATURES: tuple[str, ...] = (
     "log_days_since_first_sold",
 )
 ABSENT_RANK = 1000  # an item outside the user's candidates ranks here (its user_logp)
-ITEM_MODEL_FORMAT = 3
-# Format 1 had the first 13 features, format 2 the first 17: read as format 3 with zero weights
-# on the rest, which scores every item as it did.
-_FORMAT_FEATURES = {1: ITEM_FEATURES[:13], 2: ITEM_FEATURES[:17], 3: ITEM_FEATURES}
+ITEM_MODEL_FORMAT = 4
+# Format 1 had the first 13 features, format 2 the first 17: read as format 4 with zero weights
+# on the rest, which scores every item as it did. Format 3 had no trees.
+_FORMAT_FEATURES = {1: ITEM_FEATURES[:13], 2: ITEM_FEATURES[:17], 3: ITEM_FEATURES, 4: ITEM_FEATURES}
+
+
+class ItemBooster(Protocol):
+    """A mode's trees: `recs.ranking.ranker.LearnedRanker` (LightGBM), or its ONNX export
+    (`recs.serving.onnx_runtime.OnnxRanker`) when serving without LightGBM."""
+
+    feature_names: tuple[str, ...]
+
+    def predict(self, features: np.ndarray) -> np.ndarray: ...
+
+
+def booster_name(mode: str) -> str:
+    """A mode's trees in an artifact: `<set_scorer folder>/<name>.txt` and, exported, `onnx/<name>.onnx`."""
+    return f"item_booster_{mode}"
 
 
 @dataclass
 class ItemModel:
-    """Standardised features -> log-odds, one weight vector (features + bias) per mode."""
+    """Features -> log-odds per mode: the mode's trees where it has them, else its logistic
+    regression (standardised features, one weight vector (features + bias))."""
 
     mean: np.ndarray  # (F,)
     std: np.ndarray  # (F,)
@@ -76,8 +95,14 @@ class ItemModel:
     # mode -> the weight of the mean log-odds against the set logit in the compose objective,
     # chosen on held-out baskets (item_training.select_item_weights); absent: the config's.
     item_weights: dict[str, float] = field(default_factory=dict)
+    boosters: dict[str, ItemBooster] = field(default_factory=dict)  # mode -> its trees (saved beside the JSON)
 
     def log_odds(self, features: np.ndarray, mode: ItemMode) -> np.ndarray:
+        booster = self.boosters.get(mode)
+        if booster is not None:
+            # float32 rows: what the exported trees take, so both runtimes route every row alike.
+            scores = np.asarray(booster.predict(np.asarray(features, np.float32)), np.float64).reshape(-1)
+            return np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
         w = self.weights[mode]
         z = (np.asarray(features, np.float64) - self.mean) / self.std
         return np.nan_to_num(z @ w[:-1] + w[-1], nan=0.0, posinf=0.0, neginf=0.0)
@@ -86,11 +111,14 @@ class ItemModel:
         return {
             "format": ITEM_MODEL_FORMAT, "features": list(ITEM_FEATURES), "mean": self.mean.tolist(), "std": self.std.tolist(),
             "weights": {m: w.tolist() for m, w in self.weights.items()}, "report": self.report,
-            "item_weights": self.item_weights,
+            "item_weights": self.item_weights, "boosters": sorted(self.boosters),
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], source: str) -> ItemModel:
+    def from_json(
+        cls, data: Mapping[str, Any], source: str, load_booster: Callable[[str], ItemBooster] | None = None
+    ) -> ItemModel:
+        """`load_booster(mode)`: the trees the JSON lists (by `booster_name(mode)`); needed when it lists any."""
         fmt = data.get("format")
         features = _FORMAT_FEATURES.get(fmt) if isinstance(fmt, int) else None
         if features is None or list(data.get("features", [])) != list(features):
@@ -113,7 +141,18 @@ class ItemModel:
             isinstance(w, int | float) and np.isfinite(w) and w >= 0 for w in item_weights.values()
         ):
             raise ArtifactError(f"{source}: bundle item model item_weights must map {', '.join(MODES)} to finite numbers >= 0")
-        return cls(mean, std, weights, dict(data.get("report") or {}), {m: float(w) for m, w in item_weights.items()})
+        modes = data.get("boosters") or []
+        if not isinstance(modes, list) or set(modes) - set(MODES):
+            raise ArtifactError(f"{source}: bundle item model boosters must list modes of {', '.join(MODES)}")
+        boosters: dict[str, ItemBooster] = {}
+        for mode in modes:
+            if load_booster is None:
+                raise ArtifactError(f"{source}: bundle item model has trees for {mode!r}; read it with its artifact")
+            booster = load_booster(mode)
+            if tuple(booster.feature_names) != ITEM_FEATURES:
+                raise ArtifactError(f"{source}: the {mode!r} trees read other features; retrain the bundler")
+            boosters[mode] = booster
+        return cls(mean, std, weights, dict(data.get("report") or {}), {m: float(w) for m, w in item_weights.items()}, boosters)
 
 
 def fit_item_model(data: Mapping[ItemMode, tuple[np.ndarray, np.ndarray]], l2: float = 1.0) -> ItemModel:
@@ -154,6 +193,26 @@ def fit_item_model(data: Mapping[ItemMode, tuple[np.ndarray, np.ndarray]], l2: f
             other = next(iter(weights.values()), None)
             weights[mode] = other.copy() if other is not None else np.zeros(len(ITEM_FEATURES) + 1)
     return ItemModel(mean, std, weights, report)
+
+
+def fit_item_boosters(
+    data: Mapping[ItemMode, tuple[np.ndarray, np.ndarray, np.ndarray]], config: RankerConfig
+) -> tuple[dict[str, ItemBooster], dict[str, Any]]:
+    """Per mode with both labels, LightGBM binary trees on (features (N, F), labels (N,), the
+    rows of each request in turn (group sizes)): the ranker's trainer, early-stopped on a
+    held-out share of the requests. Returns the trees by mode and a report per mode."""
+    from recs.ranking.ranker import LearnedRanker
+
+    boosters: dict[str, ItemBooster] = {}
+    report: dict[str, Any] = {}
+    for mode, (x, y, sizes) in data.items():
+        y = np.asarray(y, np.float64)
+        if not len(y) or y.min() == y.max():
+            continue
+        ranker = LearnedRanker(ITEM_FEATURES, config).fit(np.asarray(x, np.float32), y, sizes)
+        boosters[mode] = ranker
+        report[mode] = {"trees": ranker.best_iteration, **{k: round(v, 4) for k, v in ranker.metrics.items()}}
+    return boosters, report
 
 
 def item_features(

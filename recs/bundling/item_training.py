@@ -26,7 +26,7 @@ from recs.bundling.basket_queries import (
 )
 from recs.bundling.composer import ItemTable
 from recs.bundling.config import ItemModelConfig
-from recs.bundling.item_model import ItemMode, ItemModel, fit_item_model
+from recs.bundling.item_model import ItemMode, ItemModel, fit_item_boosters, fit_item_model
 from recs.progress import progress_bar
 
 N_BUNDLES = 3  # bundles per held-out basket when choosing the item weight, as the benchmark asks
@@ -80,7 +80,8 @@ def fit_bundle_item_model(
         .group_by("user_id", "basket_id").agg(pl.col("item_id").unique().sort())
         .sort("user_id", "basket_id")
     )
-    data: dict[ItemMode, tuple[list[np.ndarray], list[np.ndarray]]] = {"anchor": ([], []), "user": ([], [])}
+    # per mode: features, labels, rows per request (a request's rows are one group of the trees' validation split)
+    data: dict[ItemMode, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {"anchor": ([], [], []), "user": ([], [], [])}
     with progress_bar("bundle item model", total=grouped.height, enabled=show_progress) as advance:
         for user, _basket, items in grouped.iter_rows():
             basket = {row_of[i] for i in items}
@@ -96,15 +97,19 @@ def fit_bundle_item_model(
                 rows = np.asarray(sorted(set(req.sources) - set(anchor)), np.int64)
                 if not len(rows):
                     continue
-                x, y = data[req.mode]
+                x, y, sizes = data[req.mode]
                 x.append(past.item_features(req, rows))
                 y.append(np.isin(rows, list(basket - set(anchor))).astype(np.float64))
+                sizes.append(len(rows))
             advance(1)
-    stacked = {m: (np.concatenate(x), np.concatenate(y)) for m, (x, y) in data.items() if x}
-    if not any(y.min() < y.max() for _, y in stacked.values()):
+    stacked = {m: (np.concatenate(x), np.concatenate(y), np.asarray(sizes, np.int64)) for m, (x, y, sizes) in data.items() if x}
+    if not any(y.min() < y.max() for _, y, _ in stacked.values()):
         return None
-    model = fit_item_model(stacked, config.l2)
+    model = fit_item_model({m: (x, y) for m, (x, y, _) in stacked.items()}, config.l2)
     model.report["baskets"] = grouped.height
+    model.report["model"] = config.model
+    if config.model == "boosted":
+        model.boosters, model.report["boosters"] = fit_item_boosters(stacked, config.booster)
     if config.select_baskets:
         select_item_weights(past, held, model, config, seed, default_weight, show_progress)
     return model

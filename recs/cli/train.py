@@ -292,7 +292,9 @@ def train_bundler_command(
     if bundler.item_model is not None:
         item_model = bundler.item_model
         chosen = ", ".join(f"{mode} {weight:g}" for mode, weight in item_model.item_weights.items())
-        console.print(f"bundle item model fitted on {item_model.report.get('baskets', 0)} held-out baskets (each user's last of 3+ items)"
+        trees = item_model.report.get("boosters") or {}
+        kind = ("LightGBM trees: " + ", ".join(f"{m} {r.get('trees', 0)}" for m, r in trees.items())) if trees else "logistic"
+        console.print(f"bundle item model ({kind}) fitted on {item_model.report.get('baskets', 0)} held-out baskets (each user's last of 3+ items)"
                       + (f"; its weight in the compose objective, chosen on them: {chosen}" if chosen else ""), highlight=False)
     console.print(f"saved set scorer into {model}", highlight=False)
 

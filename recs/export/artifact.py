@@ -11,7 +11,9 @@ The folder is an artifact like any other (manifest, sha256 per file, atomic save
     onnx/{ranker,discover}.onnx                 |  settings, rank options, parity report
     onnx/*.int8.onnx  (with int8=True)          |
     onnx/set_scorer.onnx, set_completion.onnx   |  (when the artifact has a "set_scorer" component;
-    set_scorer/ (cooc, ids, config, bundles)   /   its torch weights stay behind)
+    onnx/item_booster_{anchor,user}.onnx        |  the bundle item model's trees;
+    set_scorer/ (cooc, ids, config, bundles,   /   its torch weights and LightGBM text stay behind)
+      item_model.json)
 
 `recs.serving.onnx_runtime` (and `Engine.load`, which dispatches there) serves it. The target is
 locked and checked before any work; scratch graphs go to ``.<out>.work`` beside it (deleted at

@@ -66,10 +66,14 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
 
     Returns (graph specs by name, files written relative to `root`, parity report)."""
     from recs.bundling.bundler import FOLDER, Bundler
+    from recs.bundling.item_model import booster_name
+    from recs.export.parity import ParityError
+    from recs.export.ranker import export_ranker, ranker_parity
     from recs.export.towers import export_module
-    from recs.serving.onnx_runtime import OnnxGraph, OnnxSetScorer, RuntimeOptions
+    from recs.serving.onnx_runtime import OnnxGraph, OnnxRanker, OnnxSetScorer, RuntimeOptions
 
-    torch_scorer = Bundler.load(source, retriever).scorer
+    torch_bundler = Bundler.load(source, retriever)
+    torch_scorer, item_model = torch_bundler.scorer, torch_bundler.item_model
     # The runtime's scorer builds the exact feeds the graphs get; the torch net gets the same.
     feeds = OnnxSetScorer(None, None, torch_scorer.item_vectors, torch_scorer.cooc)  # type: ignore[arg-type]
     n = feeds.n_items
@@ -86,8 +90,16 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
         rel = f"onnx/{name}.onnx"
         specs[name] = {"fp32": rel, **export_module(module, _tensors(example), root / rel, opset)}
         files.append(rel)
+    # The item model's trees become ONNX graphs, as the ranker's do: serving needs no LightGBM.
+    boosters = item_model.boosters if item_model is not None else {}
+    for mode, booster in sorted(boosters.items()):
+        name = booster_name(mode)
+        rel = f"onnx/{name}.onnx"
+        specs[name] = {"fp32": rel, **export_ranker(booster, root / rel)}
+        files.append(rel)
+    tree_files = {f"{FOLDER}/{booster_name(mode)}.{ext}" for mode in boosters for ext in ("txt", "json")}
     for rel in source.component("set_scorer").files:
-        if rel != f"{FOLDER}/weights.safetensors":
+        if rel != f"{FOLDER}/weights.safetensors" and rel not in tree_files:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source.path / rel, root / rel)
             files.append(rel)
@@ -97,6 +109,15 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
         onnx_scorer = OnnxSetScorer(OnnxGraph(root / specs["set_scorer"]["fp32"], options), OnnxGraph(root / specs["set_completion"]["fp32"], options),
                                     torch_scorer.item_vectors, torch_scorer.cooc)
         parity = set_scorer_parity(torch_scorer, onnx_scorer)
+        rng = np.random.default_rng(0)
+        for mode, booster in sorted(boosters.items()):
+            name = booster_name(mode)
+            graph = OnnxRanker(OnnxGraph(root / specs[name]["fp32"], options, name=name), specs[name]["feature_names"])
+            result = ranker_parity(booster, graph, rng.normal(size=(64, len(booster.feature_names))))
+            if not result["ok"]:
+                raise ParityError(f"{name}: ONNX scores differ from LightGBM's by up to {result['max_abs_diff']:.2e} "
+                                  f"over {result['rows']} rows ({result['boundary_rows']} at split thresholds)")
+            parity.setdefault("item_boosters", {})[name] = result
     return specs, files, parity
 
 

@@ -453,7 +453,12 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
         graph(artifact, spec, "set_scorer", options), graph(artifact, spec, "set_completion", options),
         retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life, meta.get("report") or {},
     )
-    return Bundler(retriever, scorer, config, bundles, read_item_model(artifact, artifact.files))
+    from recs.bundling.item_model import ITEM_FEATURES, booster_name
+
+    def trees(mode: str) -> OnnxRanker:
+        return OnnxRanker(graph(artifact, spec, booster_name(mode), options), ITEM_FEATURES)
+
+    return Bundler(retriever, scorer, config, bundles, read_item_model(artifact, artifact.files, trees))
 
 
 def is_onnx_export(path: str | Path | Artifact) -> bool:
