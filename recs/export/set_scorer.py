@@ -97,9 +97,9 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
         rel = f"onnx/{name}.onnx"
         specs[name] = {"fp32": rel, **export_ranker(booster, root / rel)}
         files.append(rel)
-    tree_files = {f"{FOLDER}/{booster_name(mode)}.{ext}" for mode in boosters for ext in ("txt", "json")}
+    trees = {booster_name(mode) for mode in boosters}  # their LightGBM files stay behind, as the weights do
     for rel in source.component("set_scorer").files:
-        if rel != f"{FOLDER}/weights.safetensors" and rel not in tree_files:
+        if rel != f"{FOLDER}/weights.safetensors" and Path(rel).stem not in trees:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source.path / rel, root / rel)
             files.append(rel)
