@@ -224,8 +224,7 @@ class _Exporter:
         specs, files, parity = export_set_scorer(self.source, self.retriever, root, self.opset, check)
         self.graphs.update(specs)
         self.files.extend(files)
-        if parity:
-            self.parity["set_scorer"] = parity
+        self.parity.update(parity)
 
     # -- parity -----------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def _tensors(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check: bool) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Graphs + the scorer's data files (not its torch weights) into `root`.
 
-    Returns (graph specs by name, files written relative to `root`, parity report)."""
+    Returns (graph specs by name, files written relative to `root`, parity reports by graph name)."""
     from recs.bundling.bundler import FOLDER, Bundler
     from recs.bundling.item_model import booster_name
     from recs.export.parity import ParityError
@@ -108,7 +108,7 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
         options = RuntimeOptions(precision="fp32", providers=["CPUExecutionProvider"])
         onnx_scorer = OnnxSetScorer(OnnxGraph(root / specs["set_scorer"]["fp32"], options), OnnxGraph(root / specs["set_completion"]["fp32"], options),
                                     torch_scorer.item_vectors, torch_scorer.cooc)
-        parity = set_scorer_parity(torch_scorer, onnx_scorer)
+        parity["set_scorer"] = set_scorer_parity(torch_scorer, onnx_scorer)
         rng = np.random.default_rng(0)
         for mode, booster in sorted(boosters.items()):
             name = booster_name(mode)
@@ -117,7 +117,7 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
             if not result["ok"]:
                 raise ParityError(f"{name}: ONNX scores differ from LightGBM's by up to {result['max_abs_diff']:.2e} "
                                   f"over {result['rows']} rows ({result['boundary_rows']} at split thresholds)")
-            parity.setdefault("item_boosters", {})[name] = result
+            parity[name] = result
     return specs, files, parity
 
 
