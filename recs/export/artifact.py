@@ -229,7 +229,7 @@ class _Exporter:
     # -- parity -----------------------------------------------------------------------------------
 
     def _check(self, root: Path) -> None:
-        from recs.export.parity import ParityError, graph_parity, parity_texts, tokenizer_parity
+        from recs.export.parity import graph_parity, parity_texts, tokenizer_parity
         from recs.export.towers import torch_outputs
 
         options = RuntimeOptions(precision="fp32", providers=["CPUExecutionProvider"])
@@ -278,16 +278,12 @@ class _Exporter:
             )
         features = self._ranker_features()
         for name, ranker in self.pipeline.rankers().items():
-            from recs.export.ranker import ranker_parity
+            from recs.export.ranker import checked_ranker_parity
 
             # real rows where there are some; rows at every split threshold always
             x = features.get(name, np.zeros((0, len(ranker.feature_names)), dtype=np.float32))
             graph = OnnxGraph(root / self.graphs[name]["fp32"], options, name=self.graphs[name]["fp32"])
-            result = ranker_parity(ranker, OnnxRanker(graph, self.graphs[name]["feature_names"]), x)
-            self.parity[name] = result
-            if not result["ok"]:
-                raise ParityError(f"{name}: ONNX scores differ from LightGBM's by up to {result['max_abs_diff']:.2e} "
-                                  f"over {result['rows']} rows ({result['boundary_rows']} at split thresholds)")
+            self.parity[name] = checked_ranker_parity(name, ranker, OnnxRanker(graph, self.graphs[name]["feature_names"]), x)
 
     def _ranker_features(self) -> dict[str, np.ndarray]:
         """Real candidate features of a few users (what the rankers see when serving)."""

@@ -37,7 +37,8 @@ RANKER_OPSET = 15
 # leaf value (1e-3 .. 1e-1 at the usual learning rates).
 RANKER_MAX_DIFF = 1e-4
 
-__all__ = ["RANKER_MAX_DIFF", "boundary_rows", "export_ranker", "float32_floor", "float32_threshold", "ranker_parity"]
+__all__ = ["RANKER_MAX_DIFF", "boundary_rows", "checked_ranker_parity", "export_ranker", "float32_floor", "float32_threshold",
+           "ranker_parity"]
 
 
 def export_ranker(ranker: Any, path: Path) -> dict[str, Any]:
@@ -218,3 +219,12 @@ def ranker_parity(ranker: Any, onnx_ranker: Any, features: np.ndarray) -> dict[s
     worst = float(diff.max())
     return {"rows": len(rows), "boundary_rows": len(edges), "max_abs_diff": worst, "share_within_1e-4": float((diff < 1e-4).mean()),
             "bound": RANKER_MAX_DIFF, "ok": worst <= RANKER_MAX_DIFF}
+
+
+def checked_ranker_parity(name: str, ranker: Any, onnx_ranker: Any, features: np.ndarray) -> dict[str, Any]:
+    """`ranker_parity`, raising ParityError (the export refuses the folder) when it is not ok."""
+    result = ranker_parity(ranker, onnx_ranker, features)
+    if not result["ok"]:
+        raise ParityError(f"{name}: ONNX scores differ from LightGBM's by up to {result['max_abs_diff']:.2e} "
+                          f"over {result['rows']} rows ({result['boundary_rows']} at split thresholds)")
+    return result

@@ -67,8 +67,7 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
     Returns (graph specs by name, files written relative to `root`, parity reports by graph name)."""
     from recs.bundling.bundler import FOLDER, Bundler
     from recs.bundling.item_model import booster_name
-    from recs.export.parity import ParityError
-    from recs.export.ranker import export_ranker, ranker_parity
+    from recs.export.ranker import checked_ranker_parity, export_ranker
     from recs.export.towers import export_module
     from recs.serving.onnx_runtime import OnnxGraph, OnnxRanker, OnnxSetScorer, RuntimeOptions
 
@@ -113,11 +112,7 @@ def export_set_scorer(source: Any, retriever: Any, root: Path, opset: int, check
         for mode, booster in sorted(boosters.items()):
             name = booster_name(mode)
             graph = OnnxRanker(OnnxGraph(root / specs[name]["fp32"], options, name=name), specs[name]["feature_names"])
-            result = ranker_parity(booster, graph, rng.normal(size=(64, len(booster.feature_names))))
-            if not result["ok"]:
-                raise ParityError(f"{name}: ONNX scores differ from LightGBM's by up to {result['max_abs_diff']:.2e} "
-                                  f"over {result['rows']} rows ({result['boundary_rows']} at split thresholds)")
-            parity[name] = result
+            parity[name] = checked_ranker_parity(name, booster, graph, rng.normal(size=(64, len(booster.feature_names))))
     return specs, files, parity
 
 

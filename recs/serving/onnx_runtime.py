@@ -453,10 +453,11 @@ def load_onnx_bundler(path: str | Path | Artifact, retriever: Retriever, options
         graph(artifact, spec, "set_scorer", options), graph(artifact, spec, "set_completion", options),
         retriever.item_vectors, cooc, config.train.history_max_items, config.train.history_half_life, meta.get("report") or {},
     )
-    from recs.bundling.item_model import ITEM_FEATURES, booster_name
+    from recs.bundling.item_model import booster_name
 
-    def trees(mode: str) -> OnnxRanker:
-        return OnnxRanker(graph(artifact, spec, booster_name(mode), options), ITEM_FEATURES)
+    def trees(mode: str) -> OnnxRanker:  # with the features the graph was exported with (checked by the item model)
+        name = booster_name(mode)
+        return OnnxRanker(graph(artifact, spec, name, options), spec["graphs"].get(name, {}).get("feature_names", ()))
 
     return Bundler(retriever, scorer, config, bundles, read_item_model(artifact, artifact.files, trees))
 
