@@ -16,7 +16,7 @@ not spin-wait between calls here (`spinning=False`), and torch's OpenMP threads 
 (`OMP_WAIT_POLICY=PASSIVE`, unless set): spinning threads of either would steal the cores from
 the other's rounds on a shared machine.
 
-Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`.
+Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`, and the alternatives of `graph_variants`.
 - slice `all` = batch 64, 32 tokens: `items_per_s`, `ratio_vs_torch`, `cosine` (mean cosine with
   torch's vectors), `cosine_min`;
 - slices `b1_len32`, `b1_len128`, `b64_len128`: the same at the other settings (batch 1: also
@@ -65,8 +65,10 @@ RESULTS_DIR = _REPO / "benchmarks" / "results"
 # What `recs export --int8` writes: `onnx_fp32` (fused) and `onnx_int8` (quantised from the
 # graph that `recs.export.quantize.INT8_FROM_FUSED` names for it). Timed in the same rounds, the
 # alternatives it did not pick, so that each choice is re-measured on this CPU:
-# `onnx_fp32_unfused` (`recs export --no-fuse`, the export before issue 17) and the other int8
-# graph (`onnx_int8_fused`: with `QAttention`, or `onnx_int8_unfused`): see `graph_variants`.
+# `onnx_fp32_unfused` (`recs export --no-fuse`, the export before issue 17), the other int8
+# graph (`onnx_int8_fused`: with `QAttention`, or `onnx_int8_unfused`) and the export's int8 graph
+# with onnxruntime's CPU SkipLayerNormFusion left on (`onnx_int8_skipln`, what sessions ran before
+# `recs.device.onnx_disabled_optimizers`): see `graph_variants`.
 SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
 CROSS_R = 20
 # The /proc/cpuinfo flags that decide int8 and fp32 GEMM speed (VNNI: int8 dot products).
@@ -146,7 +148,8 @@ def graph_variants(graph: str, alternatives: bool = True) -> tuple[tuple[str, st
 
     chosen = (("onnx_fp32", "fp32", ""), ("onnx_int8", "int8", ".int8"))
     other = "onnx_int8_unfused" if graph in INT8_FROM_FUSED else "onnx_int8_fused"
-    return (*chosen, ("onnx_fp32_unfused", "fp32", ".unfused"), (other, "int8", ".other.int8")) if alternatives else chosen
+    return (*chosen, ("onnx_fp32_unfused", "fp32", ".unfused"), (other, "int8", ".other.int8"),
+            ("onnx_int8_skipln", "int8_skipln", ".int8")) if alternatives else chosen
 
 
 def export_graphs(module: Any, example: dict[str, Any], work: Path, name: str, graph: str, alternatives: bool = True) -> dict[str, Any]:
@@ -213,6 +216,9 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
     print(f"exporting {model_name} towers to {work} ...", flush=True)
     graphs: dict[str, dict[str, OnnxGraph]] = {}
     options = {p: RuntimeOptions(precision=p, providers=["CPUExecutionProvider"], threads=threads, inter_op_threads=1, spinning=False) for p in ("fp32", "int8")}  # type: ignore[arg-type]
+    # The export's int8 graph as sessions ran it before: onnxruntime's CPU SkipLayerNormFusion on.
+    options["int8_skipln"] = RuntimeOptions(precision="int8", providers=["CPUExecutionProvider"], threads=threads, inter_op_threads=1,
+                                            spinning=False, disabled_optimizers=[])
     for name, module in (("item", ItemTowerGraph(model)), ("user", UserTowerGraph(model))):
         example = example_batch(tokenizer)
         if name == "user":

@@ -81,24 +81,52 @@ def test_export_writes_a_complete_artifact_with_dynamic_axes(exported) -> None:
 
 
 def test_fp32_graphs_are_fused_and_int8_graphs_quantised_unfused(exported) -> None:
-    """Attention, embedding/skip LayerNorm and bias-GELU are single operators in the fp32 graphs
-    (2 layers in the tiny BERT); the int8 graphs of the batched ones (item tower, cross-encoder)
-    are quantised from the unfused graphs (no `QAttention`: onnxruntime's own session-time
-    fusions of those were faster on CPUs), the user tower's (one user per call) from the fused one."""
+    """Attention, embedding LayerNorm and bias-GELU are single operators in the fp32 graphs
+    (2 layers in the tiny BERT), residual adds stay Add + LayerNormalization (no
+    `SkipLayerNormalization`: slower on CPUs); the int8 graphs of the batched ones (item tower,
+    cross-encoder) are quantised from the unfused graphs (no `QAttention`: onnxruntime's own
+    session-time fusions of those were faster on CPUs), the user tower's (one user per call) from
+    the fused one."""
     import onnx
 
     for name in ("item_tower", "user_tower", "cross_encoder"):
         entry = exported.graphs[name]
-        assert entry["fusion"] == {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2}
+        assert entry["fusion"] == {"EmbedLayerNormalization": 1, "Attention": 2, "BiasGelu": 2, "LayerNormalization": 4}
         ops = {n.op_type for n in onnx.load(str(exported.path / entry["fp32"])).graph.node}
-        assert {"Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= ops
-        assert "Softmax" not in ops and "Erf" not in ops
+        assert {"Attention", "LayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= ops
+        assert "Softmax" not in ops and "Erf" not in ops and "SkipLayerNormalization" not in ops
         int8_ops = {n.op_type for n in onnx.load(str(exported.path / entry["int8"])).graph.node}
         if name == "user_tower":
-            assert entry["int8_from"] == "fused" and {"QAttention", "SkipLayerNormalization"} <= int8_ops
+            assert entry["int8_from"] == "fused" and {"QAttention", "LayerNormalization"} <= int8_ops
         else:
             assert entry["int8_from"] == "unfused" and "QAttention" not in int8_ops and "Attention" not in int8_ops
             assert {"DynamicQuantizeLinear", "MatMulInteger", "Softmax"} <= int8_ops
+
+
+def test_cpu_sessions_leave_skip_layernorm_unfused(exported, tmp_path: Path) -> None:
+    """A CPU-only session turns off onnxruntime's SkipLayerNormFusion (its CPU kernel was slower
+    than Add + LayerNormalization); the name is onnxruntime's (an unknown one would be ignored
+    silently: without it the same session does fuse); a CUDA session keeps it."""
+    import onnx
+    import onnxruntime as ort
+
+    from recs.device import onnx_disabled_optimizers
+
+    cpu = ["CPUExecutionProvider"]
+    assert RuntimeOptions(providers=cpu).disabled_optimizers == onnx_disabled_optimizers(cpu) == ["SkipLayerNormFusion"]
+    assert onnx_disabled_optimizers(["CUDAExecutionProvider", *cpu]) == []
+    assert RuntimeOptions(providers=cpu, disabled_optimizers=[]).disabled_optimizers == []
+
+    def session_ops(disabled: list[str]) -> set[str]:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+        ort.InferenceSession(str(exported.path / exported.graphs["item_tower"]["fp32"]), options, providers=cpu,
+                             disabled_optimizers=disabled)
+        return {n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node}
+
+    assert "SkipLayerNormalization" not in session_ops(RuntimeOptions(providers=cpu).disabled_optimizers)
+    assert "SkipLayerNormalization" in session_ops([])
 
 
 def test_encoding_pads_per_length_sorted_batch(onnx_engine: Engine, torch_engine: Engine) -> None:

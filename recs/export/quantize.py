@@ -3,8 +3,10 @@
 - `optimize_graph`: onnxruntime's offline optimiser at the *basic* level (constant folding,
   redundant-node elimination): the result stays portable across CPUs and execution providers.
 - `fuse_graph`: onnxruntime's transformer optimiser (`onnxruntime.transformers.optimizer`, model
-  type "bert") on a BERT graph: attention, embedding-LayerNorm, skip-LayerNorm and bias-GELU
-  become single com.microsoft operators, which both the CPU and the CUDA providers implement. It
+  type "bert") on a BERT graph: attention, embedding-LayerNorm and bias-GELU become single
+  com.microsoft operators, which both the CPU and the CUDA providers implement. Residual adds
+  stay Add + LayerNormalization: onnxruntime's CPU `SkipLayerNormalization` was ~4x slower than
+  the two (see `recs.device.onnx_disabled_optimizers`); a CUDA session fuses them itself. It
   runs at opt_level 0 (python fusions only) on a basic-optimised graph, never at the levels that
   bake one provider's kernels into the file. The attention pattern it recognises is the eager one
   (see `recs.export.towers.eager_attention`).
@@ -16,7 +18,7 @@
   `recs export` and the speed benchmark both use. int8 runs on CPUs, and which graph to quantise
   depends on the batch a graph is served at (`INT8_FROM_FUSED`): from 8 rows up, the *unfused*
   basic graph quantised, with onnxruntime's own session-time fusions (quantised MatMul + bias,
-  skip LayerNorm, GELU), was 6-13% faster than the quantised fused graph, whose `QAttention` is
+  GELU), was 6-13% faster than the quantised fused graph, whose `QAttention` is
   the slow part (profiled per operator); at one row the fused graph was ~5% faster.
   `benchmarks/encode_speed.py` times both on each CPU (`onnx_int8` / `onnx_int8_fused`).
 """
@@ -59,14 +61,17 @@ def optimize_graph(src: Path, dst: Path) -> Path:
 def fuse_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
     """The BERT-fused graph of `src` at `dst` (written atomically); returns how many of each
     `FUSED_OPERATORS` it holds (all zero: nothing matched, `dst` is then `src` unchanged)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimiser_logger = logging.getLogger("onnxruntime.transformers")  # chatty at INFO/WARNING
     level = optimiser_logger.level
     optimiser_logger.setLevel(logging.ERROR)
     try:
+        options = FusionOptions("bert")
+        options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
         model = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                               opt_level=0, use_gpu=False)
+                               opt_level=0, use_gpu=False, optimization_options=options)
     finally:
         optimiser_logger.setLevel(level)
     counts = model.get_fused_operator_statistics()

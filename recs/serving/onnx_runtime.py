@@ -9,6 +9,8 @@ Each class is the ONNX implementation of one `recs.protocols` interface: `OnnxTo
 (SetScorer); the stages that hold them are the same as with torch. Sessions use
 `recs.device.onnx_providers()` (CUDA when onnxruntime-gpu and a GPU are present) and check what the
 session really got: onnxruntime-gpu lists CUDA even without a GPU and silently falls back to CPU.
+A CPU-only session turns off the fusions `recs.device.onnx_disabled_optimizers` names (slower
+there than what they fuse).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from recs.artifacts import Artifact, open_artifact
-from recs.device import onnx_providers
+from recs.device import onnx_disabled_optimizers, onnx_providers
 from recs.encoders.batching import length_batches, pad_rows
 from recs.encoders.pairs import PairTokenizer
 from recs.errors import ArtifactError, ConfigError
@@ -64,7 +66,8 @@ class RuntimeOptions:
     (intra-op threads; 0 = onnxruntime's choice), `RECS_ORT_INTER_THREADS`, `RECS_ORT_SPIN=0`
     (idle threads sleep instead of spin-waiting: slower per call, fairer to other work on the same
     cores), `RECS_ONNX_CPU=1` (never ask for CUDA), `RECS_ORT_STRICT_PROVIDERS=1` (refuse a
-    session that did not get the providers asked for, instead of warning)."""
+    session that did not get the providers asked for, instead of warning). `disabled_optimizers`:
+    the onnxruntime optimisers turned off (default: `recs.device.onnx_disabled_optimizers`)."""
 
     def __init__(
         self,
@@ -74,6 +77,7 @@ class RuntimeOptions:
         inter_op_threads: int | None = None,
         strict_providers: bool | None = None,
         spinning: bool | None = None,
+        disabled_optimizers: Sequence[str] | None = None,
     ) -> None:
         self.precision: Precision = precision or _env_precision()
         if self.precision not in ("fp32", "int8"):
@@ -83,6 +87,7 @@ class RuntimeOptions:
         self.inter_op_threads = _env_int("RECS_ORT_INTER_THREADS", inter_op_threads)
         self.strict_providers = strict_providers if strict_providers is not None else os.environ.get("RECS_ORT_STRICT_PROVIDERS") == "1"
         self.spinning = spinning if spinning is not None else os.environ.get("RECS_ORT_SPIN", "1") != "0"
+        self.disabled_optimizers = list(disabled_optimizers) if disabled_optimizers is not None else onnx_disabled_optimizers(self.providers)
 
 
 def _env_precision() -> Precision:
@@ -129,7 +134,8 @@ class OnnxGraph:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Specified provider")  # reported below
-                self.session = ort.InferenceSession(str(self.path), so, providers=list(options.providers))
+                self.session = ort.InferenceSession(str(self.path), so, providers=list(options.providers),
+                                                    disabled_optimizers=options.disabled_optimizers)
         except Exception as err:  # onnxruntime raises its own (Fail, InvalidGraph, ...) types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ArtifactError(f"{self.path}: not a loadable ONNX graph ({first[:300]})") from None
