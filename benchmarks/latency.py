@@ -2,7 +2,7 @@
 time, ONNX int8, no cross-encoder, `--threads` onnxruntime/BLAS threads.
 
     python benchmarks/latency.py [--scales 1,12.5,125] [--requests 300] [--threads 2]
-                                 [--minilm-max-items 2000] [--work build/latency]
+                                 [--minilm-max-items 2000] [--work build/latency] [--ort-spin]
 
 For each `recs data demo --scale S` shop (800 items per unit of scale): zero-shot towers (the
 backbone untrained: latency does not depend on what the towers learned), statistics fitted from
@@ -80,9 +80,10 @@ def build(scale: float, work: Path, tower_model: str, rankers: Any | None) -> tu
     return folder / "onnx", rankers
 
 
-def measure(model: Path, requests: int, threads: int, seed: int = 0) -> tuple[dict[str, list[float]], int, str]:
+def measure(model: Path, requests: int, threads: int, seed: int = 0, spinning: bool = False) -> tuple[dict[str, list[float]], int, str]:
     """Per-stage milliseconds over `requests` random known users (one request each), the
-    catalog size and the FAISS index kind."""
+    catalog size and the FAISS index kind; `spinning`: onnxruntime's threads spin-wait
+    (`RECS_ORT_SPIN=1`; off by default, as in serving)."""
     import numpy as np
 
     from recs.ranking.features import feature_matrix
@@ -90,7 +91,7 @@ def measure(model: Path, requests: int, threads: int, seed: int = 0) -> tuple[di
     from recs.serving.engine import Engine
     from recs.serving.onnx_runtime import RuntimeOptions
 
-    engine = Engine.load(model, RuntimeOptions(precision="int8", threads=threads, providers=["CPUExecutionProvider"], spinning=False))
+    engine = Engine.load(model, RuntimeOptions(precision="int8", threads=threads, providers=["CPUExecutionProvider"], spinning=spinning))
     r, pipeline = engine.retriever, engine.pipeline
     users = r.users.user_ids()
     rng = np.random.default_rng(seed)
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="the towers' backbone")
     parser.add_argument("--minilm-max-items", type=int, default=2000,
                         help="larger catalogs are encoded with a tiny random BERT")
+    parser.add_argument("--ort-spin", action="store_true", help="onnxruntime threads spin-wait (RECS_ORT_SPIN=1; serving's default is off)")
     parser.add_argument("--work", type=Path, default=_REPO / "build" / "latency")
     parser.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
     add_merge_flag(parser)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for scale in (float(s) for s in args.scales.split(",") if s.strip()):
         model = args.model if 800 * scale <= args.minilm_max_items else str(tiny)
         onnx, rankers = build(scale, args.work, model, rankers)
-        times, items, kind = measure(onnx, args.requests, args.threads)
+        times, items, kind = measure(onnx, args.requests, args.threads, spinning=args.ort_spin)
         dataset = f"demo-{items}"
         kept = [r for r in kept if r["dataset"] != dataset]
         notes = [n for n in notes if not n.startswith(f"{dataset}:")]
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [*kept, *rows]
     print(format_table(rows, metrics=("p50_ms", "p95_ms", "p99_ms")))
     notes = [n for n in notes if n.startswith("demo-")] + [
-        f"{args.requests} requests per catalog, one at a time, {args.threads} threads, ONNX int8, no cross-encoder",
+        f"{args.requests} requests per catalog, one at a time, {args.threads} threads{' spin-waiting' if args.ort_spin else ''}, ONNX int8, no cross-encoder",
         "user_tower_minilm: the MiniLM user tower's stage (catalog-independent), for catalogs encoded with the tiny BERT",
         "first_request: each user's first request, whole (nothing of theirs cached); the stages and total: the same user again",
     ]

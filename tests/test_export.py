@@ -364,6 +364,11 @@ def test_providers_and_threads_are_checked(exported, monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError, match="RECS_ORT_THREADS"):
         RuntimeOptions()
     monkeypatch.delenv("RECS_ORT_THREADS")
+    # Threads sleep between operators unless asked to spin (onnxruntime's own default is to spin).
+    assert RuntimeOptions().spinning is False
+    monkeypatch.setenv("RECS_ORT_SPIN", "1")
+    assert RuntimeOptions().spinning is True
+    monkeypatch.delenv("RECS_ORT_SPIN")
     # Asked for CUDA where the session cannot have it: a warning (or an error when strict).
     import onnxruntime
 

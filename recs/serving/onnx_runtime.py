@@ -63,9 +63,11 @@ class RuntimeOptions:
     """How sessions are made: precision, providers, threads.
 
     Defaults come from the environment: `RECS_ONNX_PRECISION` (fp32 | int8), `RECS_ORT_THREADS`
-    (intra-op threads; 0 = onnxruntime's choice), `RECS_ORT_INTER_THREADS`, `RECS_ORT_SPIN=0`
-    (idle threads sleep instead of spin-waiting: slower per call, fairer to other work on the same
-    cores), `RECS_ONNX_CPU=1` (never ask for CUDA), `RECS_ORT_STRICT_PROVIDERS=1` (refuse a
+    (intra-op threads; 0 = onnxruntime's choice), `RECS_ORT_INTER_THREADS`, `RECS_ORT_SPIN=1`
+    (idle threads spin-wait instead of sleeping, onnxruntime's own default: off here, because a
+    request runs several sessions, numpy and FAISS one after another, and a finished session's
+    spinning threads took the cores from the next step: a whole request took p50 27-30 ms with
+    spinning against 12-14 ms without on 2 cores), `RECS_ONNX_CPU=1` (never ask for CUDA), `RECS_ORT_STRICT_PROVIDERS=1` (refuse a
     session that did not get the providers asked for, instead of warning). `disabled_optimizers`:
     the onnxruntime optimisers turned off (default: `recs.device.onnx_disabled_optimizers`)."""
 
@@ -86,7 +88,7 @@ class RuntimeOptions:
         self.threads = _env_int("RECS_ORT_THREADS", threads)
         self.inter_op_threads = _env_int("RECS_ORT_INTER_THREADS", inter_op_threads)
         self.strict_providers = strict_providers if strict_providers is not None else os.environ.get("RECS_ORT_STRICT_PROVIDERS") == "1"
-        self.spinning = spinning if spinning is not None else os.environ.get("RECS_ORT_SPIN", "1") != "0"
+        self.spinning = spinning if spinning is not None else os.environ.get("RECS_ORT_SPIN", "0") == "1"
         self.disabled_optimizers = list(disabled_optimizers) if disabled_optimizers is not None else onnx_disabled_optimizers(self.providers)
 
 
