@@ -365,6 +365,7 @@ def test_providers_and_threads_are_checked(exported, monkeypatch: pytest.MonkeyP
         RuntimeOptions()
     monkeypatch.delenv("RECS_ORT_THREADS")
     # Threads sleep between operators unless asked to spin (onnxruntime's own default is to spin).
+    monkeypatch.delenv("RECS_ORT_SPIN", raising=False)
     assert RuntimeOptions().spinning is False
     monkeypatch.setenv("RECS_ORT_SPIN", "1")
     assert RuntimeOptions().spinning is True
