@@ -215,10 +215,10 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
 
     print(f"exporting {model_name} towers to {work} ...", flush=True)
     graphs: dict[str, dict[str, OnnxGraph]] = {}
-    options = {p: RuntimeOptions(precision=p, providers=["CPUExecutionProvider"], threads=threads, inter_op_threads=1, spinning=False) for p in ("fp32", "int8")}  # type: ignore[arg-type]
+    session: dict[str, Any] = {"providers": ["CPUExecutionProvider"], "threads": threads, "inter_op_threads": 1, "spinning": False}
+    options = {p: RuntimeOptions(precision=p, **session) for p in ("fp32", "int8")}  # type: ignore[arg-type]
     # The export's int8 graph as sessions ran it before: onnxruntime's CPU SkipLayerNormFusion on.
-    options["int8_skipln"] = RuntimeOptions(precision="int8", providers=["CPUExecutionProvider"], threads=threads, inter_op_threads=1,
-                                            spinning=False, disabled_optimizers=[])
+    options["int8_skipln"] = RuntimeOptions(precision="int8", disabled_optimizers=[], **session)
     for name, module in (("item", ItemTowerGraph(model)), ("user", UserTowerGraph(model))):
         example = example_batch(tokenizer)
         if name == "user":

@@ -69,8 +69,8 @@ class RuntimeOptions:
     spinning threads took the cores from the next step: a whole request took p50 27-30 ms with
     spinning against 12-14 ms without on 2 cores), `RECS_ONNX_CPU=1` (never ask for CUDA),
     `RECS_ORT_STRICT_PROVIDERS=1` (refuse a session that did not get the providers asked for,
-    instead of warning). `disabled_optimizers`:
-    the onnxruntime optimisers turned off (default: `recs.device.onnx_disabled_optimizers`)."""
+    instead of warning). `disabled_optimizers`: the onnxruntime optimisers turned off (default:
+    `recs.device.onnx_disabled_optimizers`)."""
 
     def __init__(
         self,
