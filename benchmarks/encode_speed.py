@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -272,9 +273,19 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
     if args.users > 0:
         rows += zero_shot_ndcg(model, tokenizer, graphs, dataset, 40 if args.quick else args.users)
     json_path, md_path = write_results(BENCHMARK, rows, args.out)
+    png_path = plot_speed_ratios(rows, args.out / f"{BENCHMARK}.png")
     print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10"]))
-    print(f"wrote {json_path} and {md_path}")
+    print(f"wrote {json_path}, {md_path} and {png_path}")
     return 0
+
+
+def plot_speed_ratios(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Bars of each variant's speed against torch per setting (the default-depth cross-encoder's
+    rows only: the `--ce-layers` ones have their own torch)."""
+    from recs.evaluation.report import plot_metrics
+
+    default_depth = [r for r in rows if "ratio_vs_torch" in r["metrics"] and not re.search(r"_l\d+$", r["method"])]
+    return plot_metrics(default_depth, path, metric="ratio_vs_torch")
 
 
 def onnx_tokenizer(tokenizer: Any) -> Any:
