@@ -374,10 +374,16 @@ def test_providers_and_threads_are_checked(exported, monkeypatch: pytest.MonkeyP
     import onnxruntime
 
     asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in OnnxGraph(path, RuntimeOptions(providers=asked)).providers:
+    fallen_back = OnnxGraph(path, RuntimeOptions(providers=asked))
+    if "CUDAExecutionProvider" not in fallen_back.providers:
         with caplog.at_level(logging.WARNING, logger="recs.serving.onnx_runtime"):
             OnnxGraph(path, RuntimeOptions(providers=asked))
         assert "onnxruntime gave ['CPUExecutionProvider']" in caplog.text
+        # The fusions turned off follow the provider it got (CPU), not the one asked for...
+        assert RuntimeOptions(providers=asked).disabled_optimizers == []
+        assert fallen_back.disabled_optimizers == ["SkipLayerNormFusion"]
+        # ...unless the options name them.
+        assert OnnxGraph(path, RuntimeOptions(providers=asked, disabled_optimizers=[])).disabled_optimizers == []
         with pytest.raises(ConfigError, match="asked for"):
             OnnxGraph(path, RuntimeOptions(providers=asked, strict_providers=True))
     assert "CPUExecutionProvider" in onnxruntime.get_available_providers()

@@ -70,7 +70,8 @@ class RuntimeOptions:
     spinning against 12-14 ms without on 2 cores), `RECS_ONNX_CPU=1` (never ask for CUDA),
     `RECS_ORT_STRICT_PROVIDERS=1` (refuse a session that did not get the providers asked for,
     instead of warning). `disabled_optimizers`: the onnxruntime optimisers turned off (default:
-    `recs.device.onnx_disabled_optimizers`)."""
+    `recs.device.onnx_disabled_optimizers` of the providers each session gets: a session that
+    asked for CUDA and fell back to the CPU is opened again with the CPU's)."""
 
     def __init__(
         self,
@@ -90,6 +91,8 @@ class RuntimeOptions:
         self.inter_op_threads = _env_int("RECS_ORT_INTER_THREADS", inter_op_threads)
         self.strict_providers = strict_providers if strict_providers is not None else os.environ.get("RECS_ORT_STRICT_PROVIDERS") == "1"
         self.spinning = spinning if spinning is not None else os.environ.get("RECS_ORT_SPIN", "0") == "1"
+        # Left to the default, the choice follows the providers a session actually gets (OnnxGraph).
+        self.optimizers_given = disabled_optimizers is not None
         self.disabled_optimizers = list(disabled_optimizers) if disabled_optimizers is not None else onnx_disabled_optimizers(self.providers)
 
 
@@ -134,16 +137,15 @@ class OnnxGraph:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         so.log_severity_level = 3  # errors only: a CUDA fallback is reported below, by us
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Specified provider")  # reported below
-                self.session = ort.InferenceSession(str(self.path), so, providers=list(options.providers),
-                                                    disabled_optimizers=options.disabled_optimizers)
-        except Exception as err:  # onnxruntime raises its own (Fail, InvalidGraph, ...) types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ArtifactError(f"{self.path}: not a loadable ONNX graph ({first[:300]})") from None
+        self.disabled_optimizers = list(options.disabled_optimizers)
+        self.session = self._open(so, list(options.providers))
         self.requested = list(options.providers)
         self.providers = list(self.session.get_providers())
+        fitting = onnx_disabled_optimizers(self.providers)
+        if not options.optimizers_given and fitting != self.disabled_optimizers:
+            # CUDA asked for, CPU given: open it again with the CPU's choice of fusions.
+            self.disabled_optimizers = fitting
+            self.session = self._open(so, self.providers)
         missing = [p for p in self.requested if p not in self.providers]
         if missing:
             message = f"{self.name}: asked for {self.requested}, onnxruntime gave {self.providers}"
@@ -152,6 +154,17 @@ class OnnxGraph:
             log.warning("%s (running without %s)", message, ", ".join(missing))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _open(self, so: Any, providers: list[str]) -> Any:
+        import onnxruntime as ort
+
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Specified provider")  # reported by __init__
+                return ort.InferenceSession(str(self.path), so, providers=providers, disabled_optimizers=self.disabled_optimizers)
+        except Exception as err:  # onnxruntime raises its own (Fail, InvalidGraph, ...) types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ArtifactError(f"{self.path}: not a loadable ONNX graph ({first[:300]})") from None
 
     def run_all(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.output_names, {k: v for k, v in feed.items() if k in self.input_names})
