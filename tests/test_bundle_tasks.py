@@ -174,6 +174,11 @@ def test_the_item_models_trees_must_give_log_odds() -> None:
     assert ItemModelConfig().booster.objective == "binary"
     with pytest.raises(ConfigError, match="log-odds"):
         ItemModelConfig.parse_dict({"booster": RankerConfig(objective="lambdarank").model_dump()})
+    # The ranker's caps on candidates and users do nothing here: a changed one is an error, the
+    # defaults (in any saved config's dump) read back.
+    with pytest.raises(ConfigError, match=r"booster\.n_candidates: not used"):
+        ItemModelConfig.parse_dict({"booster": {"objective": "binary", "n_candidates": 50}})
+    assert ItemModelConfig.parse_dict(ItemModelConfig().model_dump()) == ItemModelConfig()
 
 
 def test_item_features_without_anchor_or_user_are_finite_constants() -> None:

@@ -108,6 +108,11 @@ class ItemModelConfig(StrictModel):
     def _binary(cls, booster: RankerConfig) -> RankerConfig:
         if booster.objective != "binary":
             raise ValueError("booster.objective must be 'binary': the compose objective reads its raw score as log-odds")
+        # The ranker's candidate and user caps have no meaning here (max_baskets caps the examples);
+        # their defaults pass, so that a saved config's dump reads back.
+        inert = [name for name in ("max_users", "n_candidates") if getattr(booster, name) != RankerConfig.model_fields[name].default]
+        if inert:
+            raise ValueError(f"booster.{', booster.'.join(inert)}: not used by the bundle item model (its examples are capped by max_baskets)")
         return booster
 
 
