@@ -31,7 +31,9 @@ Rows (dataset `demo`): methods `torch`, `onnx_fp32`, `onnx_int8`, and the altern
   as `recs.encoders.keep_first_layers` cuts them; not the alternatives), timed in the same rounds,
   `ratio_vs_torch` and `max_abs_diff` against torch at the same depth;
 - slice `ndcg_zero_shot`: two-tower NDCG@10 on the demo shop (leave-last-out, full ranking, the
-  untrained towers; int8 re-encodes the catalog with its own item tower).
+  untrained towers; int8 re-encodes the catalog with its own item tower), and the per-user
+  difference with torch: `ndcg_delta_vs_torch` and its paired 95% interval (`ndcg_delta_ci_low`,
+  `ndcg_delta_ci_high`). The plot (`encode_speed.png`) shows every `ratio_vs_torch`.
 Every row's notes name the CPU (model, cores, AVX-512 / VNNI / AMX flags from /proc/cpuinfo) and
 the thread settings: the ratios move with the CPU far more than with anything else.
 Writes benchmarks/results/encode_speed.json and .md.
@@ -274,7 +276,7 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         rows += zero_shot_ndcg(model, tokenizer, graphs, dataset, 40 if args.quick else args.users)
     json_path, md_path = write_results(BENCHMARK, rows, args.out)
     png_path = plot_speed_ratios(rows, args.out / f"{BENCHMARK}.png")
-    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10"]))
+    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10", "ndcg_delta_vs_torch"]))
     print(f"wrote {json_path}, {md_path} and {png_path}")
     return 0
 
@@ -422,7 +424,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]], dataset: Any, n_users: int) -> list[dict[str, Any]]:
     """NDCG@10 of the untrained towers per variant; each variant encodes catalog and users itself."""
     from recs.data.splits import leave_last_out
-    from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics
+    from recs.evaluation.metrics import hit_matrix, mean_ranking_metrics, ndcg_from_hits
+    from recs.evaluation.paired import paired_difference
     from recs.retrieval.config import RetrievalConfig, TowerConfig
     from recs.retrieval.encode import TorchTowers
     from recs.retrieval.retriever import Retriever
@@ -440,18 +443,26 @@ def zero_shot_ndcg(model: Any, tokenizer: Any, graphs: dict[str, dict[str, Any]]
         towers = OnnxTowers(graphs["item"][method], graphs["user"][method], onnx_tok, config.towers, model.dim)
         retrievers[method] = Retriever.assemble(towers, config, dataset.items, split.fit_events)
     rows = []
+    per_user: dict[str, dict[str, float]] = {}
     for method, retriever in retrievers.items():
         vectors = retriever.user_vectors([retriever.context(user_id=u).state for u in users])
         top = np.argsort(-(vectors @ retriever.item_vectors.T), axis=1, kind="stable")[:, :10]
         ranked = [[retriever.catalog.item_ids[j] for j in row] for row in top]
         hits, n_rel = hit_matrix(ranked, [truth[u] for u in users], 10)
         metrics = mean_ranking_metrics(hits, n_rel, [10])
+        per_user[method] = dict(zip(users, ndcg_from_hits(hits, n_rel, 10).tolist(), strict=True))  # every user has a test item
+        # "Unchanged within noise": the paired 95% interval of the per-user NDCG@10 difference with torch.
+        paired = paired_difference(per_user[method], per_user["torch"])
         rows.append({
             "dataset": "demo", "method": method, "slice": "ndcg_zero_shot",
-            "metrics": {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"]},
-            "notes": f"untrained towers, leave-last-out, full ranking over {len(retriever.catalog)} items, first {len(users)} test users",
+            "metrics": {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"],
+                        "ndcg_delta_vs_torch": paired["delta"], "ndcg_delta_ci_low": paired["ci_low"],
+                        "ndcg_delta_ci_high": paired["ci_high"]},
+            "notes": f"untrained towers, leave-last-out, full ranking over {len(retriever.catalog)} items, first {len(users)} test "
+                     "users; ndcg_delta_*: the per-user NDCG@10 difference with torch, mean and paired 95% interval",
         })
-        print(f"{method}: ndcg@10 {metrics['ndcg@10']:.4f}", flush=True)
+        print(f"{method}: ndcg@10 {metrics['ndcg@10']:.4f}, vs torch {paired['delta']:+.4f} "
+              f"[95% CI {paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]", flush=True)
     return rows
 
 
