@@ -141,17 +141,17 @@ class OnnxGraph:
         self.session = self._open(so, list(options.providers))
         self.requested = list(options.providers)
         self.providers = list(self.session.get_providers())
-        fitting = onnx_disabled_optimizers(self.providers)
-        if not options.optimizers_given and fitting != self.disabled_optimizers:
-            # CUDA asked for, CPU given: open it again with the CPU's choice of fusions.
-            self.disabled_optimizers = fitting
-            self.session = self._open(so, self.providers)
         missing = [p for p in self.requested if p not in self.providers]
         if missing:
             message = f"{self.name}: asked for {self.requested}, onnxruntime gave {self.providers}"
             if options.strict_providers:
                 raise ConfigError(message)
             log.warning("%s (running without %s)", message, ", ".join(missing))
+        fitting = onnx_disabled_optimizers(self.providers)
+        if not options.optimizers_given and fitting != self.disabled_optimizers:
+            # CUDA asked for, CPU given: open it again with the CPU's choice of fusions.
+            self.disabled_optimizers = fitting
+            self.session = self._open(so, self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
