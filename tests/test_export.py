@@ -129,6 +129,29 @@ def test_cpu_sessions_leave_skip_layernorm_unfused(exported, tmp_path: Path) -> 
     assert "SkipLayerNormalization" in session_ops([])
 
 
+def test_old_exports_with_skip_layernorm_get_a_hint(exported, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder exported while SkipLayerNormalization was still fused (its recorded fusion counts
+    say so) loads as before, with a warning to export again; a current one loads without it."""
+    import copy
+
+    from recs.artifacts import open_artifact
+    from recs.serving.onnx_runtime import graph, onnx_spec
+
+    artifact = open_artifact(exported.path)
+    spec = onnx_spec(artifact)
+    cpu = RuntimeOptions(providers=["CPUExecutionProvider"])
+    with caplog.at_level(logging.WARNING, logger="recs.serving.onnx_runtime"):
+        graph(artifact, spec, "item_tower", cpu)
+    assert "SkipLayerNormalization" not in caplog.text
+    old = copy.deepcopy(spec)
+    old["graphs"]["item_tower"]["fusion"]["SkipLayerNormalization"] = 4
+    with caplog.at_level(logging.WARNING, logger="recs.serving.onnx_runtime"):
+        graph(artifact, old, "item_tower", RuntimeOptions(precision="int8", providers=["CPUExecutionProvider"]))
+        assert "SkipLayerNormalization" not in caplog.text  # its int8 graph was quantised from the unfused one
+        graph(artifact, old, "item_tower", cpu)
+    assert "item_tower.onnx: exported with SkipLayerNormalization nodes" in caplog.text
+
+
 def test_encoding_pads_per_length_sorted_batch(onnx_engine: Engine, torch_engine: Engine) -> None:
     """Texts are tokenised once, sorted by token count and padded per batch: each batch equals
     the same texts tokenised on their own, and the vectors do not depend on the batch they fell in."""

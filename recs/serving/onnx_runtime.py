@@ -351,7 +351,14 @@ def graph(artifact: Artifact, spec: dict[str, Any], name: str, options: RuntimeO
     if entry is None:
         raise ArtifactError(f"{artifact.path}: no ONNX graph '{name}' (exported: {sorted(spec['graphs'])})")
     relpath = entry.get(options.precision) or entry["fp32"]
-    return OnnxGraph(artifact.file(relpath), options, name=f"{relpath}")
+    session = OnnxGraph(artifact.file(relpath), options, name=f"{relpath}")
+    # Exports made before the fusion was dropped hold SkipLayerNormalization in the fused graph
+    # (fp32, and an int8 quantised from it), which these providers run slower than Add + LayerNorm.
+    fused_graph = relpath == entry["fp32"] or entry.get("int8_from") == "fused"
+    if fused_graph and "SkipLayerNormalization" in (entry.get("fusion") or {}) and "SkipLayerNormFusion" in onnx_disabled_optimizers(session.providers):
+        log.warning("%s: exported with SkipLayerNormalization nodes, which run slower on CPU than Add + "
+                    "LayerNormalization (~15%% of an int8 tower's time): export it again (`recs export`)", relpath)
+    return session
 
 
 # ------------------------------------------------------------------------------------ set scorer
