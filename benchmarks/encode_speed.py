@@ -76,6 +76,11 @@ RESULTS_DIR = _REPO / "benchmarks" / "results"
 # `recs.device.onnx_disabled_optimizers`): see `graph_variants`.
 SETTINGS = (("all", 64, 32), ("b1_len32", 1, 32), ("b1_len128", 1, 128), ("b64_len128", 64, 128))
 CROSS_R = 20
+# The suffix of a `--ce-layers N` cross-encoder's methods (torch_l2, onnx_int8_l2, ...).
+OTHER_DEPTH = re.compile(r"_l\d+$")
+# The columns printed (a column no row has is left out).
+TABLE_METRICS = ("items_per_s", "ratio_vs_torch", "ratio_round_min", "ratio_round_max", "cosine", "cosine_min",
+                 "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10", "ndcg_delta_vs_torch")
 # The /proc/cpuinfo flags that decide int8 and fp32 GEMM speed (VNNI: int8 dot products).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
@@ -273,8 +278,7 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
                             "cosine": float(cos.mean()), "cosine_min": float(cos.min()), **(latency if batch_size == 1 else {})},
                 "notes": f"item tower, batch {batch_size}, {length} tokens, median of {rounds} rounds; {where}",
             })
-        print(format_table([r for r in rows if r["slice"] == label], ["items_per_s", "ratio_vs_torch", "ratio_round_min", "ratio_round_max",
-                                                                      "cosine", "cosine_min", "p50_ms", "p99_ms"]), flush=True)
+        print(format_table([r for r in rows if r["slice"] == label], TABLE_METRICS), flush=True)
 
     rows += user_latency(model, tokenizer, graphs["user"], dataset, args, where)
     rows += cross_encoder_latency(model_name, tokenizer, dataset, texts, work, options, args, where)
@@ -282,7 +286,7 @@ def _run(args: argparse.Namespace, threads: int, rounds: int, model: Any, tokeni
         rows += zero_shot_ndcg(model, tokenizer, graphs, dataset, 40 if args.quick else args.users)
     json_path, md_path = write_results(BENCHMARK, rows, args.out)
     png_path = plot_speed_ratios(rows, args.out / f"{BENCHMARK}.png")
-    print(format_table(rows, ["items_per_s", "ratio_vs_torch", "cosine", "cosine_min", "p50_ms", "p95_ms", "p99_ms", "max_abs_diff", "ndcg@10", "ndcg_delta_vs_torch"]))
+    print(format_table(rows, TABLE_METRICS))
     print(f"wrote {json_path}, {md_path} and {png_path}")
     return 0
 
@@ -292,7 +296,7 @@ def plot_speed_ratios(rows: list[dict[str, Any]], path: Path) -> Path:
     rows only: the `--ce-layers` ones have their own torch)."""
     from recs.evaluation.report import plot_metrics
 
-    default_depth = [r for r in rows if "ratio_vs_torch" in r["metrics"] and not re.search(r"_l\d+$", r["method"])]
+    default_depth = [r for r in rows if "ratio_vs_torch" in r["metrics"] and not OTHER_DEPTH.search(r["method"])]
     return plot_metrics(default_depth, path, metric="ratio_vs_torch")
 
 
@@ -378,7 +382,7 @@ def cross_encoder_latency(model_name: str, tokenizer: Any, dataset: Any, texts: 
     same_depth: dict[str, str] = {}  # method -> the torch method of its depth (ratios, differences)
     depth_of: dict[str, int] = {}
     for depth in depths:
-        tag = "" if depth == default else f"_l{depth}"
+        tag = "" if depth == default else f"_l{depth}"  # matches OTHER_DEPTH
         # A fresh copy per depth: the first `depth` layers as `[ranking.cross_encoder] layers` keeps them.
         ce = CrossEncoderModel(keep_first_layers(load_backbone(model_name), depth)).eval()
         torch.manual_seed(0)
